@@ -1,0 +1,106 @@
+"""Registry of task families (see ``envs.core`` for the TaskFamily contract).
+
+    fam = get_family("point_reacher")          # a fresh instance; kwargs go to its constructor
+    family_names()                              # sorted registered names
+    family_table()                              # rows for ``hindsight envs``
+
+Registered: the GH point envs (``envs.point``), the MuJoCo families
+(``envs.mujoco_families``) and, when present, the tiny test families of ``envs.testing``.
+"""
+
+from __future__ import annotations
+
+import difflib
+import importlib
+from typing import Any, NamedTuple
+
+from envs.core import StepBatch, TaskFamily, UnknownFamilyError
+from envs.mujoco_families import AntDirection, HalfCheetahMultiObjective, ReacherGoal, WalkerLinear
+from envs.point import PointReacher, PointTrajectory
+
+__all__ = [
+    "FAMILIES",
+    "FamilyRow",
+    "StepBatch",
+    "TaskFamily",
+    "UnknownFamilyError",
+    "family_names",
+    "family_table",
+    "get_family",
+    "register",
+]
+
+#: name -> TaskFamily subclass
+FAMILIES: dict[str, type[TaskFamily]] = {}
+
+
+def register(cls: type[TaskFamily]) -> type[TaskFamily]:
+    """Add a family class under its ``name`` (usable as a class decorator)."""
+    existing = FAMILIES.get(cls.name)
+    if existing is not None and existing is not cls:
+        raise ValueError(f"task family name {cls.name!r} is taken by {existing.__qualname__}")
+    FAMILIES[cls.name] = cls
+    return cls
+
+
+def _register_module(module: str) -> None:
+    """Register every named TaskFamily subclass defined in ``module``, if it exists."""
+    try:
+        mod = importlib.import_module(module)
+    except ModuleNotFoundError as err:
+        if err.name != module:  # the module exists but one of its imports is missing
+            raise
+        return
+    for obj in vars(mod).values():
+        if (
+            isinstance(obj, type)
+            and issubclass(obj, TaskFamily)
+            and obj.__module__ == module
+            and "name" in vars(obj)
+        ):
+            register(obj)
+
+
+for _cls in (PointTrajectory, PointReacher, HalfCheetahMultiObjective, AntDirection, WalkerLinear, ReacherGoal):
+    register(_cls)
+_register_module("envs.testing")  # owned by the lead; optional
+
+
+def family_names() -> list[str]:
+    """All registered family names, sorted."""
+    return sorted(FAMILIES)
+
+
+def get_family(name: str, **kwargs: Any) -> TaskFamily:
+    """A new instance of the family ``name``; raises UnknownFamilyError naming the nearest."""
+    try:
+        cls = FAMILIES[name]
+    except KeyError:
+        names = family_names()
+        close = difflib.get_close_matches(str(name), names, n=3, cutoff=0.5)
+        hint = f"did you mean {' or '.join(repr(c) for c in close)}? " if close else ""
+        raise UnknownFamilyError(
+            f"unknown task family {name!r}; {hint}registered: {', '.join(names)}"
+        ) from None
+    return cls(**kwargs)
+
+
+class FamilyRow(NamedTuple):
+    name: str
+    obs: int
+    action: int
+    task: int
+    reward_inputs: int
+    horizon: int
+    discount: float
+    linear: bool
+
+
+def family_table() -> list[FamilyRow]:
+    """One row per registered family (sorted by name), for ``hindsight envs``."""
+    return [
+        FamilyRow(
+            c.name, c.obs_dim, c.action_dim, c.task_dim, c.reward_input_dim, c.horizon, c.discount, c.linear
+        )
+        for c in (FAMILIES[n] for n in family_names())
+    ]

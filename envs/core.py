@@ -103,6 +103,17 @@ class TaskFamily:
         """
         raise NotImplementedError
 
+    def set_env_task(self, env: gym.Env, task: np.ndarray) -> None:
+        """Point an env made by ``make_env`` at another task (takes effect at its next reset).
+
+        Rollout workers keep one env per slot and retask it per episode instead of building
+        a new simulator each time. Default: the env's unwrapped ``task`` attribute.
+        """
+        task = np.asarray(task, dtype=np.float64)
+        if task.shape != (self.task_dim,):
+            raise ValueError(f"family {self.name!r}: a task has shape ({self.task_dim},), got {task.shape}")
+        env.unwrapped.task = task
+
     # ---- derived, batched ----------------------------------------------------------
     def sample_tasks(self, rng: np.random.Generator, n: int) -> np.ndarray:
         """n tasks from the prior p(z): [n, Z] float64."""

@@ -1,0 +1,222 @@
+"""The Generalized Hindsight point environments, in numpy (no MuJoCo).
+
+``point_trajectory``  GH PointTrajectory (launcher name ``pointmass2``): follow a sine-shaped
+                      path of direction theta, length d and amplitude amp; rewarded on the
+                      PRE-step position (GH ``PointMassBestRandomRelabeler``, power 1).
+``point_reacher``     GH PointReacher (``pointreacherobs``): a velocity-controlled point that
+                      trades off reaching a goal, spending energy and avoiding an obstacle,
+                      rewarded on the POST-step position (GH ``ReacherRelabelerWithGoalAndObs``).
+
+Both rewards read only the observation and the action, so ``reward_inputs`` is empty (I = 0).
+The episode ends by time limit only; the env reports it as ``truncated`` and, because the
+observation carries t/H, the family sets ``timeout_is_terminal`` so the time-limit step is
+stored as terminal as GH does (REFERENCE-CODE §8). Actions outside [-1, 1] are clipped for
+the dynamics only; the reward sees the action as given, which is the one a rollout stores.
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+import gymnasium as gym
+import numpy as np
+
+from envs.core import StepBatch, TaskFamily
+
+_NO_REWARD_INPUTS = np.zeros(0)
+_SQRT_2PI = float(np.sqrt(2.0 * np.pi))
+
+
+class _GHPointEnv(gym.Env):
+    """A GH point env for one task; reward and termination come from its family.
+
+    Subclasses set the spaces and implement ``_initial_obs`` and ``_transition``.
+    """
+
+    metadata: ClassVar[dict[str, Any]] = {"render_modes": []}
+
+    def __init__(self, family: TaskFamily, task: np.ndarray):
+        self.family = family
+        self.task = np.zeros(family.task_dim)
+        self.set_task(task)
+        self.action_space = gym.spaces.Box(-1.0, 1.0, (family.action_dim,), np.float32)
+        self._t = 0
+        self._obs = self._initial_obs()
+
+    def set_task(self, task: np.ndarray) -> None:
+        """Command a new task [Z]; takes effect from the next step."""
+        self.task = self.family.check_tasks(np.asarray(task)[None])[0]
+
+    def _initial_obs(self) -> np.ndarray:
+        raise NotImplementedError
+
+    def _transition(self, obs: np.ndarray, action: np.ndarray, t: int) -> np.ndarray:
+        """Next observation [O] from obs [O], clipped action [A] and the new step count t."""
+        raise NotImplementedError
+
+    def reset(
+        self, *, seed: int | None = None, options: dict[str, Any] | None = None
+    ) -> tuple[np.ndarray, dict[str, Any]]:
+        super().reset(seed=seed)
+        self._t = 0
+        self._obs = self._initial_obs()
+        return self._obs.copy(), {}
+
+    def step(self, action: Any) -> tuple[np.ndarray, float, bool, bool, dict[str, Any]]:
+        a = np.asarray(action, dtype=np.float64).reshape(self.family.action_dim)
+        self._t += 1
+        next_obs = self._transition(self._obs, np.clip(a, -1.0, 1.0), self._t)
+        steps = StepBatch(self._obs[None], a[None], next_obs[None], _NO_REWARD_INPUTS[None])
+        reward = float(self.family.rewards_for(steps, self.task[None])[0])
+        terminated = bool(self.family.terminals_for(steps, self.task[None])[0])
+        truncated = self._t >= self.family.horizon
+        self._obs = next_obs
+        return next_obs.copy(), reward, terminated, truncated, {"reward_inputs": _NO_REWARD_INPUTS.copy()}
+
+
+class _GHPointFamily(TaskFamily):
+    """Shared parts of the two GH point families."""
+
+    reward_input_dim = 0
+    timeout_is_terminal = True  # GH stores the time-limit step as terminal (REFERENCE-CODE §8)
+
+    def set_env_task(self, env: gym.Env, task: np.ndarray) -> None:
+        """Command a new task [Z] on an env made by ``make_env`` (reused across episodes)."""
+        env.get_wrapper_attr("set_task")(task)
+
+
+# ---- PointTrajectory -------------------------------------------------------------------
+
+
+class PointTrajectoryEnv(_GHPointEnv):
+    """GH ``point_robot_new``: obs (x, y, t/H), start at the origin, p <- clip(p + a/10, ±1)."""
+
+    def __init__(self, family: TaskFamily, task: np.ndarray):
+        self.observation_space = gym.spaces.Box(
+            np.array([-1.0, -1.0, 0.0]), np.array([1.0, 1.0, 1.0]), dtype=np.float64
+        )
+        super().__init__(family, task)
+
+    def _initial_obs(self) -> np.ndarray:
+        return np.zeros(3)
+
+    def _transition(self, obs: np.ndarray, action: np.ndarray, t: int) -> np.ndarray:
+        p = np.clip(obs[:2] + action / 10.0, -1.0, 1.0)
+        return np.array([p[0], p[1], t / self.family.horizon])
+
+
+class PointTrajectory(_GHPointFamily):
+    """GH PointTrajectory: trace the curve y' = amp sin(pi x'/d) in a frame rotated by theta.
+
+    Task z = (theta, d, amp), theta ~ U[-pi, pi], d ~ U[.75, 1], amp ~ U[-.25, .25].
+    On the PRE-step position (x, y) = obs[:2]:
+        (x', y') = R(theta) (x, y),  R = [[cos, -sin], [sin, cos]]
+        alpha = x'/d
+        r = alpha * N(y' - amp sin(pi x'/d); 0, sigma=.05)   if alpha >= 0 else 0
+    (peak 1/(.05 sqrt(2 pi)) = 7.98 per unit alpha; GH adds 1e-12 to alpha, which we drop).
+    """
+
+    name = "point_trajectory"
+    obs_dim = 3
+    action_dim = 2
+    task_dim = 3
+    horizon = 15
+    discount = 0.9
+    sigma: ClassVar[float] = 0.05
+
+    def _sample_tasks(self, rng: np.random.Generator, n: int) -> np.ndarray:
+        return rng.uniform([-np.pi, 0.75, -0.25], [np.pi, 1.0, 0.25], size=(n, 3))
+
+    def reward_fn(self, steps: StepBatch, tasks: np.ndarray) -> np.ndarray:
+        obs = np.asarray(steps.obs, dtype=np.float64)
+        x, y = obs[..., 0], obs[..., 1]
+        theta, d, amp = tasks[..., 0], tasks[..., 1], tasks[..., 2]
+        c, s = np.cos(theta), np.sin(theta)
+        xr, yr = c * x - s * y, s * x + c * y  # GH: obs[:2].dot(R.T)
+        alpha = xr / d
+        dev = (yr - amp * np.sin(np.pi * xr / d)) / self.sigma
+        pdf = np.exp(-0.5 * dev**2) / (self.sigma * _SQRT_2PI)
+        return np.where(alpha >= 0.0, alpha * pdf, 0.0)
+
+    def make_env(self, task: np.ndarray, seed: int | None = None) -> gym.Env:
+        env = PointTrajectoryEnv(self, task)
+        env.reset(seed=seed)
+        env.action_space.seed(seed)
+        return env
+
+
+# ---- PointReacher ----------------------------------------------------------------------
+
+
+class PointReacherEnv(_GHPointEnv):
+    """GH ``point_reacher_env``: obs (x, y, vx, vy, t/H), start all zeros,
+    v <- clip(v + a/20, ±.25), p <- clip(p + v, ±1)."""
+
+    def __init__(self, family: TaskFamily, task: np.ndarray):
+        high = np.array([1.0, 1.0, 0.25, 0.25, 1.0])
+        low = np.array([-1.0, -1.0, -0.25, -0.25, 0.0])
+        self.observation_space = gym.spaces.Box(low, high, dtype=np.float64)
+        super().__init__(family, task)
+
+    def _initial_obs(self) -> np.ndarray:
+        return np.zeros(5)
+
+    def _transition(self, obs: np.ndarray, action: np.ndarray, t: int) -> np.ndarray:
+        v = np.clip(obs[2:4] + action / 20.0, -0.25, 0.25)
+        p = np.clip(obs[:2] + v, -1.0, 1.0)
+        return np.array([p[0], p[1], v[0], v[1], t / self.family.horizon])
+
+
+class PointReacher(_GHPointFamily):
+    """GH PointReacher: weighted trade-off of reaching, energy and obstacle safety.
+
+    Task z = (u, v, theta_g, r_g, theta_o, r_o): u ~ U[0, .25], v ~ U[.5, 1],
+    theta ~ U[-pi, pi], r ~ U[.15, .3]. Goal g = r_g (cos, sin) theta_g, obstacle o likewise;
+    weights c = (cos th sin ph, sin th sin ph, cos ph), th = 2 pi u, ph = arccos(2v - 1)
+    (all >= 0). On the POST-step position e = next_obs[:2] and the action a:
+        r = c0 (0.2 - ||e - g||) + c1 (-||a||) + c2 log10(||e - o|| + .01) / 5
+    """
+
+    name = "point_reacher"
+    obs_dim = 5
+    action_dim = 2
+    task_dim = 6
+    horizon = 20
+    discount = 0.97
+
+    def _sample_tasks(self, rng: np.random.Generator, n: int) -> np.ndarray:
+        low = [0.0, 0.5, -np.pi, 0.15, -np.pi, 0.15]
+        high = [0.25, 1.0, np.pi, 0.3, np.pi, 0.3]
+        return rng.uniform(low, high, size=(n, 6))
+
+    @staticmethod
+    def weights(tasks: np.ndarray) -> np.ndarray:
+        """Reward weights c [..., 3] of tasks [..., 6] (GH ``latent_to_coeffs``)."""
+        th = 2.0 * np.pi * tasks[..., 0]
+        ph = np.arccos(2.0 * tasks[..., 1] - 1.0)
+        return np.stack([np.cos(th) * np.sin(ph), np.sin(th) * np.sin(ph), np.cos(ph)], axis=-1)
+
+    @staticmethod
+    def goal(tasks: np.ndarray) -> np.ndarray:
+        """Goal position [..., 2] of tasks [..., 6]."""
+        return tasks[..., 3:4] * np.stack([np.cos(tasks[..., 2]), np.sin(tasks[..., 2])], axis=-1)
+
+    @staticmethod
+    def obstacle(tasks: np.ndarray) -> np.ndarray:
+        """Obstacle position [..., 2] of tasks [..., 6]."""
+        return tasks[..., 5:6] * np.stack([np.cos(tasks[..., 4]), np.sin(tasks[..., 4])], axis=-1)
+
+    def reward_fn(self, steps: StepBatch, tasks: np.ndarray) -> np.ndarray:
+        e = np.asarray(steps.next_obs, dtype=np.float64)[..., :2]
+        a = np.asarray(steps.action, dtype=np.float64)
+        c = self.weights(tasks)
+        reach = 0.2 - np.linalg.norm(e - self.goal(tasks), axis=-1)
+        energy = -np.linalg.norm(a, axis=-1)
+        safety = np.log10(np.linalg.norm(e - self.obstacle(tasks), axis=-1) + 0.01) / 5.0
+        return c[..., 0] * reach + c[..., 1] * energy + c[..., 2] * safety
+
+    def make_env(self, task: np.ndarray, seed: int | None = None) -> gym.Env:
+        env = PointReacherEnv(self, task)
+        env.reset(seed=seed)
+        env.action_space.seed(seed)
+        return env

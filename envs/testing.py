@@ -1,0 +1,110 @@
+"""Tiny task families for tests and smoke runs: 2-D point, numpy only, 10-step episodes.
+
+``test_goal``   reach a goal g in [-1, 1]^2: r = -||p' - g|| on the post-step position;
+                a goal family (HER applies), never terminates.
+``test_linear`` r = w . [x', y', -||a||^2] with w on the unit sphere: a linear family, so
+                AIR's discounted-feature-sum fast path can be checked against the naive form.
+
+Dynamics: p <- clip(p + a / 5, -1, 1), start at the origin, obs = p, H = 10, gamma = 0.9.
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+import gymnasium as gym
+import numpy as np
+
+from envs.core import StepBatch, TaskFamily
+
+_STEP_SCALE = 0.2
+
+
+class _PointEnv(gym.Env):
+    """A 2-D point whose reward comes from its family's ``rewards_for``."""
+
+    metadata: ClassVar[dict[str, Any]] = {"render_modes": []}
+
+    def __init__(self, family: TaskFamily, task: np.ndarray):
+        self.family = family
+        self.task = np.asarray(task, dtype=np.float64)
+        self.observation_space = gym.spaces.Box(-1.0, 1.0, (2,), np.float64)
+        self.action_space = gym.spaces.Box(-1.0, 1.0, (2,), np.float32)
+        self._p = np.zeros(2)
+        self._t = 0
+
+    def reset(self, *, seed: int | None = None, options: dict | None = None):
+        super().reset(seed=seed)
+        self._p = np.zeros(2)
+        self._t = 0
+        return self._p.copy(), {}
+
+    def step(self, action):
+        a = np.clip(np.asarray(action, dtype=np.float64), -1.0, 1.0)
+        obs = self._p.copy()
+        self._p = np.clip(self._p + _STEP_SCALE * a, -1.0, 1.0)
+        self._t += 1
+        steps = StepBatch(obs[None], a[None], self._p[None].copy(), np.zeros((1, 0)))
+        reward = float(self.family.rewards_for(steps, self.task[None])[0])
+        terminated = bool(self.family.terminals_for(steps, self.task[None])[0])
+        truncated = self._t >= self.family.horizon
+        return self._p.copy(), reward, terminated, truncated, {"reward_inputs": np.zeros(0)}
+
+
+class _TestPoint(TaskFamily):
+    obs_dim = 2
+    action_dim = 2
+    task_dim = 2
+    reward_input_dim = 0
+    horizon = 10
+    discount = 0.9
+    num_eval_tasks = 8
+
+    def make_env(self, task: np.ndarray, seed: int | None = None) -> gym.Env:
+        env = _PointEnv(self, task)
+        env.reset(seed=seed)
+        return env
+
+
+class TestGoal(_TestPoint):
+    """Reach g: r = -||p' - g||. Task = goal, uniform in [-1, 1]^2."""
+
+    __test__ = False  # not a pytest class
+    name = "test_goal"
+    goal_dim = 2
+
+    def _sample_tasks(self, rng: np.random.Generator, n: int) -> np.ndarray:
+        return rng.uniform(-1.0, 1.0, size=(n, 2))
+
+    def reward_fn(self, steps: StepBatch, tasks: np.ndarray) -> np.ndarray:
+        return -np.linalg.norm(steps.next_obs - tasks, axis=-1)
+
+    def achieved_goal(self, steps: StepBatch) -> np.ndarray:
+        return np.asarray(steps.next_obs)
+
+    def with_goal(self, tasks: np.ndarray, goals: np.ndarray) -> np.ndarray:
+        return np.array(goals, dtype=np.float64)
+
+
+class TestLinear(_TestPoint):
+    """r = w . phi, phi = [x', y', -||a||^2], w uniform on the unit sphere in R^3."""
+
+    __test__ = False
+    name = "test_linear"
+    task_dim = 3
+    linear = True
+    feature_dim = 3
+
+    def _sample_tasks(self, rng: np.random.Generator, n: int) -> np.ndarray:
+        w = rng.normal(size=(n, 3))
+        return w / np.linalg.norm(w, axis=-1, keepdims=True)
+
+    def features(self, steps: StepBatch) -> np.ndarray:
+        a2 = np.sum(np.square(steps.action), axis=-1, keepdims=True)
+        return np.concatenate([steps.next_obs, -a2], axis=-1)
+
+    def task_weights(self, tasks: np.ndarray) -> np.ndarray:
+        return self.check_tasks(tasks)
+
+    def reward_fn(self, steps: StepBatch, tasks: np.ndarray) -> np.ndarray:
+        return np.sum(self.features(steps) * tasks, axis=-1)

@@ -1,0 +1,198 @@
+"""The ``hindsight`` command line.
+
+    hindsight train [--config NAME] [--set a.b=c ...] [--family F] [--strategy S] ...
+    hindsight envs
+    hindsight store verify DIR | hindsight store stats DIR
+    hindsight scale RUN_DIR N
+    hindsight bench NAME [--quick] [--json FILE]
+    hindsight config [--config NAME]          # the hyperparameter table
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from pathlib import Path
+
+from hindsight.configtools import ConfigError
+
+
+def _train(args: argparse.Namespace) -> int:
+    from hindsight.config import load_config
+    from hindsight.trainer import Trainer
+
+    if args.resume:
+        run_dir = Path(args.resume)
+        if not (run_dir / "config.yaml").exists():
+            print(f"error: --resume {run_dir}: no config.yaml there (not a run directory)", file=sys.stderr)
+            return 2
+        cfg = load_config(str(run_dir / "config.yaml"), _overrides(args))
+    else:
+        run_dir = None
+        cfg = load_config(args.config, _overrides(args))
+    summary = Trainer(cfg, run_dir=run_dir, resume=bool(args.resume), address=args.address, progress=not args.no_progress).run()
+    fe = summary["final_eval"]
+    print(
+        f"run dir: {summary['run_dir']}\n"
+        f"{summary['family']} / {summary['strategy']}: {summary['env_steps']} env steps, {summary['updates']} updates "
+        f"in {summary['wall_time_s']:.0f}s ({summary['env_steps_per_s']:.0f} steps/s, {summary['updates_per_s']:.1f} updates/s)\n"
+        f"final eval: return {fe['return_mean']:.3f} over {fe['episodes']} episodes"
+        + (f", success {fe['success_rate']:.2f}" if fe.get("success_rate") is not None else "")
+    )
+    return 0
+
+
+def _overrides(args: argparse.Namespace) -> list[str]:
+    out = list(args.set or [])
+    if args.family:
+        out.insert(0, f"env.family={args.family}")
+    if args.strategy:
+        out.append(f"relabel.strategy={args.strategy}")
+    if args.env_steps is not None:
+        out.append(f"env_steps={args.env_steps}")
+    if args.seed is not None:
+        out.append(f"seed={args.seed}")
+    if args.logdir:
+        out.append(f"logdir={args.logdir}")
+    return out
+
+
+def _envs(args: argparse.Namespace) -> int:
+    from envs import family_table
+
+    rows = family_table()
+    header = list(rows[0].keys()) if rows and isinstance(rows[0], dict) else None
+    if header:
+        widths = [max(len(str(h)), *(len(str(r[h])) for r in rows)) for h in header]
+        print("  ".join(str(h).ljust(w) for h, w in zip(header, widths)))
+        for r in rows:
+            print("  ".join(str(r[h]).ljust(w) for h, w in zip(header, widths)))
+    else:
+        for r in rows:
+            print("  ".join(str(x) for x in r))
+    return 0
+
+
+def _store(args: argparse.Namespace) -> int:
+    from relabel_service import tools
+
+    if args.store_cmd == "verify":
+        report = tools.verify(args.dir)
+        print(tools.format_verify(report))
+        return 0 if tools.verify_ok(report) else 1
+    stats = tools.stats(args.dir)
+    print(tools.format_stats(stats))
+    return 0
+
+
+def _scale(args: argparse.Namespace) -> int:
+    from hindsight.trainer import write_control
+
+    write_control(args.run_dir, args.workers)
+    print(f"asked the trainer of {args.run_dir} for {args.workers} rollout workers")
+    return 0
+
+
+def _bench(args: argparse.Namespace) -> int:
+    from benchmarks import run_benchmark
+
+    result = run_benchmark(args.name, quick=args.quick)
+    text = json.dumps(result, indent=2)
+    print(text)
+    if args.json:
+        Path(args.json).write_text(text)
+    return 0
+
+
+def _config(args: argparse.Namespace) -> int:
+    from hindsight.config import describe_fields, dump_config, load_config
+
+    if args.config or args.set:
+        print(dump_config(load_config(args.config, args.set or [])))
+        return 0
+    for key, default, doc in describe_fields():
+        print(f"{key} = {default}\n    {doc}")
+    return 0
+
+
+def _fidelity(args: argparse.Namespace) -> int:
+    from hindsight.fidelity import run_fidelity
+
+    result = run_fidelity(args.checkpoint, num_tasks=args.num_tasks, candidates=args.candidates, seed=args.seed)
+    print(json.dumps(result["summary"], indent=2))
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="hindsight", description="Distributed multi-task RL with hindsight relabeling.")
+    sub = p.add_subparsers(dest="cmd", required=True)
+
+    t = sub.add_parser("train", help="train (local Ray by default)")
+    t.add_argument("--config", help="a config in deploy/configs (name or path)")
+    t.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a config key (repeatable)")
+    t.add_argument("--family", help="task family (hindsight envs)")
+    t.add_argument("--strategy", help="relabel strategy")
+    t.add_argument("--env-steps", type=int, help="env-step budget")
+    t.add_argument("--seed", type=int)
+    t.add_argument("--logdir", help="where run directories are created")
+    t.add_argument("--resume", metavar="RUN_DIR", help="continue a run from its last checkpoint and its store")
+    t.add_argument("--address", help="join a Ray cluster (auto, ray://host:port) instead of starting local Ray")
+    t.add_argument("--no-progress", action="store_true", help="no progress bar")
+    t.set_defaults(func=_train)
+
+    e = sub.add_parser("envs", help="list the task families")
+    e.set_defaults(func=_envs)
+
+    s = sub.add_parser("store", help="inspect a trajectory store directory")
+    ssub = s.add_subparsers(dest="store_cmd", required=True)
+    for name, help_ in (("verify", "check every record; exit 1 on corruption"), ("stats", "counts per shard and task")):
+        x = ssub.add_parser(name, help=help_)
+        x.add_argument("dir")
+    s.set_defaults(func=_store)
+
+    sc = sub.add_parser("scale", help="resize the rollout pool of a running training")
+    sc.add_argument("run_dir")
+    sc.add_argument("workers", type=int)
+    sc.set_defaults(func=_scale)
+
+    b = sub.add_parser("bench", help="run a benchmark (rollout, store, learner, relabel, all)")
+    b.add_argument("name")
+    b.add_argument("--quick", action="store_true", help="smaller sizes (for CI)")
+    b.add_argument("--json", help="write the result to this file")
+    b.set_defaults(func=_bench)
+
+    c = sub.add_parser("config", help="print every config key with its default and meaning")
+    c.add_argument("--config")
+    c.add_argument("--set", action="append", metavar="KEY=VALUE")
+    c.set_defaults(func=_config)
+
+    f = sub.add_parser("fidelity", help="relabel-fidelity study of a trained run (GH Fig. 7)")
+    f.add_argument("--checkpoint", required=True, metavar="RUN_DIR")
+    f.add_argument("--num-tasks", type=int, default=100)
+    f.add_argument("--candidates", type=int, default=100)
+    f.add_argument("--seed", type=int, default=0)
+    f.set_defaults(func=_fidelity)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args.func(args) or 0)
+    except ConfigError as e:
+        print(f"config error: {e}", file=sys.stderr)
+        return 2
+    except KeyError as e:  # unknown family / strategy: the message names it
+        from envs.core import UnknownFamilyError
+
+        if isinstance(e, UnknownFamilyError) or "strategy" in str(e):
+            print(f"error: {e}", file=sys.stderr)
+            return 2
+        raise
+
+
+if __name__ == "__main__":
+    sys.exit(main())

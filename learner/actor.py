@@ -1,0 +1,157 @@
+"""The learner: replay on its device, SAC updates under a rate limit, weights and checkpoints.
+
+    learner = Learner(obs_dim=5, action_dim=2, task_dim=6, cfg=learner_cfg, discount=0.97, seed=0)
+    learner.ingest(transition_batch)          # -> transitions inserted so far
+    report = learner.train(max_updates=50)     # runs what the rate limiter allows
+    version, weights = learner.weights()       # actor weights for rollout workers
+
+A plain class; the composition root wraps it with ``ray.remote`` (asking for a GPU when
+the cluster has one). It only pulls batches, calls the pure ``update``, publishes, logs
+and checkpoints.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import torch
+
+from learner.core import pick_device
+from learner.rate_limiter import RateLimiter
+from learner.replay import Replay
+from learner.sac.update import SACState, init_state, load_state, policy_weights, save_state, update
+from relabel_service.core import TransitionBatch
+
+#: in-batch relabeling hook (HIPI-RL): (state, batch, generator) -> (batch, stats)
+BatchRelabeler = Callable[[SACState, Any, torch.Generator], tuple[Any, dict[str, float]]]
+
+
+class Learner:
+    def __init__(
+        self,
+        obs_dim: int,
+        action_dim: int,
+        task_dim: int,
+        cfg: Any,  # hindsight.config.LearnerConfig
+        discount: float,
+        seed: int,
+        checkpoint_dir: str | None = None,
+        resume: bool = False,
+        batch_relabeler: BatchRelabeler | None = None,
+    ):
+        torch.set_num_threads(max(1, int(cfg.num_cpus)))
+        self.cfg = cfg
+        self.device = pick_device(cfg.device)
+        sac_cfg = cfg.sac
+        self.state = init_state(obs_dim, action_dim, task_dim, sac_cfg, discount, self.device, seed)
+        self.replay = Replay(cfg.replay_capacity, obs_dim, action_dim, task_dim, self.device)
+        self.limiter = RateLimiter(cfg.samples_per_insert, sac_cfg.batch_size, cfg.min_replay, cfg.spi_tolerance)
+        self.sample_gen = torch.Generator(device=self.device).manual_seed(seed + 1)
+        self.batch_relabeler = batch_relabeler
+        self.inserted = 0
+        self.updates = 0
+        self._updates_offset = 0  # updates before a resume do not count against new data
+        self.version = 0
+        self._published: tuple[int, dict[str, np.ndarray]] = (0, policy_weights(self.state))
+        self.checkpoint_dir = Path(checkpoint_dir) if checkpoint_dir else None
+        self._rates = {"ingest_t": time.perf_counter(), "ingest_n": 0, "update_t": time.perf_counter(), "update_n": 0}
+        if resume and self.checkpoint_dir is not None and (self.checkpoint_dir / "learner.pt").exists():
+            self._restore()
+
+    # ---- data ----------------------------------------------------------------------------
+    def ingest(self, batch: TransitionBatch | None) -> int:
+        """Add relabeled transitions to the replay; returns transitions inserted so far."""
+        if batch is not None and len(batch):
+            for name, x in zip(batch._fields, batch):
+                if not np.all(np.isfinite(x)):
+                    raise ValueError(f"learner: transition field {name!r} contains NaN or Inf")
+            self.replay.add(batch)
+            self.inserted += len(batch)
+            self._rates["ingest_n"] += len(batch)
+        return self.inserted
+
+    # ---- updates -------------------------------------------------------------------------
+    def train(self, max_updates: int) -> dict[str, Any]:
+        """Run up to ``max_updates`` SAC updates, as many as the rate limiter allows."""
+        n = min(max_updates, self.limiter.updates_allowed(self.inserted, self.updates - self._updates_offset))
+        n = n if len(self.replay) >= max(1, self.cfg.min_replay) else 0
+        if n == 0:
+            time.sleep(0.02)  # nothing allowed yet: do not spin the driver's loop
+        metrics: dict[str, float] = {}
+        relabel_stats: dict[str, float] = {}
+        for i in range(n):
+            batch = self.replay.sample(self.cfg.sac.batch_size, self.sample_gen)
+            if self.batch_relabeler is not None:
+                batch, relabel_stats = self.batch_relabeler(self.state, batch, self.sample_gen)
+            self.state, metrics = update(self.state, batch, with_metrics=(i == n - 1))
+            self.updates += 1
+            self._rates["update_n"] += 1
+            if self.updates % self.cfg.publish_every == 0:
+                self.version += 1
+                self._published = (self.version, policy_weights(self.state))
+        return {
+            "updates_done": n,
+            "updates": self.updates,
+            "inserted": self.inserted,
+            "version": self.version,
+            "replay_size": len(self.replay),
+            "metrics": metrics,
+            "relabel": relabel_stats,
+            "may_insert": self.limiter.may_insert(self.inserted, self.updates - self._updates_offset),
+        }
+
+    def counters(self) -> dict[str, Any]:
+        now = time.perf_counter()
+        r = self._rates
+        out = {
+            "updates": self.updates,
+            "inserted": self.inserted,
+            "version": self.version,
+            "replay_size": len(self.replay),
+            "ingest_per_s": r["ingest_n"] / max(1e-9, now - r["ingest_t"]),
+            "updates_per_s": r["update_n"] / max(1e-9, now - r["update_t"]),
+            "device": str(self.device),
+        }
+        self._rates = {"ingest_t": now, "ingest_n": 0, "update_t": now, "update_n": 0}
+        return out
+
+    def weights(self) -> tuple[int, dict[str, np.ndarray]]:
+        """The latest published actor weights and their version."""
+        return self._published
+
+    def critic_weights(self) -> tuple[int, dict[str, np.ndarray]]:
+        """Actor and online critic weights (for V(s0, z) in the relabel service)."""
+        from learner.sac.update import value_weights
+
+        return self.version, value_weights(self.state)
+
+    # ---- checkpoints ---------------------------------------------------------------------
+    def checkpoint(self, extra: dict | None = None) -> str:
+        assert self.checkpoint_dir is not None
+        self.checkpoint_dir.mkdir(parents=True, exist_ok=True)
+        path = self.checkpoint_dir / "learner.pt"
+        tmp = self.checkpoint_dir / "learner.pt.tmp"
+        save_state(self.state, tmp)
+        os.replace(tmp, path)  # atomic: a crash mid-save keeps the previous checkpoint
+        meta = {"updates": self.updates, "inserted": self.inserted, "version": self.version, **(extra or {})}
+        (self.checkpoint_dir / "learner.json").write_text(json.dumps(meta))
+        return str(path)
+
+    def _restore(self) -> None:
+        assert self.checkpoint_dir is not None
+        self.state = load_state(self.checkpoint_dir / "learner.pt", self.device)
+        meta = json.loads((self.checkpoint_dir / "learner.json").read_text())
+        self.updates, self.version = int(meta["updates"]), int(meta["version"])
+        # The replay is not checkpointed: count its contents afresh so the rate limiter
+        # waits for min_replay new transitions before updating again.
+        self.inserted = 0
+        self.limiter = RateLimiter(
+            self.cfg.samples_per_insert, self.cfg.sac.batch_size, self.cfg.min_replay, self.cfg.spi_tolerance
+        )
+        self._updates_offset = self.updates
+        self._published = (self.version, policy_weights(self.state))

@@ -1,0 +1,49 @@
+"""Samples-per-insert rate limiting between collection and learning.
+
+The ratio is (updates x batch_size) / transitions inserted, counted from the moment the
+replay first holds ``min_replay`` transitions. The learner may update while it is below
+``spi * (1 + tolerance)`` (above that it waits for data); collection may go on while the
+learner is above ``spi * (1 - tolerance)`` (below that actors wait for the learner).
+Because the two bounds differ, one side can always move: no deadlock.
+
+    lim = RateLimiter(samples_per_insert=64, batch_size=256, min_replay=1000)
+    n = lim.updates_allowed(inserted=5000, updates=100)   # learner: how many now
+    lim.may_insert(inserted=5000, updates=100)            # collectors: go on?
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+
+
+@dataclasses.dataclass(frozen=True)
+class RateLimiter:
+    samples_per_insert: float
+    batch_size: int
+    min_replay: int
+    tolerance: float = 0.5
+
+    def __post_init__(self) -> None:
+        if self.samples_per_insert <= 0:
+            raise ValueError(f"samples_per_insert must be > 0, got {self.samples_per_insert}")
+        if not 0.0 <= self.tolerance < 1.0:
+            raise ValueError(f"spi_tolerance must be in [0, 1), got {self.tolerance}")
+
+    def target_updates(self, inserted: int) -> float:
+        """Updates that keep the ratio exact after ``inserted`` transitions."""
+        return max(0, inserted - self.min_replay) * self.samples_per_insert / self.batch_size
+
+    def updates_allowed(self, inserted: int, updates: int) -> int:
+        """How many updates the learner may run now (0: wait for data)."""
+        if inserted < self.min_replay:
+            return 0
+        upper = self.target_updates(inserted) * (1.0 + self.tolerance)
+        return max(0, math.floor(upper) + 1 - updates)
+
+    def may_insert(self, inserted: int, updates: int) -> bool:
+        """Whether collectors may add data (False: the learner is too far behind)."""
+        if inserted < self.min_replay:
+            return True
+        lower = self.target_updates(inserted) * (1.0 - self.tolerance)
+        return updates >= math.floor(lower)

@@ -1,0 +1,148 @@
+"""Hyperparameters of multi-task SAC and the per-family defaults of the reference code.
+
+    cfg = sac_config_for(family, batch_size=128)      # table below + family discount + overrides
+    cfg = SACConfig(**sac_defaults("point_reacher"), discount=0.97)
+
+Sources: REFERENCE-CODE.md §6 (GH ``launch_gher.py`` / rlkit ``LatentConditionedMlp``,
+HIPI ``hipi/train_eval.py``).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+
+@dataclasses.dataclass(frozen=True)
+class SACConfig:
+    """Twin-Q SAC with a tanh-Gaussian actor and a learned temperature, task-conditioned."""
+
+    hidden_sizes: tuple[int, ...] = (256, 256)
+    """Widths of the hidden layers of the actor and of each critic (ReLU)."""
+
+    actor_lr: float = 3e-4
+    """Adam learning rate of the actor (GH uses 3e-3 on the point envs)."""
+
+    critic_lr: float = 3e-4
+    """Adam learning rate of the twin critics."""
+
+    alpha_lr: float = 3e-4
+    """Adam learning rate of log(alpha) (GH: equal to the actor's)."""
+
+    discount: float = 0.99
+    """gamma of the Bellman target; take it from the task family (``sac_config_for`` does)."""
+
+    tau: float = 0.005
+    """Polyak rate of the target critics, applied after every update."""
+
+    batch_size: int = 256
+    """Transitions per gradient step."""
+
+    init_alpha: float = 1.0
+    """Initial temperature (rlkit, CleanRL and tf_agents all start at log alpha = 0)."""
+
+    learn_alpha: bool = True
+    """Tune alpha towards ``target_entropy``; when False alpha stays ``init_alpha``."""
+
+    target_entropy: float | None = None
+    """Entropy target of the temperature loss; None means -dim(A)."""
+
+    task_repeat: int = 1
+    """R: the task vector is tiled R times wherever it is fed (GH ``latent_shape_multiplier``)."""
+
+    task_to_all_layers: bool = True
+    """Append the tiled task after every hidden layer too, not only to the input
+    (GH ``latent_to_all_layers``, GH appendix B). Off reproduces the plain [s, z] input."""
+
+    reward_scale: float = 1.0
+    """Multiplies rewards in the Bellman target (GH and HIPI: 1)."""
+
+    log_std_min: float = -20.0
+    """Lower clamp of the actor's log standard deviation (rlkit)."""
+
+    log_std_max: float = 2.0
+    """Upper clamp of the actor's log standard deviation (rlkit)."""
+
+    q_last_init: float = 3e-3
+    """Critic output layer weights and bias ~ U(-q_last_init, q_last_init) (rlkit ``init_w``)."""
+
+    pi_last_init: float = 1e-3
+    """Actor output layer (mean and log-std) weights and bias ~ U(-pi_last_init, pi_last_init)."""
+
+    hidden_bias_init: float = 0.1
+    """Constant initial bias of every hidden layer (rlkit ``b_init_value``)."""
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "hidden_sizes", tuple(int(h) for h in self.hidden_sizes))
+        if not self.hidden_sizes or min(self.hidden_sizes) < 1:
+            raise ValueError(f"SACConfig.hidden_sizes must be non-empty and positive, got {self.hidden_sizes}")
+        if self.task_repeat < 1:
+            raise ValueError(f"SACConfig.task_repeat must be >= 1, got {self.task_repeat}")
+        if not 0.0 < self.tau <= 1.0:
+            raise ValueError(f"SACConfig.tau must be in (0, 1], got {self.tau}")
+        if not 0.0 <= self.discount <= 1.0:
+            raise ValueError(f"SACConfig.discount must be in [0, 1], got {self.discount}")
+        if self.init_alpha <= 0.0:
+            raise ValueError(f"SACConfig.init_alpha must be > 0, got {self.init_alpha}")
+        if self.batch_size < 1:
+            raise ValueError(f"SACConfig.batch_size must be >= 1, got {self.batch_size}")
+        if self.log_std_min >= self.log_std_max:
+            raise ValueError("SACConfig.log_std_min must be below log_std_max")
+
+    def entropy_target(self, action_dim: int) -> float:
+        """The resolved target entropy: ``target_entropy`` or -dim(A)."""
+        return float(-action_dim if self.target_entropy is None else self.target_entropy)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "SACConfig":
+        names = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(d) - names)
+        if unknown:
+            raise ValueError(f"unknown SACConfig field(s) {unknown}; valid: {sorted(names)}")
+        return cls(**d)
+
+
+def _lr(lr: float) -> dict[str, float]:
+    return {"actor_lr": lr, "critic_lr": lr, "alpha_lr": lr}
+
+
+#: Per-family values that differ from ``SACConfig``'s defaults (REFERENCE-CODE.md §6).
+#: GH point envs use the launcher's lr 3e-3; MuJoCo families the usual 3e-4
+#: (ALGORITHMS.md §2). HIPI feeds the task only as extra observation dims, no repetition.
+_FAMILY_DEFAULTS: dict[str, dict[str, Any]] = {
+    "point_trajectory": {"hidden_sizes": (400, 300), "batch_size": 128, **_lr(3e-3)},
+    "point_reacher": {"hidden_sizes": (300, 300, 300), "batch_size": 256, **_lr(3e-3)},
+    "fetch_reach": {"hidden_sizes": (256, 256), "batch_size": 256, **_lr(3e-4)},
+    "half_cheetah_mo": {"hidden_sizes": (256, 256), "batch_size": 256, **_lr(3e-4)},
+    "ant_direction": {"hidden_sizes": (256, 256), "batch_size": 256, **_lr(3e-4)},
+    "walker_linear": {
+        "hidden_sizes": (256, 256), "batch_size": 256, "task_to_all_layers": False, **_lr(3e-4),
+    },
+    "reacher_goal": {
+        "hidden_sizes": (256, 256), "batch_size": 256, "task_to_all_layers": False, **_lr(3e-4),
+    },
+}
+#: the tiny families of ``envs/testing.py``: small nets, fast learning rate
+_TEST_DEFAULTS: dict[str, Any] = {"hidden_sizes": (64, 64), "batch_size": 128, **_lr(3e-3)}
+#: any other family (e.g. HFR's, when trained with multi-task SAC): the MuJoCo defaults
+_GENERIC_DEFAULTS: dict[str, Any] = {"hidden_sizes": (256, 256), "batch_size": 256, **_lr(3e-4)}
+
+
+def sac_defaults(family_name: str) -> dict[str, Any]:
+    """``SACConfig`` keyword arguments for a family (without the discount, which is the family's).
+
+    Families not in the table get the generic MuJoCo defaults (256x256, lr 3e-4); the family
+    registry, not this table, is what rejects an unknown family name.
+    """
+    if family_name.startswith("test_"):
+        return dict(_TEST_DEFAULTS)
+    return dict(_FAMILY_DEFAULTS.get(family_name, _GENERIC_DEFAULTS))
+
+
+def sac_config_for(family: Any, **overrides: Any) -> SACConfig:
+    """``SACConfig`` for a ``TaskFamily``: its table row, its discount, then ``overrides``."""
+    kwargs = {**sac_defaults(family.name), "discount": float(family.discount), **overrides}
+    return SACConfig.from_dict(kwargs)

@@ -1,0 +1,102 @@
+"""The three SAC losses, computed from one batch with the current parameters.
+
+    losses = compute_losses(nets, batch, cfg, log_alpha, generator)
+    (losses.critic + losses.actor + losses.alpha).backward()   # disjoint parameters
+
+As in GH's rlkit trainer (``sac_gher.py``) all losses use the parameters from before the
+step. Each loss reaches only its own parameters, so one backward of their sum gives
+exactly the per-loss gradients:
+
+* critic: Q_e(s, a, z) against y = scale * r + gamma * [not terminated] * (min_e Q'_e(s', a', z)
+  - alpha log pi(a' | s', z)), a' ~ pi(. | s', z) from the CURRENT actor; y under no_grad.
+* actor: alpha log pi(a | s, z) - min_e Q_e(s, a, z), a ~ pi reparameterised; the critic is
+  evaluated with detached weights (gradient reaches a, not Q) and alpha is detached.
+* alpha: -log alpha * (log pi + target entropy), log pi detached (rlkit's form).
+
+A time-limit end is not terminal (the batch's ``terminated`` already says which rows are).
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import torch
+
+from learner.core import Batch
+from learner.sac.config import SACConfig
+from learner.sac.networks import Actor, TwinCritic
+
+
+class SACNetworks(NamedTuple):
+    """The trained modules plus the Polyak-averaged target critic (never given gradients)."""
+
+    actor: Actor
+    critic: TwinCritic
+    target_critic: TwinCritic
+
+
+class Losses(NamedTuple):
+    """Scalar losses (with graph) and detached scalar diagnostics."""
+
+    critic: torch.Tensor  # sum over the twins of the mean squared TD error
+    actor: torch.Tensor  # mean of alpha log pi - min Q
+    alpha: torch.Tensor  # temperature loss (0 when alpha is fixed)
+    q1: torch.Tensor  # mean Q_1(s, a, z) on the batch
+    q2: torch.Tensor  # mean Q_2(s, a, z)
+    target_q: torch.Tensor  # mean Bellman target y
+    entropy: torch.Tensor  # -mean log pi(a | s, z) of fresh actions
+    alpha_value: torch.Tensor  # alpha used in these losses
+
+    @property
+    def total(self) -> torch.Tensor:
+        return self.critic + self.actor + self.alpha
+
+
+def bellman_target(reward: torch.Tensor, terminated: torch.Tensor, next_q: torch.Tensor,
+                   next_log_prob: torch.Tensor, alpha: torch.Tensor, discount: float,
+                   reward_scale: float) -> torch.Tensor:
+    """y = scale * r + gamma * [not terminated] * (next_q - alpha * next_log_prob), all [B].
+
+    ``torch.where`` rather than ``(1 - d) * v``: a terminal row's next observation may be
+    NaN (nothing follows the end), and 0 * NaN = NaN would poison the batch.
+    """
+    soft_next = next_q - alpha * next_log_prob
+    bootstrap = torch.where(terminated, torch.zeros_like(soft_next), soft_next)
+    return reward_scale * reward + discount * bootstrap
+
+
+def compute_losses(nets: SACNetworks, batch: Batch, cfg: SACConfig, log_alpha: torch.Tensor,
+                   generator: torch.Generator | None = None) -> Losses:
+    """Critic, actor and temperature losses for ``batch`` (see the module docstring)."""
+    alpha = log_alpha.detach().exp()
+    with torch.no_grad():
+        next_action, next_log_prob = nets.actor.sample(batch.next_obs, batch.task, generator)
+        next_q = torch.amin(nets.target_critic(batch.next_obs, next_action, batch.task), dim=0)  # [B]
+        target = bellman_target(batch.reward, batch.terminated, next_q, next_log_prob, alpha,
+                                cfg.discount, cfg.reward_scale)  # [B]
+
+    q = nets.critic(batch.obs, batch.action, batch.task)  # [2, B]
+    critic_loss = (q - target).square().mean(dim=1).sum()
+
+    action, log_prob = nets.actor.sample(batch.obs, batch.task, generator)  # [B, A], [B]
+    q_pi = torch.amin(nets.critic(batch.obs, action, batch.task, detach_params=True), dim=0)
+    actor_loss = (alpha * log_prob - q_pi).mean()
+
+    log_prob = log_prob.detach()
+    if cfg.learn_alpha:
+        target_entropy = cfg.entropy_target(batch.action.shape[-1])
+        alpha_loss = -(log_alpha * (log_prob + target_entropy)).mean()
+    else:
+        alpha_loss = torch.zeros((), device=log_prob.device)
+
+    q = q.detach()
+    return Losses(
+        critic=critic_loss,
+        actor=actor_loss,
+        alpha=alpha_loss,
+        q1=q[0].mean(),
+        q2=q[1].mean(),
+        target_q=target.mean(),
+        entropy=-log_prob.mean(),
+        alpha_value=alpha.reshape(()),
+    )

@@ -1,0 +1,226 @@
+"""Task-conditioned networks of multi-task SAC: tanh-Gaussian actor, twin critic, inference copy.
+
+    actor = Actor(obs_dim, action_dim, task_dim, cfg)
+    critic = TwinCritic(obs_dim, action_dim, task_dim, cfg)
+    q = critic(obs, action, task)                        # [E=2, B] in one batched call
+
+Task conditioning follows GH's rlkit ``LatentConditionedMlp``: the task z [B, Z] is tiled R
+times (``z.repeat(1, R)``), concatenated to the input, and with ``task_to_all_layers`` also
+after every hidden layer, so the output layer sees it too.
+
+The twin critic is ONE ensemble module: each layer's weights are stacked [E, in, out] and
+applied with ``torch.baddbmm``, so both Q functions cost one call per layer (on CPU the
+learner is the bottleneck; DESIGN.md "Performance facts").
+
+Parameters are initialised on the CPU from an explicit seed and then moved, so the same
+seed gives the same network on every device.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Mapping, Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from learner.sac.config import SACConfig
+
+_LOG_SQRT_2PI = 0.5 * math.log(2.0 * math.pi)
+_LOG_2 = math.log(2.0)
+
+
+def _layer_sizes(in_dim: int, out_dim: int, task_width: int, cfg: SACConfig) -> list[tuple[int, int]]:
+    """(fan_in, fan_out) of every layer, counting the tiled task where it is concatenated."""
+    sizes = []
+    fan_in = in_dim + task_width
+    for width in cfg.hidden_sizes:
+        sizes.append((fan_in, width))
+        fan_in = width + (task_width if cfg.task_to_all_layers else 0)
+    sizes.append((fan_in, out_dim))
+    return sizes
+
+
+def _init_layer(
+    shape_w: tuple[int, ...], shape_b: tuple[int, ...], fan_in: int, last: bool, last_init: float,
+    cfg: SACConfig, gen: torch.Generator,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """rlkit init: hidden W ~ U(+-1/sqrt(fan_in)), b = 0.1; output W, b ~ U(+-last_init)."""
+    if last:
+        w = torch.empty(shape_w).uniform_(-last_init, last_init, generator=gen)
+        b = torch.empty(shape_b).uniform_(-last_init, last_init, generator=gen)
+    else:
+        bound = 1.0 / math.sqrt(fan_in)
+        w = torch.empty(shape_w).uniform_(-bound, bound, generator=gen)
+        b = torch.full(shape_b, cfg.hidden_bias_init)
+    return w, b
+
+
+class TaskMLP(nn.Module):
+    """MLP on [x, tile(z, R)] with the tiled task optionally re-appended after each hidden layer."""
+
+    def __init__(self, in_dim: int, task_dim: int, out_dim: int, cfg: SACConfig, last_init: float,
+                 seed: int = 0):
+        super().__init__()
+        self.task_repeat = cfg.task_repeat
+        self.task_to_all_layers = cfg.task_to_all_layers
+        gen = torch.Generator().manual_seed(seed)
+        sizes = _layer_sizes(in_dim, out_dim, task_dim * cfg.task_repeat, cfg)
+        self.layers = nn.ModuleList()
+        for i, (fan_in, fan_out) in enumerate(sizes):
+            layer = nn.Linear(fan_in, fan_out)
+            w, b = _init_layer((fan_out, fan_in), (fan_out,), fan_in, i == len(sizes) - 1, last_init, cfg, gen)
+            with torch.no_grad():
+                layer.weight.copy_(w)
+                layer.bias.copy_(b)
+            self.layers.append(layer)
+
+    def forward(self, x: torch.Tensor, task: torch.Tensor) -> torch.Tensor:
+        z = task.repeat(1, self.task_repeat)  # [B, Z*R]
+        h = torch.cat((x, z), dim=-1)
+        for layer in self.layers[:-1]:
+            h = F.relu(layer(h))  # [B, H]
+            if self.task_to_all_layers:
+                h = torch.cat((h, z), dim=-1)
+        return self.layers[-1](h)
+
+
+class EnsembleTaskMLP(nn.Module):
+    """E independent ``TaskMLP``s evaluated in one batched call: [B, in] -> [E, B, out].
+
+    ``weights[l]`` is [E, in_l, out_l] (the transpose of ``nn.Linear.weight``), ``biases[l]``
+    [E, 1, out_l]. ``forward(..., params=...)`` runs with other tensors of the same shapes
+    (e.g. detached copies, so that a loss reaches the input but not these parameters).
+    """
+
+    def __init__(self, in_dim: int, task_dim: int, out_dim: int, cfg: SACConfig, last_init: float,
+                 ensemble_size: int = 2, seed: int = 0):
+        super().__init__()
+        self.ensemble_size = ensemble_size
+        self.task_repeat = cfg.task_repeat
+        self.task_to_all_layers = cfg.task_to_all_layers
+        gen = torch.Generator().manual_seed(seed)
+        sizes = _layer_sizes(in_dim, out_dim, task_dim * cfg.task_repeat, cfg)
+        self.weights = nn.ParameterList()
+        self.biases = nn.ParameterList()
+        for i, (fan_in, fan_out) in enumerate(sizes):
+            w, b = _init_layer((ensemble_size, fan_in, fan_out), (ensemble_size, 1, fan_out), fan_in,
+                               i == len(sizes) - 1, last_init, cfg, gen)
+            self.weights.append(nn.Parameter(w))
+            self.biases.append(nn.Parameter(b))
+
+    def params(self) -> list[torch.Tensor]:
+        """[W_0, b_0, W_1, b_1, ...] in the order ``forward(params=...)`` expects."""
+        return [t for wb in zip(self.weights, self.biases) for t in wb]
+
+    def forward(self, x: torch.Tensor, task: torch.Tensor,
+                params: Sequence[torch.Tensor] | None = None) -> torch.Tensor:
+        ps = self.params() if params is None else params
+        e, b = self.ensemble_size, x.shape[0]
+        z = task.repeat(1, self.task_repeat)  # [B, Z*R]
+        h = torch.cat((x, z), dim=-1).expand(e, b, -1)  # [E, B, in]
+        z = z.expand(e, b, -1)  # [E, B, Z*R]
+        n = len(ps) // 2
+        for i in range(n):
+            h = torch.baddbmm(ps[2 * i + 1], h, ps[2 * i])  # [E, B, out_i]
+            if i < n - 1:
+                h = F.relu(h)
+                if self.task_to_all_layers:
+                    h = torch.cat((h, z), dim=-1)
+        return h
+
+
+class TwinCritic(nn.Module):
+    """Q_1, Q_2 (s, a, z) as one ensemble: ``critic(obs, action, task) -> [2, B]``."""
+
+    def __init__(self, obs_dim: int, action_dim: int, task_dim: int, cfg: SACConfig, seed: int = 0):
+        super().__init__()
+        self.net = EnsembleTaskMLP(obs_dim + action_dim, task_dim, 1, cfg, cfg.q_last_init, 2, seed)
+
+    def forward(self, obs: torch.Tensor, action: torch.Tensor, task: torch.Tensor,
+                detach_params: bool = False) -> torch.Tensor:
+        """[2, B]. ``detach_params``: gradients reach obs/action/task but not the critic
+        (the actor loss differentiates through Q w.r.t. the action only, and skipping the
+        weight gradients saves a third of the critic's backward pass)."""
+        params = [p.detach() for p in self.net.params()] if detach_params else None
+        return self.net(torch.cat((obs, action), dim=-1), task, params).squeeze(-1)
+
+
+class Actor(nn.Module):
+    """tanh-Gaussian policy pi(a | s, z): one TaskMLP emitting mean and log-std [B, 2A]."""
+
+    def __init__(self, obs_dim: int, action_dim: int, task_dim: int, cfg: SACConfig, seed: int = 0):
+        super().__init__()
+        self.action_dim = action_dim
+        self.log_std_min = cfg.log_std_min
+        self.log_std_max = cfg.log_std_max
+        self.net = TaskMLP(obs_dim, task_dim, 2 * action_dim, cfg, cfg.pi_last_init, seed)
+
+    def forward(self, obs: torch.Tensor, task: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Pre-tanh mean [B, A] and clamped log-std [B, A] (rlkit clamps to [-20, 2])."""
+        mean, log_std = self.net(obs, task).chunk(2, dim=-1)
+        return mean, log_std.clamp(self.log_std_min, self.log_std_max)
+
+    def sample(self, obs: torch.Tensor, task: torch.Tensor,
+               generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """Reparameterised a = tanh(mean + std * eps) [B, A] and log pi(a | s, z) [B].
+
+        log pi = log N(u; mean, std) - sum log(1 - tanh(u)^2), the latter written as
+        2 (log 2 - u - softplus(-2u)) which is exact and stable for large |u|.
+        """
+        mean, log_std = self(obs, task)
+        eps = torch.randn(mean.shape, generator=generator, device=mean.device, dtype=mean.dtype)
+        u = mean + log_std.exp() * eps
+        log_prob = (-0.5 * eps.square() - log_std - _LOG_SQRT_2PI).sum(-1)
+        log_prob = log_prob - (2.0 * (_LOG_2 - u - F.softplus(-2.0 * u))).sum(-1)
+        return torch.tanh(u), log_prob
+
+    @torch.no_grad()
+    def act(self, obs: torch.Tensor, task: torch.Tensor, deterministic: bool = False,
+            generator: torch.Generator | None = None) -> torch.Tensor:
+        """Actions [B, A]: tanh(mean) if ``deterministic`` (evaluation), else a sample."""
+        if deterministic:
+            return torch.tanh(self(obs, task)[0])
+        return self.sample(obs, task, generator)[0]
+
+
+class InferencePolicy:
+    """The actor alone, for rollout and evaluation workers: numpy in, numpy out, no autograd.
+
+        policy = InferencePolicy(obs_dim, action_dim, task_dim, cfg, seed=worker_id)
+        policy.load_state_dict(weights)                    # from ``update.policy_weights``
+        actions = policy(obs[W, O], tasks[W, Z])           # [W, A] float32, one forward pass
+
+    Critics, targets and optimisers stay in the learner (STYLE.md practice 9).
+    """
+
+    def __init__(self, obs_dim: int, action_dim: int, task_dim: int, cfg: SACConfig,
+                 device: torch.device | str = "cpu", seed: int = 0):
+        self.device = torch.device(device)
+        self.actor = Actor(obs_dim, action_dim, task_dim, cfg).to(self.device)
+        self.actor.requires_grad_(False)
+        self.actor.eval()
+        self.generator = torch.Generator(device=self.device).manual_seed(seed)
+        self.version = -1
+
+    def load_state_dict(self, weights: Mapping[str, np.ndarray | torch.Tensor], version: int = -1) -> None:
+        """Copy actor weights (numpy or torch, any device) in; remember their version."""
+        self.actor.load_state_dict({k: torch.as_tensor(np.asarray(v) if isinstance(v, np.ndarray) else v)
+                                    for k, v in weights.items()})
+        self.version = version
+
+    def state_dict(self) -> dict[str, np.ndarray]:
+        """Actor weights as CPU numpy arrays (same keys as ``policy_weights``)."""
+        return {k: v.detach().cpu().numpy().copy() for k, v in self.actor.state_dict().items()}
+
+    def seed(self, seed: int) -> None:
+        self.generator.manual_seed(seed)
+
+    @torch.no_grad()
+    def __call__(self, obs: np.ndarray, task: np.ndarray, deterministic: bool = False) -> np.ndarray:
+        o = torch.as_tensor(np.asarray(obs, dtype=np.float32), device=self.device)
+        z = torch.as_tensor(np.asarray(task, dtype=np.float32), device=self.device)
+        a = self.actor.act(o, z, deterministic, self.generator)
+        return a.cpu().numpy()

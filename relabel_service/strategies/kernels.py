@@ -1,0 +1,322 @@
+"""Scoring kernels of the relabeling strategies: pure batched functions, no hidden state.
+
+Shapes (as in ``relabel_service/core.py``):
+    M  trajectories scored (new ones)      N  reference trajectories
+    K  candidate tasks                     J  HIPI candidate tasks (the batch's own, J = M)
+    T  steps of one trajectory             S  steps of several trajectories, sum of their T
+    Z  task_dim   D  feature_dim (linear families)   m  copies taken per trajectory
+
+Returns. R(tau|z) = sum_t gamma^t r(s_t, a_t, s_t+1 | z) with t counted from each
+trajectory's first step. Two fast paths, both exact rewrites of that sum:
+
+* linear families (r = w(z) . phi): R(tau|z) = w(z) . sum_t gamma^t phi_t, so each
+  trajectory's discounted feature sum is computed once and all tasks cost one matmul
+  (GH code for HalfCheetahMO; ALGORITHMS.md §3);
+* other families: all steps of all trajectories under all K tasks in one
+  ``family.rewards`` call (chunked only past ``max_elements`` (step, task) pairs), then
+  one discount-weighted segment sum (``np.add.reduceat``).
+
+``discounted_returns_naive`` is the per-(trajectory, task) form both are tested against
+and that the benchmark uses as its baseline.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Iterator, Sequence
+
+import numpy as np
+
+from envs.core import StepBatch, TaskFamily
+from relabel_service.core import Trajectory, concat_steps
+
+#: (step, task) pairs evaluated per ``family.rewards`` call on non-linear families
+DEFAULT_MAX_ELEMENTS = 1 << 24
+
+
+# ---- step layout ------------------------------------------------------------------------
+def trajectory_lengths(trajs: Sequence[Trajectory]) -> np.ndarray:
+    """[M] int64: T of each trajectory."""
+    return np.fromiter((t.length for t in trajs), dtype=np.int64, count=len(trajs))
+
+
+def step_layout(lengths: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """For trajectories of the given lengths [M] laid end to end (``concat_steps``):
+    starts [M] (flat index of each first step), traj_of_step [S], t_of_step [S] (the
+    step's index within its own trajectory)."""
+    lengths = np.asarray(lengths, dtype=np.int64)
+    ends = np.cumsum(lengths)
+    starts = ends - lengths
+    traj_of_step = np.repeat(np.arange(len(lengths)), lengths)
+    t_of_step = np.arange(int(ends[-1]) if len(ends) else 0) - starts[traj_of_step]
+    return starts, traj_of_step, t_of_step
+
+
+def discount_weights(lengths: np.ndarray, discount: float) -> np.ndarray:
+    """[S]: gamma^t for every step of trajectories laid end to end, t restarting at 0."""
+    _, _, t = step_layout(lengths)
+    return np.power(float(discount), t.astype(np.float64))
+
+
+def segment_sum(x: np.ndarray, lengths: np.ndarray) -> np.ndarray:
+    """Sum consecutive segments of x [S, ...] of the given lengths [M] -> [M, ...].
+
+    Empty segments give 0 (``np.add.reduceat`` alone would return the next element)."""
+    lengths = np.asarray(lengths, dtype=np.int64)
+    assert x.shape[0] == int(lengths.sum()), (x.shape, int(lengths.sum()))
+    out = np.zeros((len(lengths),) + x.shape[1:], dtype=np.result_type(x, np.float64))
+    nonempty = lengths > 0
+    if nonempty.any():
+        starts = np.cumsum(lengths) - lengths
+        out[nonempty] = np.add.reduceat(x, starts[nonempty], axis=0)
+    return out
+
+
+def _chunks(lengths: np.ndarray, per_step: int, max_elements: int) -> Iterator[tuple[int, int]]:
+    """Ranges [lo, hi) of whole trajectories holding <= max_elements (step x per_step)
+    values (at least one trajectory per chunk)."""
+    lo, size = 0, 0
+    for i, n in enumerate(lengths):
+        cost = int(n) * per_step
+        if i > lo and size + cost > max_elements:
+            yield lo, i
+            lo, size = i, 0
+        size += cost
+    if lo < len(lengths):
+        yield lo, len(lengths)
+
+
+# ---- discounted returns -------------------------------------------------------------------
+def discounted_feature_sums(
+    family: TaskFamily, trajs: Sequence[Trajectory], discount: float
+) -> np.ndarray:
+    """Linear families: sum_t gamma^t phi(s_t, a_t, s_t+1) of each trajectory -> [M, D]."""
+    lengths = trajectory_lengths(trajs)
+    if not len(trajs):
+        return np.zeros((0, family.feature_dim))
+    phi = np.asarray(family.features(concat_steps(trajs)), dtype=np.float64)  # [S, D]
+    return segment_sum(phi * discount_weights(lengths, discount)[:, None], lengths)
+
+
+def discounted_returns(
+    family: TaskFamily,
+    trajs: Sequence[Trajectory],
+    tasks: np.ndarray,
+    discount: float,
+    max_elements: int = DEFAULT_MAX_ELEMENTS,
+) -> np.ndarray:
+    """R(tau_m | z_k) for every trajectory under every task: tasks [K, Z] -> [M, K]."""
+    tasks = family.check_tasks(tasks)
+    lengths = trajectory_lengths(trajs)
+    if family.linear:
+        feats = discounted_feature_sums(family, trajs, discount)  # [M, D]
+        return feats @ np.asarray(family.task_weights(tasks), dtype=np.float64).T
+    out = np.zeros((len(trajs), len(tasks)))
+    for lo, hi in _chunks(lengths, len(tasks), max_elements):
+        r = np.asarray(family.rewards(concat_steps(trajs[lo:hi]), tasks), dtype=np.float64)
+        r = r * discount_weights(lengths[lo:hi], discount)[:, None]  # [S_chunk, K]
+        out[lo:hi] = segment_sum(r, lengths[lo:hi])
+    return out
+
+
+def discounted_returns_per_trajectory(
+    family: TaskFamily,
+    trajs: Sequence[Trajectory],
+    tasks: np.ndarray,
+    discount: float,
+    max_elements: int = DEFAULT_MAX_ELEMENTS,
+) -> np.ndarray:
+    """R(tau_m | z_mk) with each trajectory's own candidate set: tasks [M, K, Z] -> [M, K].
+
+    Advantage / max-reward relabeling draw fresh candidates per trajectory (GH Alg. 3)."""
+    tasks = np.asarray(tasks, dtype=np.float64)
+    M, K, Z = tasks.shape
+    assert M == len(trajs) and Z == family.task_dim, (tasks.shape, len(trajs), family.task_dim)
+    flat = family.check_tasks(tasks.reshape(M * K, Z))
+    if family.linear:
+        feats = discounted_feature_sums(family, trajs, discount)  # [M, D]
+        w = np.asarray(family.task_weights(flat), dtype=np.float64).reshape(M, K, -1)
+        return np.einsum("md,mkd->mk", feats, w)
+    lengths = trajectory_lengths(trajs)
+    out = np.zeros((M, K))
+    for lo, hi in _chunks(lengths, K, max_elements):
+        steps = concat_steps(trajs[lo:hi])
+        _, traj_of_step, _ = step_layout(lengths[lo:hi])
+        # every step repeated K times (rows ordered step-major), each under its own
+        # trajectory's k-th candidate: one rewards_for call
+        rep = StepBatch(*(np.repeat(np.asarray(x), K, axis=0) for x in steps))
+        rep_tasks = tasks[lo:hi][traj_of_step].reshape(-1, Z)  # [S_chunk * K, Z]
+        r = np.asarray(family.rewards_for(rep, rep_tasks), dtype=np.float64).reshape(-1, K)
+        r = r * discount_weights(lengths[lo:hi], discount)[:, None]
+        out[lo:hi] = segment_sum(r, lengths[lo:hi])
+    return out
+
+
+def discounted_returns_naive(
+    family: TaskFamily, trajs: Sequence[Trajectory], tasks: np.ndarray, discount: float
+) -> np.ndarray:
+    """The definition, one (trajectory, task) pair at a time: tasks [K, Z] -> [M, K].
+
+    Re-rewards each trajectory under each task with ``rewards_for`` and takes the dot
+    product with (1, gamma, gamma^2, ...), as the GH code does per (path, latent) pair
+    (``calculate_path_reward`` + ``get_discounted_reward``). For tests and the benchmark
+    baseline only."""
+    tasks = family.check_tasks(tasks)
+    out = np.zeros((len(trajs), len(tasks)))
+    for m, traj in enumerate(trajs):
+        steps = traj.steps()
+        weights = np.power(float(discount), np.arange(traj.length, dtype=np.float64))
+        for k, task in enumerate(tasks):
+            r = family.rewards_for(steps, np.repeat(task[None], traj.length, axis=0))
+            out[m, k] = float(np.dot(weights, r))
+    return out
+
+
+# ---- AIR (GH Alg. 2, Eq. 4) --------------------------------------------------------------
+def air_percentiles(R_new: np.ndarray, R_ref: np.ndarray) -> np.ndarray:
+    """P(tau_m, v_k) = (1/N) #{i : R_new[m, k] >= R_ref[i, k]}: [M, K], [N, K] -> [M, K].
+
+    Ties count in the trajectory's favour, so equal returns get equal percentiles (the GH
+    code ranks ties arbitrarily by argsort; this definition is the deterministic one in
+    ALGORITHMS.md). Cost O((N + M) K log(N + M)): a stable argsort per column of the
+    stacked returns, so on equal values the reference rows (stacked first) precede the new
+    ones and every new row counts all references at or before its sorted position.
+    """
+    R_new = np.asarray(R_new, dtype=np.float64)
+    R_ref = np.asarray(R_ref, dtype=np.float64)
+    (M, K), N = R_new.shape, R_ref.shape[0]
+    assert R_ref.shape == (N, K) and N > 0, (R_new.shape, R_ref.shape)
+    stacked = np.concatenate([R_ref, R_new], axis=0)  # [N + M, K]
+    order = np.argsort(stacked, axis=0, kind="stable")  # [N + M, K]
+    is_ref = order < N
+    refs_so_far = np.cumsum(is_ref, axis=0)  # references at or before each sorted slot
+    counts = np.empty((M, K), dtype=np.int64)
+    rows = order[~is_ref] - N
+    cols = np.broadcast_to(np.arange(K), order.shape)[~is_ref]
+    counts[rows, cols] = refs_so_far[~is_ref]
+    return counts / N
+
+
+def air_select(percentiles: np.ndarray, advantages: np.ndarray, m: int = 1) -> np.ndarray:
+    """The m candidates with the highest percentile, ties broken by the higher advantage
+    (GH Alg. 2; REFERENCE-CODE §2): [M, K], [M, K] -> indices [M, m].
+
+    Candidates equal in both keep their order (lowest index first)."""
+    percentiles = np.asarray(percentiles)
+    advantages = np.asarray(advantages)
+    assert percentiles.shape == advantages.shape and percentiles.ndim == 2
+    assert 1 <= m <= percentiles.shape[1], (m, percentiles.shape)
+    # np.lexsort: the last key is the primary one; ascending and stable
+    order = np.lexsort((-advantages, -percentiles), axis=-1)
+    return order[:, :m]
+
+
+# ---- Advantage (GH Alg. 3, Eq. 7) and max-reward (GH Eq. 6) --------------------------------
+def advantage_scores(R: np.ndarray, V0: np.ndarray) -> np.ndarray:
+    """A(tau, v) = R(tau|v) - V(s0, v): [M, K], [M, K] -> [M, K] (GH Eq. 7)."""
+    R = np.asarray(R, dtype=np.float64)
+    V0 = np.asarray(V0, dtype=np.float64)
+    assert R.shape == V0.shape, (R.shape, V0.shape)
+    return R - V0
+
+
+def top_m(scores: np.ndarray, m: int = 1) -> np.ndarray:
+    """Indices of the m highest scores per row, best first, ties to the lower index:
+    [M, K] -> [M, m]."""
+    scores = np.asarray(scores)
+    assert 1 <= m <= scores.shape[1], (m, scores.shape)
+    return np.argsort(-scores, axis=1, kind="stable")[:, :m]
+
+
+def max_reward_select(R: np.ndarray) -> np.ndarray:
+    """argmax_v R(tau|v) per trajectory (GH Eq. 6): [M, K] -> [M] (ties to the lower index)."""
+    return np.argmax(np.asarray(R), axis=1)
+
+
+# ---- HIPI (Eq. 7) ------------------------------------------------------------------------------
+def _np_logsumexp(x: np.ndarray, axis: int) -> np.ndarray:
+    top = np.max(x, axis=axis, keepdims=True)
+    top = np.where(np.isfinite(top), top, 0.0)
+    with np.errstate(divide="ignore"):
+        return np.log(np.sum(np.exp(x - top), axis=axis, keepdims=True)) + top
+
+
+def hipi_log_probs(R: Any, temperature: float = 1.0, partition: bool = True) -> Any:
+    """log q(psi_j | tau_i) for a batch: R [B, J] -> [B, J] (numpy array or torch tensor).
+
+    HIPI Eq. 7 with a uniform prior over the J candidates:
+        q(j | i) ∝ exp(R_ij / temperature - log Z_j),
+        log Z_j = log (1/B) sum_i exp(R_ij / temperature)   (Monte-Carlo over the batch);
+    the constant log B does not change the distribution over j, so the code subtracts the
+    plain logsumexp over i (as the HIPI code's ``normalize_cols``). ``partition=False``
+    drops log Z (the Fig. 7b ablation). Rows are then log-softmax normalised over j.
+    """
+    if not temperature > 0:
+        raise ValueError(f"temperature must be > 0, got {temperature}")
+    if isinstance(R, np.ndarray) or np.isscalar(R) or isinstance(R, (list, tuple)):
+        logits = np.asarray(R, dtype=np.float64) / temperature
+        assert logits.ndim == 2, logits.shape
+        if partition:
+            logits = logits - _np_logsumexp(logits, axis=0)
+        return logits - _np_logsumexp(logits, axis=1)
+    import torch  # the learner passes tensors; the service stays numpy-only otherwise
+
+    logits = R / temperature
+    assert logits.dim() == 2, tuple(logits.shape)
+    if partition:
+        logits = logits - torch.logsumexp(logits, dim=0, keepdim=True)
+    return torch.log_softmax(logits, dim=1)
+
+
+def sample_categorical(log_probs: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """One sample per row of log_probs [B, J] -> [B] (Gumbel-max: argmax(log p + G)).
+
+    log_probs need not be normalised; -inf entries are never drawn."""
+    log_probs = np.asarray(log_probs, dtype=np.float64)
+    return np.argmax(log_probs + rng.gumbel(size=log_probs.shape), axis=-1)
+
+
+# ---- HER -----------------------------------------------------------------------------------------
+def her_final_goal_indices(lengths: np.ndarray, step_index: np.ndarray) -> np.ndarray:
+    """Flat index of the last step of the episode holding each step: [B] -> [B].
+
+    Steps are indexed in the concatenation of episodes of the given lengths [M]."""
+    ends = np.cumsum(np.asarray(lengths, dtype=np.int64))
+    step_index = np.asarray(step_index, dtype=np.int64)
+    if step_index.size:
+        total = int(ends[-1]) if len(ends) else 0
+        assert 0 <= step_index.min() and step_index.max() < total, "step index out of range"
+    episode = np.searchsorted(ends, step_index, side="right")
+    return ends[episode] - 1
+
+
+def her_future_goal_indices(
+    lengths: np.ndarray,
+    step_index: np.ndarray,
+    rng: np.random.Generator,
+    k: int = 4,
+    window: int | None = None,
+) -> np.ndarray:
+    """k future goal steps for each step: [B] -> [k, B] flat step indices.
+
+    Each draw is uniform over j in [t, last] with t the step and last its episode's final
+    step, as the HIPI code (``np.random.randint(i, T, size=num_future_states)``); with
+    ``window = w`` over [t, min(t + w - 1, last)]. Achieved goals are post-step quantities
+    in our families, so j = t is the goal this very step reached (s_t+1) and the draws are
+    the states 1..(T - t) (or 1..w) steps after s_t.
+    """
+    step_index = np.asarray(step_index, dtype=np.int64)
+    last = her_final_goal_indices(lengths, step_index)
+    high = last if window is None else np.minimum(step_index + (window - 1), last)
+    return rng.integers(step_index, high + 1, size=(k,) + step_index.shape)
+
+
+def her_final_goals(family: TaskFamily, trajs: Sequence[Trajectory]) -> np.ndarray:
+    """The goal each trajectory achieved at its last step: [M, G]."""
+    last = [t.steps() for t in trajs]
+    steps = StepBatch(*(np.stack([np.asarray(x)[-1] for x in fields]) for fields in zip(*last)))
+    return np.asarray(family.achieved_goal(steps))
+
+
+def relabel_mask(rng: np.random.Generator, shape: tuple[int, ...], ratio: float) -> np.ndarray:
+    """bool [shape]: True with probability ratio (exactly all False at 0, all True at 1)."""
+    return rng.random(shape) < ratio
