@@ -61,7 +61,8 @@ def _register_module(module: str) -> None:
             register(obj)
 
 
-for _cls in (PointTrajectory, PointReacher, HalfCheetahMultiObjective, AntDirection, WalkerLinear, ReacherGoal):
+_BUILTIN = (PointTrajectory, PointReacher, HalfCheetahMultiObjective, AntDirection, WalkerLinear, ReacherGoal)
+for _cls in _BUILTIN:
     register(_cls)
 _register_module("envs.testing")  # owned by the lead; optional
 

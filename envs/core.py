@@ -107,12 +107,13 @@ class TaskFamily:
         """Point an env made by ``make_env`` at another task (takes effect at its next reset).
 
         Rollout workers keep one env per slot and retask it per episode instead of building
-        a new simulator each time. Default: the env's unwrapped ``task`` attribute.
+        a new simulator each time. Every family's env has a ``set_task(task)`` method;
+        ``get_wrapper_attr`` finds it through any Gymnasium wrappers.
         """
         task = np.asarray(task, dtype=np.float64)
         if task.shape != (self.task_dim,):
             raise ValueError(f"family {self.name!r}: a task has shape ({self.task_dim},), got {task.shape}")
-        env.unwrapped.task = task
+        env.get_wrapper_attr("set_task")(task)
 
     # ---- derived, batched ----------------------------------------------------------
     def sample_tasks(self, rng: np.random.Generator, n: int) -> np.ndarray:

@@ -25,6 +25,7 @@ from __future__ import annotations
 from typing import Any, ClassVar, Mapping, cast
 
 import gymnasium as gym
+import mujoco
 import numpy as np
 from gymnasium.envs.mujoco.mujoco_env import MujocoEnv
 
@@ -51,8 +52,18 @@ class MujocoTaskEnv(gym.Wrapper):
     def sim(self) -> MujocoEnv:
         return cast(MujocoEnv, self.env.unwrapped)
 
+    def _fresh_kinematics(self) -> None:
+        """Recompute body positions (xpos) from the current qpos.
+
+        After ``mj_step`` the xpos arrays still hold the kinematics of the last substep's
+        *start*, one physics substep behind qpos. This only rewrites derived arrays, which the
+        next ``mj_step`` recomputes anyway, so the dynamics are unchanged.
+        """
+        mujoco.mj_kinematics(self.sim.model, self.sim.data)
+
     def set_task(self, task: np.ndarray) -> None:
-        """Command a new task [Z]; takes effect from the next step."""
+        """Command a new task [Z]: rewards use it from the next step on (reacher moves its
+        target marker at the next reset)."""
         self.task = self.family.check_tasks(np.asarray(task)[None])[0]
 
     # ---- hooks -----------------------------------------------------------------------
@@ -108,11 +119,6 @@ class _MujocoFamily(TaskFamily):
         env.reset(seed=seed)
         env.action_space.seed(seed)
         return env
-
-    def set_env_task(self, env: gym.Env, task: np.ndarray) -> None:
-        """Command a new task [Z] on an env made by ``make_env`` (reused across episodes)."""
-        env.get_wrapper_attr("set_task")(task)
-
 
 # ---- HalfCheetahMultiObjective ---------------------------------------------------------
 
@@ -183,7 +189,9 @@ class AntDirectionEnv(MujocoTaskEnv):
 
     def _reward_inputs(self, before: np.ndarray) -> np.ndarray:
         data = self.sim.data
-        v_xy = (data.xpos[self._torso][:2] - before) / self.sim.dt  # = info["x_velocity"], ["y_velocity"]
+        # = info["x_velocity"], ["y_velocity"]: Gymnasium (and GH) difference xpos as mj_step
+        # leaves it (one substep behind qpos); we keep that so the numbers match theirs.
+        v_xy = (data.xpos[self._torso][:2] - before) / self.sim.dt
         contact_cost = AntDirection.contact_cost_weight * np.sum(np.square(np.clip(data.cfrc_ext, -1.0, 1.0)))
         state = self.sim.state_vector()
         # Ant-v5 is unhealthy when the state is not finite or torso z leaves [0.2, 1]; a NaN z
@@ -254,6 +262,7 @@ class WalkerLinearEnv(MujocoTaskEnv):
         self._feet = (model.body("foot").id, model.body("foot_left").id)
 
     def _before_step(self) -> np.ndarray:
+        self._fresh_kinematics()
         data = self.sim.data
         torso = data.xpos[self._torso]
         offsets = [data.xpos[f][[0, 2]] - torso[[0, 2]] - WalkerLinear.foot_reference for f in self._feet]
@@ -270,8 +279,10 @@ class WalkerLinear(_MujocoFamily):
                      left foot (dx, dz) - (0, -0.7), ||a||^2]          r = w . phi
     on the PRE-step state s_t as HIPI does. HIPI reads dm_control's ``orientations`` entries
     for the "foot" features; we use what its labels say: foot body (``foot``, ``foot_left``)
-    positions relative to the torso body in the x-z plane, minus HIPI's (0, -0.7). Torso
-    height is the torso body's world z, v_x the root slide velocity qvel[0] (dm's rootx qvel).
+    positions relative to the torso body in the x-z plane, minus HIPI's (0, -0.7); standing
+    at reset that is about (0.19, -0.55) per foot (torso 1.25 above the feet) and the height
+    feature about 0.75. Torso height is the torso body's world z (= qpos[1]); v_x the root
+    slide velocity qvel[0] (dm's rootx qvel), unclipped.
     Task w ~ U[-1, 1]^7 except the ctrl weight w[6] ~ U[-1, 0]. No termination (HIPI uses
     none; Walker2d-v5's unhealthy termination is switched off); H = 100.
     """
@@ -324,6 +335,7 @@ class ReacherGoalEnv(MujocoTaskEnv):
         self._fingertip = self.sim.model.body("fingertip").id
 
     def _observe(self, inner_obs: np.ndarray) -> np.ndarray:
+        self._fresh_kinematics()  # the fingertip of this qpos (Reacher-v5's own obs lags a substep)
         data = self.sim.data
         q = data.qpos[:2]
         return np.concatenate([np.cos(q), np.sin(q), data.qvel[:2], data.xpos[self._fingertip][:2]])

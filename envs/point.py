@@ -44,7 +44,7 @@ class _GHPointEnv(gym.Env):
         self._obs = self._initial_obs()
 
     def set_task(self, task: np.ndarray) -> None:
-        """Command a new task [Z]; takes effect from the next step."""
+        """Command a new task [Z]; rewards use it from the next step on."""
         self.task = self.family.check_tasks(np.asarray(task)[None])[0]
 
     def _initial_obs(self) -> np.ndarray:
@@ -79,10 +79,6 @@ class _GHPointFamily(TaskFamily):
 
     reward_input_dim = 0
     timeout_is_terminal = True  # GH stores the time-limit step as terminal (REFERENCE-CODE §8)
-
-    def set_env_task(self, env: gym.Env, task: np.ndarray) -> None:
-        """Command a new task [Z] on an env made by ``make_env`` (reused across episodes)."""
-        env.get_wrapper_attr("set_task")(task)
 
 
 # ---- PointTrajectory -------------------------------------------------------------------

@@ -33,6 +33,9 @@ class _PointEnv(gym.Env):
         self._p = np.zeros(2)
         self._t = 0
 
+    def set_task(self, task: np.ndarray) -> None:
+        self.task = np.asarray(task, dtype=np.float64)
+
     def reset(self, *, seed: int | None = None, options: dict | None = None):
         super().reset(seed=seed)
         self._p = np.zeros(2)
