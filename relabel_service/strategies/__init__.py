@@ -41,6 +41,7 @@ __all__ = [
     "UnknownStrategyError",
     "get_strategy",
     "make_strategy",
+    "strategy_names",
     "to_transitions",
 ]
 
@@ -100,6 +101,7 @@ def _returns_new_and_reference(
     tasks: np.ndarray,
     discount: float,
     max_elements: int,
+    cache: kernels.FeatureSumCache | None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """R of the new [M, K] and reference [N, K] trajectories under tasks [K, Z], each
     trajectory evaluated once: new trajectories already in the reference set (same
@@ -112,8 +114,20 @@ def _returns_new_and_reference(
             row[traj.episode_id] = len(union)
             union.append(traj)
         new_rows.append(row[traj.episode_id])
-    R = kernels.discounted_returns(family, union, tasks, discount, max_elements)  # [N', K]
+    R = kernels.discounted_returns(family, union, tasks, discount, max_elements, cache)  # [N', K]
     return R[np.asarray(new_rows, dtype=np.int64)], R[: len(reference)]
+
+
+def _unique(trajs: Sequence[Trajectory]) -> list[Trajectory]:
+    """Trajectories with duplicate episode_ids dropped (first kept): a trajectory listed
+    twice in the reference set would count twice in every percentile."""
+    seen: set[str] = set()
+    out = []
+    for traj in trajs:
+        if traj.episode_id not in seen:
+            seen.add(traj.episode_id)
+            out.append(traj)
+    return out
 
 
 def _per_trajectory_candidates(
@@ -151,18 +165,23 @@ def relabel_random(
 
 
 def relabel_air(
-    request: RelabelRequest, rng: np.random.Generator, cfg: StrategyConfig = _DEFAULT
+    request: RelabelRequest,
+    rng: np.random.Generator,
+    cfg: StrategyConfig = _DEFAULT,
+    cache: kernels.FeatureSumCache | None = None,
 ) -> RelabelResult:
     """Approximate IRL relabeling (GH Alg. 2, Eq. 4; REFERENCE-CODE §2).
 
     Candidates [K, Z] = (K - M) prior samples followed by the batch's own M tasks, shared
     by the whole request. Reference set = ``request.reference`` (the N most recent
-    trajectories, which the caller makes include the new ones; empty -> the new ones, the
-    GH code without ``--cache``). The N x K reference returns are computed once per
-    request. Each trajectory takes the m candidates with the highest percentile, ties
+    trajectories, which the caller makes include the new ones), duplicate episode_ids
+    dropped; empty -> the new ones (the GH code without ``--cache``). The N x K reference
+    returns are computed once per request. Each trajectory takes the m candidates with the highest percentile, ties
     broken by the advantage R - V(s0, v) (V = 0 without ``request.value_fn``, so ties
     break by return). The original is always kept, even when a chosen task equals it
-    (the GH buffer stores that duplicate too).
+    (the GH buffer stores that duplicate too). ``cache`` (bound by ``make_strategy``)
+    keeps linear families' discounted feature sums between requests; it never changes
+    the result.
     """
     family, new = _check(request, "air")
     if not new:
@@ -172,13 +191,13 @@ def relabel_air(
     n_fresh = max(cfg.num_candidates - M, 0)
     candidates = np.concatenate([family.sample_tasks(rng, n_fresh), own]) if n_fresh else own
     K = len(candidates)
-    reference = list(request.reference) or new
+    reference = _unique(request.reference) or new
     R_new, R_ref = _returns_new_and_reference(
-        family, new, reference, candidates, request.discount, cfg.max_reward_elements
+        family, new, reference, candidates, request.discount, cfg.max_reward_elements, cache
     )
     percentiles = kernels.air_percentiles(R_new, R_ref)  # [M, K]
     if request.value_fn is not None:
-        V = _values(request, new, np.broadcast_to(candidates, (M, K, family.task_dim)))
+        V = _values(request, new, np.repeat(candidates[None], M, axis=0))  # tasks [M, K, Z]
     else:
         V = np.zeros((M, K))
     advantages = kernels.advantage_scores(R_new, V)
@@ -337,7 +356,11 @@ def _her(
     return RelabelResult(
         copies=copies,
         keep_original=cfg.her_keep_original,
-        stats={"goal_index": goal_index, "relabeled_fraction": float(np.mean(mask))},
+        stats={
+            "relabeled_fraction": float(np.mean(mask)),
+            # how far ahead the hindsight goals lie, in steps (0 for the step's own goal)
+            "mean_goal_offset": float(np.mean(goal_index - step_index)),
+        },
     )
 
 
@@ -380,6 +403,11 @@ class UnknownStrategyError(KeyError):
         return str(self.args[0])
 
 
+def strategy_names() -> list[str]:
+    """The registered strategy names, sorted."""
+    return sorted(STRATEGIES)
+
+
 def get_strategy(name: str) -> StrategyFn:
     """The registered strategy function (defaults config) or UnknownStrategyError."""
     try:
@@ -388,10 +416,18 @@ def get_strategy(name: str) -> StrategyFn:
         near = difflib.get_close_matches(str(name), list(STRATEGIES), n=3, cutoff=0.4)
         hint = f"; did you mean {' or '.join(repr(n) for n in near)}?" if near else ""
         raise UnknownStrategyError(
-            f"unknown relabel strategy {name!r}{hint} (valid: {', '.join(sorted(STRATEGIES))})"
+            f"unknown relabel strategy {name!r}{hint} (valid: {', '.join(strategy_names())})"
         ) from None
 
 
 def make_strategy(name: str, cfg: StrategyConfig | None = None) -> RelabelStrategy:
-    """The strategy ``name`` with ``cfg`` bound: a ``(request, rng) -> RelabelResult``."""
-    return functools.partial(get_strategy(name), cfg=cfg if cfg is not None else _DEFAULT)
+    """The strategy ``name`` with ``cfg`` bound: a ``(request, rng) -> RelabelResult``.
+
+    For air it also binds a fresh ``FeatureSumCache`` (``cfg.feature_cache_size``), so a
+    worker holding the strategy computes each reference trajectory's discounted feature
+    sum once; the decisions are the same as without it."""
+    fn = get_strategy(name)
+    cfg = cfg if cfg is not None else _DEFAULT
+    if fn is relabel_air and cfg.feature_cache_size > 0:
+        return functools.partial(fn, cfg=cfg, cache=kernels.FeatureSumCache(cfg.feature_cache_size))
+    return functools.partial(fn, cfg=cfg)

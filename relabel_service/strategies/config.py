@@ -21,10 +21,12 @@ class StrategyConfig:
     prior samples + its own task (GH Alg. 3; REFERENCE-CODE §3)."""
     num_to_take: int = 1
     """m: relabeled copies per trajectory for air / advantage / max_reward (GH uses 1)."""
-    num_reference: int = 500
+    reference_size: int = 500
     """N: size of the reference set the relabel worker puts in ``request.reference`` for
-    air (the N most recent trajectories, including the new ones). Strategies use whatever
-    reference they are given; this field only tells the worker how many to fetch."""
+    air (the N most recent trajectories, including the new ones; GH ``--cache``). Strategies
+    use whatever reference they are given; this field only tells the worker how many to
+    fetch. 0: no reference set, air ranks among the request's own trajectories (GH without
+    ``--cache``)."""
     temperature: float = 1.0
     """hipi: logits are R / temperature (the paper's Eq. 7 is temperature 1)."""
     partition: bool = True
@@ -47,6 +49,10 @@ class StrategyConfig:
     """her_final / her_future: also send the original trajectory (HIPI ``keep_current_goal``).
     With the defaults, her_future sends 1 original + 4 relabeled copies (80% relabeled,
     HER's k = 4 ratio)."""
+    feature_cache_size: int = 10_000
+    """air on linear families: discounted feature sums kept between requests (LRU, one [D]
+    vector per trajectory), so each reference trajectory's sum is computed once, not once
+    per request. 0 disables the cache (results are identical either way)."""
     max_reward_elements: int = 1 << 24
     """Non-linear families: evaluate rewards in chunks of whole trajectories holding at most
     this many (step, task) pairs (~128 MB of float64 per chunk); the default keeps test and
@@ -55,6 +61,8 @@ class StrategyConfig:
     def __post_init__(self) -> None:
         if self.num_candidates < 1:
             raise ValueError(f"num_candidates must be >= 1, got {self.num_candidates}")
+        if self.reference_size < 0:
+            raise ValueError(f"reference_size must be >= 0, got {self.reference_size}")
         if self.num_to_take < 1:
             raise ValueError(f"num_to_take must be >= 1, got {self.num_to_take}")
         if not self.temperature > 0:
@@ -65,5 +73,7 @@ class StrategyConfig:
             raise ValueError(f"her_future_window must be >= 1 or None, got {self.her_future_window}")
         if not 0.0 <= self.her_relabel_ratio <= 1.0:
             raise ValueError(f"her_relabel_ratio must be in [0, 1], got {self.her_relabel_ratio}")
+        if self.feature_cache_size < 0:
+            raise ValueError(f"feature_cache_size must be >= 0, got {self.feature_cache_size}")
         if self.max_reward_elements < 1:
             raise ValueError(f"max_reward_elements must be >= 1, got {self.max_reward_elements}")

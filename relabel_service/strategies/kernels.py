@@ -22,6 +22,7 @@ and that the benchmark uses as its baseline.
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from typing import Any, Iterator, Sequence
 
 import numpy as np
@@ -97,18 +98,71 @@ def discounted_feature_sums(
     return segment_sum(phi * discount_weights(lengths, discount)[:, None], lengths)
 
 
+class FeatureSumCache:
+    """Memo of each trajectory's discounted feature sum (linear families), LRU-bounded.
+
+    GH's fast path computes sum_t gamma^t phi_t once per trajectory; a relabel worker
+    sees the same reference trajectories in request after request, so keeping the [D]
+    sums turns AIR's per-request cost from O(N T) into O(M T + N K D). Trajectories are
+    immutable and their episode_ids unique, so the memo never changes a result; entries
+    are keyed by (episode_id, discount) and the cache empties itself if it is handed a
+    different family object.
+
+        cache = FeatureSumCache(capacity=10_000)
+        R = discounted_returns(family, trajs, tasks, gamma, cache=cache)
+    """
+
+    def __init__(self, capacity: int = 10_000):
+        self.capacity = int(capacity)
+        self._sums: OrderedDict[tuple[str, float], np.ndarray] = OrderedDict()
+        self._family: TaskFamily | None = None
+        self.hits = 0
+        self.misses = 0
+
+    def __len__(self) -> int:
+        return len(self._sums)
+
+    def sums(self, family: TaskFamily, trajs: Sequence[Trajectory], discount: float) -> np.ndarray:
+        """Discounted feature sums [M, D], computing only the missing ones (in one call)."""
+        if family is not self._family:
+            self._sums.clear()
+            self._family = family
+        keys = [(t.episode_id, float(discount)) for t in trajs]
+        missing = [i for i, key in enumerate(keys) if key not in self._sums]
+        out = np.empty((len(trajs), family.feature_dim))
+        if missing:
+            out[missing] = discounted_feature_sums(family, [trajs[i] for i in missing], discount)
+        for i, key in enumerate(keys):
+            if key in self._sums:
+                out[i] = self._sums[key]
+                self._sums.move_to_end(key)
+            else:
+                self._sums[key] = out[i].copy()
+        while len(self._sums) > self.capacity:
+            self._sums.popitem(last=False)
+        self.hits += len(trajs) - len(missing)
+        self.misses += len(missing)
+        return out
+
+
 def discounted_returns(
     family: TaskFamily,
     trajs: Sequence[Trajectory],
     tasks: np.ndarray,
     discount: float,
     max_elements: int = DEFAULT_MAX_ELEMENTS,
+    cache: FeatureSumCache | None = None,
 ) -> np.ndarray:
-    """R(tau_m | z_k) for every trajectory under every task: tasks [K, Z] -> [M, K]."""
+    """R(tau_m | z_k) for every trajectory under every task: tasks [K, Z] -> [M, K].
+
+    ``cache`` (linear families only) reuses discounted feature sums across calls."""
     tasks = family.check_tasks(tasks)
     lengths = trajectory_lengths(trajs)
     if family.linear:
-        feats = discounted_feature_sums(family, trajs, discount)  # [M, D]
+        if cache is not None:
+            feats = cache.sums(family, trajs, discount)  # [M, D]
+        else:
+            feats = discounted_feature_sums(family, trajs, discount)  # [M, D]
         return feats @ np.asarray(family.task_weights(tasks), dtype=np.float64).T
     out = np.zeros((len(trajs), len(tasks)))
     for lo, hi in _chunks(lengths, len(tasks), max_elements):
@@ -300,9 +354,10 @@ def her_future_goal_indices(
 
     Each draw is uniform over j in [t, last] with t the step and last its episode's final
     step, as the HIPI code (``np.random.randint(i, T, size=num_future_states)``); with
-    ``window = w`` over [t, min(t + w - 1, last)]. Achieved goals are post-step quantities
-    in our families, so j = t is the goal this very step reached (s_t+1) and the draws are
-    the states 1..(T - t) (or 1..w) steps after s_t.
+    ``window = w`` over [t, min(t + w - 1, last)]. j = t is the goal achieved by step t
+    itself: ``family.achieved_goal`` reads s_t+1 in ``test_goal`` (so the draws are the
+    states 1..T - t steps after s_t, HER's ``future``) and s_t in ``reacher_goal`` (HIPI's
+    pre-step convention, where the HIPI code draws from the same index range).
     """
     step_index = np.asarray(step_index, dtype=np.int64)
     last = her_final_goal_indices(lengths, step_index)

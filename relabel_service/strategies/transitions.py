@@ -16,7 +16,7 @@ from typing import Sequence
 
 import numpy as np
 
-from envs.core import TaskFamily
+from envs.core import StepBatch, TaskFamily
 from relabel_service.core import RelabelResult, TransitionBatch, Trajectory, concat_steps
 
 
@@ -31,8 +31,7 @@ def _timeout_terminals(family: TaskFamily, trajs: Sequence[Trajectory]) -> np.nd
     return np.concatenate(parts) if parts else np.zeros(0, dtype=bool)
 
 
-def _batch(family: TaskFamily, trajs: Sequence[Trajectory], reward, terminated, task) -> TransitionBatch:
-    steps = concat_steps(trajs)
+def _batch(steps: StepBatch, reward, terminated, task) -> TransitionBatch:
     f32 = lambda x: np.asarray(x, dtype=np.float32)  # noqa: E731
     return TransitionBatch(
         obs=f32(steps.obs),
@@ -61,8 +60,7 @@ def to_transitions(
     if result.keep_original and len(trajs):
         parts.append(
             _batch(
-                family,
-                trajs,
+                concat_steps(trajs),
                 np.concatenate([t.rewards for t in trajs]),
                 np.concatenate([t.terminated for t in trajs]).astype(bool)
                 | _timeout_terminals(family, trajs),
@@ -81,5 +79,5 @@ def to_transitions(
         tasks = family.check_tasks(np.concatenate([t for _, t in result.copies]))  # [S, Z]
         reward = family.rewards_for(steps, tasks)
         terminated = family.terminals_for(steps, tasks) | _timeout_terminals(family, sources)
-        parts.append(_batch(family, sources, reward, terminated, tasks))
+        parts.append(_batch(steps, reward, terminated, tasks))
     return TransitionBatch.concat(parts) if parts else empty_transitions(family)

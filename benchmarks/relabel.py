@@ -1,0 +1,241 @@
+"""Relabeling throughput: AIR fast paths vs the naive per-(trajectory, task) form, same run.
+
+    from benchmarks.relabel import run; print(run(quick=True))
+
+Headline: AIR at the GH paper settings (N = 500 reference trajectories, K = 100 candidate
+tasks, T = 1000 steps, m = 1) on ``half_cheetah_mo`` (linear, d = 4). Only the reward path
+matters, so trajectories are synthesised with random obs / actions / reward_inputs of the
+family's widths instead of being simulated.
+
+* fast, cold: ``STRATEGIES["air"]`` (no cache) on a request of M new trajectories whose
+  reference set (N, including the new ones) is evaluated from scratch in the call: the
+  discounted feature sums of all N trajectories, then one [N, D] x [D, K] matmul.
+* fast, steady state: the strategy from ``make_strategy("air")`` as a relabel worker
+  holds it (linear families: the feature-sum cache), on a sliding window where each
+  request brings M unseen trajectories and the reference is the N most recent; timed
+  with ``to_transitions``. Rate = M / seconds per request.
+* naive: per new trajectory, the N x K returns by ``discounted_returns_naive`` (one
+  ``rewards_for`` call and one discounted sum per (trajectory, task) pair, as the GH code's
+  ``calculate_path_reward`` loop), then the percentile and selection. Too slow to run
+  whole: timed on ``naive_pairs`` pairs and extrapolated linearly to the N x K pairs of
+  one trajectory (the percentile/selection part is timed whole); reported as such.
+
+Also: AIR on a non-linear family (``point_reacher``, the GH settings N = 500, K = 100,
+T = 20), and the rate of every other strategy on a family it applies to (HER on
+``reacher_goal``), each with and without ``to_transitions``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import statistics
+import time
+from typing import Any, Callable, Sequence
+
+import numpy as np
+
+from envs import get_family
+from envs.core import TaskFamily
+from relabel_service.core import RelabelRequest, Trajectory
+from relabel_service.strategies import STRATEGIES, make_strategy, to_transitions
+from relabel_service.strategies import kernels
+from relabel_service.strategies.config import StrategyConfig
+
+AIR_FAMILY = "half_cheetah_mo"
+NONLINEAR_FAMILY = "point_reacher"
+GOAL_FAMILY = "reacher_goal"
+
+
+def synth_trajectories(
+    family: TaskFamily, n: int, length: int, rng: np.random.Generator, prefix: str = "b"
+) -> list[Trajectory]:
+    """n trajectories of ``length`` steps with random contents of the family's widths."""
+    tasks = family.sample_tasks(rng, n)
+    out = []
+    for i in range(n):
+        obs = rng.normal(size=(length + 1, family.obs_dim))
+        actions = rng.uniform(-1.0, 1.0, size=(length, family.action_dim))
+        inputs = rng.normal(size=(length, family.reward_input_dim))
+        traj = Trajectory(
+            episode_id=f"{prefix}-{i}",
+            worker_id=0,
+            policy_version=0,
+            family=family.name,
+            task=tasks[i],
+            obs=obs,
+            actions=actions,
+            rewards=np.zeros(length),
+            terminated=np.zeros(length, dtype=bool),
+            truncated=True,
+            reward_inputs=inputs,
+            created_at=0.0,
+        )
+        rewards = family.rewards_for(traj.steps(), np.repeat(tasks[i][None], length, 0))
+        out.append(_with_rewards(traj, rewards))
+    return out
+
+
+def _with_rewards(traj: Trajectory, rewards: np.ndarray) -> Trajectory:
+    return dataclasses.replace(traj, rewards=np.asarray(rewards, dtype=np.float64))
+
+
+def _median_seconds(fn: Callable[[], Any], reps: int) -> float:
+    fn()  # warm-up
+    times = []
+    for _ in range(reps):
+        t0 = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t0)
+    return statistics.median(times)
+
+
+def _linear_value_fn(family: TaskFamily) -> Callable[[np.ndarray, np.ndarray], np.ndarray]:
+    """A cheap stand-in for V(s0, z) (the critic is not what is measured here)."""
+    c = np.linspace(-1.0, 1.0, family.task_dim)
+    return lambda obs0, tasks: tasks @ c + obs0[:, :1]
+
+
+def _naive_air_seconds_per_trajectory(
+    family: TaskFamily,
+    new: Trajectory,
+    reference: Sequence[Trajectory],
+    candidates: np.ndarray,
+    discount: float,
+    naive_pairs: int,
+) -> dict[str, float]:
+    """Seconds the naive form needs for one new trajectory (extrapolated, see module doc)."""
+    N, K = len(reference), len(candidates)
+    n_traj = max(1, naive_pairs // K)
+    n_task = min(K, naive_pairs)
+    subset, sub_tasks = list(reference[:n_traj]), candidates[:n_task]
+    t0 = time.perf_counter()
+    kernels.discounted_returns_naive(family, subset, sub_tasks, discount)
+    per_pair = (time.perf_counter() - t0) / (len(subset) * len(sub_tasks))
+    # percentile + argmax for one trajectory from a full (here: random) N x K matrix, in loops
+    R_ref = np.random.default_rng(0).normal(size=(N, K))
+    R_new = R_ref[0]
+    t0 = time.perf_counter()
+    pct = [sum(R_new[k] >= R_ref[i, k] for i in range(N)) / N for k in range(K)]
+    max(range(K), key=lambda k: (pct[k], R_new[k]))
+    select_s = time.perf_counter() - t0
+    return {
+        "pairs_timed": float(len(subset) * len(sub_tasks)),
+        "seconds_per_pair": per_pair,
+        "select_seconds": select_s,
+        "seconds_per_trajectory": per_pair * N * K + select_s,
+    }
+
+
+def _air_block(
+    family_name: str, N: int, K: int, T: int, batch_sizes: Sequence[int], reps: int, naive_pairs: int
+) -> dict[str, Any]:
+    family = get_family(family_name)
+    rng = np.random.default_rng(0)
+    stream = synth_trajectories(family, N + reps * max(batch_sizes), T, rng, prefix=family_name)
+    reference = stream[:N]
+    cfg = StrategyConfig(num_candidates=K)
+    out: dict[str, Any] = {"family": family_name, "linear": family.linear, "N": N, "K": K, "T": T}
+    for M in batch_sizes:
+        # cold: no cache, every reference trajectory's returns computed inside the call
+        new = reference[:M]  # the reference set includes the new trajectories (GH Alg. 2)
+        request = RelabelRequest(family, new, discount=family.discount, reference=reference)
+        cold = _median_seconds(lambda: STRATEGIES["air"](request, np.random.default_rng(1), cfg), reps)
+        cold_full = _median_seconds(
+            lambda: to_transitions(family, new, STRATEGIES["air"](request, np.random.default_rng(1), cfg)),
+            reps,
+        )
+        # steady state of a relabel worker: the strategy from make_strategy (feature-sum
+        # cache on linear families) on a sliding window; each request brings M unseen
+        # trajectories and the reference is the N most recent, the new ones included
+        strategy = make_strategy("air", cfg)
+        strategy(RelabelRequest(family, reference[:M], discount=family.discount, reference=reference),
+                 np.random.default_rng(0))
+        times = []
+        for r in range(reps):
+            hi = N + (r + 1) * M
+            new_r, ref_r = stream[hi - M : hi], stream[hi - N : hi]
+            req = RelabelRequest(family, new_r, discount=family.discount, reference=ref_r)
+            t0 = time.perf_counter()
+            to_transitions(family, new_r, strategy(req, np.random.default_rng(r)))
+            times.append(time.perf_counter() - t0)
+        warm = statistics.median(times)
+        out[f"M={M}"] = {
+            "cold_seconds_per_request": round(cold, 5),
+            "cold_trajectories_per_s": round(M / cold, 2),
+            "cold_trajectories_per_s_with_transitions": round(M / cold_full, 2),
+            "steady_seconds_per_request_with_transitions": round(warm, 5),
+            "steady_trajectories_per_s_with_transitions": round(M / warm, 2),
+        }
+    candidates = family.sample_tasks(np.random.default_rng(2), K)
+    naive = _naive_air_seconds_per_trajectory(
+        family, reference[0], reference, candidates, family.discount, naive_pairs
+    )
+    out["naive"] = {
+        "method": "discounted_returns_naive per (trajectory, task) pair, timed on "
+        f"{int(naive['pairs_timed'])} of the {N * K} pairs and extrapolated",
+        "seconds_per_pair": naive["seconds_per_pair"],
+        "seconds_per_trajectory": round(naive["seconds_per_trajectory"], 3),
+        "trajectories_per_s": round(1.0 / naive["seconds_per_trajectory"], 4),
+    }
+    for M in batch_sizes:
+        row = out[f"M={M}"]
+        row["cold_speedup_vs_naive"] = round(row["cold_trajectories_per_s"] * naive["seconds_per_trajectory"], 1)
+        row["steady_speedup_vs_naive"] = round(
+            row["steady_trajectories_per_s_with_transitions"] * naive["seconds_per_trajectory"], 1
+        )
+    return out
+
+
+def _strategy_rates(names: Sequence[str], M: int, reps: int, quick: bool) -> dict[str, Any]:
+    rates: dict[str, Any] = {}
+    for name in names:
+        if name == "air":
+            continue  # measured above
+        family_name = GOAL_FAMILY if name.startswith("her") else AIR_FAMILY
+        family = get_family(family_name)
+        T = family.horizon if not quick else min(family.horizon, 200)
+        new = synth_trajectories(family, M, T, np.random.default_rng(3), prefix=name)
+        request = RelabelRequest(family, new, discount=family.discount, value_fn=_linear_value_fn(family))
+        strategy = make_strategy(name, StrategyConfig())
+        decide = _median_seconds(lambda: strategy(request, np.random.default_rng(1)), reps)
+        full = _median_seconds(
+            lambda: to_transitions(family, new, strategy(request, np.random.default_rng(1))), reps
+        )
+        rates[name] = {
+            "family": family_name,
+            "M": M,
+            "T": T,
+            "trajectories_per_s": round(M / decide, 1),
+            "trajectories_per_s_with_transitions": round(M / full, 1),
+        }
+    return rates
+
+
+def run(quick: bool = False, strategies: Sequence[str] | None = None) -> dict[str, Any]:
+    names = list(strategies) if strategies is not None else sorted(STRATEGIES)
+    reps = 3 if quick else 7
+    result: dict[str, Any] = {}
+    if "air" in names:
+        result["air_linear"] = _air_block(
+            AIR_FAMILY, N=500, K=100, T=1000, batch_sizes=(1, 16), reps=reps,
+            naive_pairs=200 if quick else 1000,
+        )
+        result["air_nonlinear"] = _air_block(
+            NONLINEAR_FAMILY, N=500, K=100, T=20, batch_sizes=(1, 16), reps=reps,
+            naive_pairs=500 if quick else 5000,
+        )
+        # headline: one new HalfCheetah trajectory per request (the GH cheetah setting),
+        # a relabel worker in steady state, transitions included
+        result["ratio"] = result["air_linear"]["M=1"]["steady_speedup_vs_naive"]
+        result["ratio_cold_M1"] = result["air_linear"]["M=1"]["cold_speedup_vs_naive"]
+        result["ratio_cold_M16"] = result["air_linear"]["M=16"]["cold_speedup_vs_naive"]
+        result["target_ratio"] = 200.0
+    result["strategies"] = _strategy_rates(names, M=16, reps=reps, quick=quick)
+    return result
+
+
+if __name__ == "__main__":
+    import json
+    import sys
+
+    print(json.dumps(run(quick="--quick" in sys.argv), indent=2))
