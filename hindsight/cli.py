@@ -63,15 +63,11 @@ def _envs(args: argparse.Namespace) -> int:
     from envs import family_table
 
     rows = family_table()
-    header = list(rows[0].keys()) if rows and isinstance(rows[0], dict) else None
-    if header:
-        widths = [max(len(str(h)), *(len(str(r[h])) for r in rows)) for h in header]
-        print("  ".join(str(h).ljust(w) for h, w in zip(header, widths)))
-        for r in rows:
-            print("  ".join(str(r[h]).ljust(w) for h, w in zip(header, widths)))
-    else:
-        for r in rows:
-            print("  ".join(str(x) for x in r))
+    header = list(rows[0]._fields)
+    widths = [max(len(h), *(len(str(v)) for v in col)) for h, col in zip(header, zip(*rows))]
+    print("  ".join(h.ljust(w) for h, w in zip(header, widths)))
+    for r in rows:
+        print("  ".join(str(v).ljust(w) for v, w in zip(r, widths)))
     return 0
 
 

@@ -12,6 +12,7 @@ and checkpoints.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import time
@@ -48,7 +49,8 @@ class Learner:
         self.cfg = cfg
         self.device = pick_device(cfg.device)
         sac_cfg = cfg.sac
-        self.state = init_state(obs_dim, action_dim, task_dim, sac_cfg, discount, self.device, seed)
+        sac_cfg = dataclasses.replace(sac_cfg, discount=discount)
+        self.state = init_state(obs_dim, action_dim, task_dim, sac_cfg, self.device, seed)
         self.replay = Replay(cfg.replay_capacity, obs_dim, action_dim, task_dim, self.device)
         self.limiter = RateLimiter(cfg.samples_per_insert, sac_cfg.batch_size, cfg.min_replay, cfg.spi_tolerance)
         self.sample_gen = torch.Generator(device=self.device).manual_seed(seed + 1)

@@ -32,7 +32,10 @@ class Batch(NamedTuple):
     terminated: torch.Tensor  # [B] bool; a time-limit end is NOT terminal unless the family says so
     task: torch.Tensor  # [B, Z]
 
-    def __len__(self) -> int:
+    # A property, not ``__len__``: overriding ``__len__`` on a NamedTuple breaks
+    # ``_replace`` / ``_make``, which check len(result) against the number of fields.
+    @property
+    def size(self) -> int:
         return int(self.reward.shape[0])
 
 

@@ -94,7 +94,9 @@ class RelabelWorker:
             if self.calls % self.reference_refresh == 0 or not self.reference:
                 self.reference = self.store.recent(self.cfg.reference_size)
             # The N most recent trajectories include the new ones (GH Alg. 2).
-            reference = (list(trajs) + list(self.reference))[: self.cfg.reference_size]
+            new_ids = {t.episode_id for t in trajs}
+            older = [t for t in self.reference if t.episode_id not in new_ids]
+            reference = (list(trajs) + older)[: self.cfg.reference_size]
         self.calls += 1
         request = RelabelRequest(
             family=self.family,

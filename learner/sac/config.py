@@ -1,7 +1,7 @@
 """Hyperparameters of multi-task SAC and the per-family defaults of the reference code.
 
     cfg = sac_config_for(family, batch_size=128)      # table below + family discount + overrides
-    cfg = SACConfig(**sac_defaults("point_reacher"), discount=0.97)
+    cfg = SACConfig(**sac_defaults("point_reacher"))   # includes the family's discount, 0.97
 
 Sources: REFERENCE-CODE.md §6 (GH ``launch_gher.py`` / rlkit ``LatentConditionedMlp``,
 HIPI ``hipi/train_eval.py``).
@@ -132,14 +132,21 @@ _GENERIC_DEFAULTS: dict[str, Any] = {"hidden_sizes": (256, 256), "batch_size": 2
 
 
 def sac_defaults(family_name: str) -> dict[str, Any]:
-    """``SACConfig`` keyword arguments for a family (without the discount, which is the family's).
+    """``SACConfig`` keyword arguments for a family: its row of the table above plus, for a
+    registered family, its ``discount`` (gamma is part of the task, ALGORITHMS.md §1).
 
     Families not in the table get the generic MuJoCo defaults (256x256, lr 3e-4); the family
     registry, not this table, is what rejects an unknown family name.
     """
+    from envs import FAMILIES  # the registry imports simulators; only needed here
+
     if family_name.startswith("test_"):
-        return dict(_TEST_DEFAULTS)
-    return dict(_FAMILY_DEFAULTS.get(family_name, _GENERIC_DEFAULTS))
+        out = dict(_TEST_DEFAULTS)
+    else:
+        out = dict(_FAMILY_DEFAULTS.get(family_name, _GENERIC_DEFAULTS))
+    if family_name in FAMILIES:
+        out["discount"] = float(FAMILIES[family_name].discount)
+    return out
 
 
 def sac_config_for(family: Any, **overrides: Any) -> SACConfig:

@@ -43,6 +43,11 @@ def _layer_sizes(in_dim: int, out_dim: int, task_width: int, cfg: SACConfig) -> 
     return sizes
 
 
+def _tile(task: torch.Tensor, repeats: int) -> torch.Tensor:
+    """[B, Z] -> [B, Z*R], z repeated R times (``z.repeat(1, R)`` as in rlkit)."""
+    return task if repeats == 1 else task.repeat(1, repeats)
+
+
 def _init_layer(
     shape_w: tuple[int, ...], shape_b: tuple[int, ...], fan_in: int, last: bool, last_init: float,
     cfg: SACConfig, gen: torch.Generator,
@@ -78,7 +83,7 @@ class TaskMLP(nn.Module):
             self.layers.append(layer)
 
     def forward(self, x: torch.Tensor, task: torch.Tensor) -> torch.Tensor:
-        z = task.repeat(1, self.task_repeat)  # [B, Z*R]
+        z = _tile(task, self.task_repeat)  # [B, Z*R]
         h = torch.cat((x, z), dim=-1)
         for layer in self.layers[:-1]:
             h = F.relu(layer(h))  # [B, H]
@@ -119,7 +124,7 @@ class EnsembleTaskMLP(nn.Module):
                 params: Sequence[torch.Tensor] | None = None) -> torch.Tensor:
         ps = self.params() if params is None else params
         e, b = self.ensemble_size, x.shape[0]
-        z = task.repeat(1, self.task_repeat)  # [B, Z*R]
+        z = _tile(task, self.task_repeat)  # [B, Z*R]
         h = torch.cat((x, z), dim=-1).expand(e, b, -1)  # [E, B, in]
         z = z.expand(e, b, -1)  # [E, B, Z*R]
         n = len(ps) // 2
@@ -142,8 +147,8 @@ class TwinCritic(nn.Module):
     def forward(self, obs: torch.Tensor, action: torch.Tensor, task: torch.Tensor,
                 detach_params: bool = False) -> torch.Tensor:
         """[2, B]. ``detach_params``: gradients reach obs/action/task but not the critic
-        (the actor loss differentiates through Q w.r.t. the action only, and skipping the
-        weight gradients saves a third of the critic's backward pass)."""
+        (the actor loss differentiates through Q w.r.t. the action only; skipping the
+        weight-gradient matmuls there makes the actor's backward through Q half as costly)."""
         params = [p.detach() for p in self.net.params()] if detach_params else None
         return self.net(torch.cat((obs, action), dim=-1), task, params).squeeze(-1)
 
@@ -153,7 +158,6 @@ class Actor(nn.Module):
 
     def __init__(self, obs_dim: int, action_dim: int, task_dim: int, cfg: SACConfig, seed: int = 0):
         super().__init__()
-        self.action_dim = action_dim
         self.log_std_min = cfg.log_std_min
         self.log_std_max = cfg.log_std_max
         self.net = TaskMLP(obs_dim, task_dim, 2 * action_dim, cfg, cfg.pi_last_init, seed)
@@ -207,9 +211,10 @@ class InferencePolicy:
 
     def load_state_dict(self, weights: Mapping[str, np.ndarray | torch.Tensor], version: int = -1) -> None:
         """Copy actor weights (numpy or torch, any device) in; remember their version."""
-        self.actor.load_state_dict({k: torch.as_tensor(np.asarray(v) if isinstance(v, np.ndarray) else v)
-                                    for k, v in weights.items()})
+        self.actor.load_state_dict(_as_tensors(weights))
         self.version = version
+
+    load_weights = load_state_dict  # the name rollout workers use
 
     def state_dict(self) -> dict[str, np.ndarray]:
         """Actor weights as CPU numpy arrays (same keys as ``policy_weights``)."""
@@ -219,8 +224,55 @@ class InferencePolicy:
         self.generator.manual_seed(seed)
 
     @torch.no_grad()
-    def __call__(self, obs: np.ndarray, task: np.ndarray, deterministic: bool = False) -> np.ndarray:
+    def act(self, obs: np.ndarray, task: np.ndarray, deterministic: bool = False,
+            generator: torch.Generator | None = None) -> np.ndarray:
+        """Actions [W, A] float32 for obs [W, O], task [W, Z]; noise from ``generator``
+        (on ``device``) or, when None, from the policy's own seeded generator."""
         o = torch.as_tensor(np.asarray(obs, dtype=np.float32), device=self.device)
         z = torch.as_tensor(np.asarray(task, dtype=np.float32), device=self.device)
-        a = self.actor.act(o, z, deterministic, self.generator)
+        a = self.actor.act(o, z, deterministic, self.generator if generator is None else generator)
         return a.cpu().numpy()
+
+    def __call__(self, obs: np.ndarray, task: np.ndarray, deterministic: bool = False) -> np.ndarray:
+        return self.act(obs, task, deterministic)
+
+
+class ValueFunction:
+    """V(s0, z) = min_e Q_e(s0, tanh mu(s0, z), z) for relabeling (GH Advantage, Eq. 7; AIR
+    tie-break): obs0 [M, O], tasks [M, K, Z] -> [M, K] float64, numpy in and out, CPU.
+
+    The baseline is the online twin critics at the deterministic action, as in GH's code
+    (REFERENCE-CODE.md §8: no separate V network).
+    """
+
+    def __init__(self, obs_dim: int, action_dim: int, task_dim: int, cfg: SACConfig,
+                 weights: Mapping[str, np.ndarray | torch.Tensor]):
+        self.actor = Actor(obs_dim, action_dim, task_dim, cfg).requires_grad_(False)
+        self.critic = TwinCritic(obs_dim, action_dim, task_dim, cfg).requires_grad_(False)
+        w = _as_tensors(weights)
+        self.actor.load_state_dict({k[6:]: v for k, v in w.items() if k.startswith("actor.")})
+        self.critic.load_state_dict({k[7:]: v for k, v in w.items() if k.startswith("critic.")})
+
+    @torch.no_grad()
+    def __call__(self, obs0: np.ndarray, tasks: np.ndarray) -> np.ndarray:
+        m, k, _ = tasks.shape
+        o = torch.as_tensor(np.asarray(obs0, dtype=np.float32))  # [M, O]
+        o = o[:, None, :].expand(m, k, -1).reshape(m * k, -1)  # [M*K, O]
+        z = torch.as_tensor(np.asarray(tasks, dtype=np.float32)).reshape(m * k, -1)  # [M*K, Z]
+        a = self.actor.act(o, z, deterministic=True)
+        v = torch.amin(self.critic(o, a, z), dim=0)  # [M*K]
+        return v.reshape(m, k).double().numpy()
+
+
+class ValueFnFactory:
+    """Picklable ``weights -> ValueFunction`` for relabel workers (built once, called per version)."""
+
+    def __init__(self, cfg: SACConfig, obs_dim: int, action_dim: int, task_dim: int):
+        self.cfg, self.dims = cfg, (obs_dim, action_dim, task_dim)
+
+    def __call__(self, weights: Mapping[str, np.ndarray | torch.Tensor]) -> ValueFunction:
+        return ValueFunction(*self.dims, self.cfg, weights)
+
+
+def _as_tensors(weights: Mapping[str, np.ndarray | torch.Tensor]) -> dict[str, torch.Tensor]:
+    return {k: torch.as_tensor(v) for k, v in weights.items()}

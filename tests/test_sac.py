@@ -1,0 +1,497 @@
+"""Multi-task SAC: loss routing, update, checkpoints, determinism, networks, replay, targets."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from envs.testing import TestGoal, TestLinear
+from learner.core import Batch, pick_device, to_torch
+from learner.local import RandomPolicy, evaluate
+from learner.replay import Replay
+from learner.sac.config import SACConfig, sac_config_for, sac_defaults
+from learner.sac.losses import bellman_target, compute_losses
+from learner.sac.networks import Actor, InferencePolicy, TaskMLP, TwinCritic
+from learner.sac.update import (
+    METRIC_NAMES,
+    init_state,
+    load_state,
+    make_value_fn_factory,
+    policy_weights,
+    save_state,
+    update,
+    value_weights,
+)
+from relabel_service.core import TransitionBatch
+
+O, A, Z, B = 5, 3, 4, 32
+SMALL = SACConfig(hidden_sizes=(16, 16), actor_lr=1e-2, critic_lr=1e-2, alpha_lr=1e-2, discount=0.9)
+
+
+def make_batch(seed: int = 0, n: int = B, device: str | torch.device = "cpu", p_terminal: float = 0.25) -> Batch:
+    g = torch.Generator().manual_seed(seed)
+    batch = Batch(
+        obs=torch.randn(n, O, generator=g),
+        action=torch.rand(n, A, generator=g) * 2 - 1,
+        reward=torch.randn(n, generator=g),
+        next_obs=torch.randn(n, O, generator=g),
+        terminated=torch.rand(n, generator=g) < p_terminal,
+        task=torch.randn(n, Z, generator=g),
+    )
+    return Batch(*(x.to(device) for x in batch))
+
+
+def all_tensors(state) -> dict[str, torch.Tensor]:
+    out = {f"actor.{k}": v for k, v in state.actor.state_dict().items()}
+    out.update({f"critic.{k}": v for k, v in state.critic.state_dict().items()})
+    out.update({f"target.{k}": v for k, v in state.target_critic.state_dict().items()})
+    out["log_alpha"] = state.log_alpha.detach()
+    return out
+
+
+# ---- (a) gradient routing -------------------------------------------------------------
+
+
+@pytest.mark.parametrize("loss_name", ["critic", "actor", "alpha"])
+def test_each_loss_reaches_only_its_own_parameters(loss_name: str) -> None:
+    state = init_state(O, A, Z, SMALL, "cpu", seed=0)
+    losses = compute_losses(state.nets, make_batch(), SMALL, state.log_alpha, state.generator)
+    getattr(losses, loss_name).backward()
+    owners = {
+        "critic": list(state.critic.parameters()),
+        "actor": list(state.actor.parameters()),
+        "alpha": [state.log_alpha],
+    }
+    for owner, params in owners.items():
+        for p in params:
+            if owner == loss_name:
+                assert p.grad is not None and torch.count_nonzero(p.grad) > 0, f"{loss_name} loss missed {owner}"
+            else:
+                assert p.grad is None or torch.count_nonzero(p.grad) == 0, f"{loss_name} loss reached {owner}"
+    for p in state.target_critic.parameters():
+        assert not p.requires_grad and p.grad is None
+
+
+def test_one_backward_of_the_sum_equals_separate_backwards() -> None:
+    # update() backpropagates critic + actor + alpha once; valid because routing is disjoint
+    state = init_state(O, A, Z, SMALL, "cpu", seed=1)
+    params = list(state.critic.parameters()) + list(state.actor.parameters()) + [state.log_alpha]
+    g0 = state.generator.get_state()
+    losses = compute_losses(state.nets, make_batch(), SMALL, state.log_alpha, state.generator)
+    separate = [torch.zeros_like(p) for p in params]
+    for loss in (losses.critic, losses.actor, losses.alpha):
+        grads = torch.autograd.grad(loss, params, retain_graph=True, allow_unused=True)
+        separate = [s + (g if g is not None else 0) for s, g in zip(separate, grads)]
+    state.generator.set_state(g0)
+    losses = compute_losses(state.nets, make_batch(), SMALL, state.log_alpha, state.generator)
+    joint = torch.autograd.grad(losses.total, params)
+    for s, j in zip(separate, joint):
+        torch.testing.assert_close(s, j)
+
+
+def test_fixed_alpha_has_no_alpha_loss_and_no_alpha_parameter() -> None:
+    cfg = SACConfig(hidden_sizes=(8,), learn_alpha=False, init_alpha=0.3)
+    state = init_state(O, A, Z, cfg, "cpu", seed=0)
+    before = state.log_alpha.item()
+    state, m = update(state, make_batch())
+    assert m["alpha_loss"] == 0.0 and state.log_alpha.item() == before
+    assert math.isclose(m["alpha"], 0.3, rel_tol=1e-6)
+
+
+# ---- (b) update -----------------------------------------------------------------------
+
+
+def test_update_moves_online_parameters_and_targets_only_by_polyak() -> None:
+    state = init_state(O, A, Z, SMALL, "cpu", seed=0)
+    before = {k: v.clone() for k, v in all_tensors(state).items()}
+    state, metrics = update(state, make_batch())
+    after = all_tensors(state)
+    assert state.step == 1
+    assert set(metrics) == set(METRIC_NAMES) and all(math.isfinite(v) for v in metrics.values())
+    for k in after:
+        if not k.startswith("target."):
+            assert not torch.equal(before[k], after[k]), f"{k} did not change"
+    tau = SMALL.tau
+    for k, v in state.target_critic.state_dict().items():
+        online = state.critic.state_dict()[k]
+        expected = before[f"target.{k}"] + tau * (online - before[f"target.{k}"])
+        torch.testing.assert_close(v, expected, rtol=0, atol=1e-7)
+        assert not torch.equal(v, before[f"target.{k}"])
+
+
+def test_update_without_metrics_returns_empty_dict() -> None:
+    state = init_state(O, A, Z, SMALL, "cpu", seed=0)
+    _, metrics = update(state, make_batch(), with_metrics=False)
+    assert metrics == {}
+
+
+# ---- (c) checkpoints ------------------------------------------------------------------
+
+
+def test_save_load_update_equals_uninterrupted_run(tmp_path) -> None:
+    batches = [make_batch(seed=i) for i in range(6)]
+    state = init_state(O, A, Z, SMALL, "cpu", seed=7)
+    for b in batches[:3]:
+        update(state, b)
+    save_state(state, tmp_path / "ckpt.pt")
+    tail_uninterrupted = [update(state, b)[1] for b in batches[3:]]
+
+    resumed = load_state(tmp_path / "ckpt.pt", "cpu")
+    assert resumed.step == 3 and resumed.cfg == SMALL
+    tail_resumed = [update(resumed, b)[1] for b in batches[3:]]
+
+    assert tail_resumed == tail_uninterrupted
+    assert resumed.step == state.step == 6
+    a, b = all_tensors(state), all_tensors(resumed)
+    for k in a:
+        assert torch.equal(a[k], b[k]), k
+    for sa, sb in zip(state.optimizer.state_dict()["state"].values(),
+                      resumed.optimizer.state_dict()["state"].values()):
+        for key in sa:
+            assert torch.equal(torch.as_tensor(sa[key]), torch.as_tensor(sb[key])), key
+    assert torch.equal(state.generator.get_state(), resumed.generator.get_state())
+
+
+def test_load_rejects_a_foreign_file(tmp_path) -> None:
+    torch.save({"format": 99}, tmp_path / "x.pt")
+    with pytest.raises(ValueError, match="format"):
+        load_state(tmp_path / "x.pt")
+
+
+# ---- (d) determinism ------------------------------------------------------------------
+
+
+def test_same_seed_gives_same_networks_and_actions() -> None:
+    s1, s2 = init_state(O, A, Z, SMALL, "cpu", seed=3), init_state(O, A, Z, SMALL, "cpu", seed=3)
+    for (k, v1), v2 in zip(all_tensors(s1).items(), all_tensors(s2).values()):
+        assert torch.equal(v1, v2), k
+    assert not torch.equal(s1.actor.net.layers[0].weight,
+                           init_state(O, A, Z, SMALL, "cpu", seed=4).actor.net.layers[0].weight)
+    b = make_batch()
+    a1 = s1.actor.act(b.obs, b.task, generator=torch.Generator().manual_seed(5))
+    a2 = s2.actor.act(b.obs, b.task, generator=torch.Generator().manual_seed(5))
+    assert torch.equal(a1, a2)
+    assert torch.equal(s1.actor.act(b.obs, b.task, deterministic=True),
+                       torch.tanh(s1.actor(b.obs, b.task)[0]))
+
+    weights = policy_weights(s1)
+    assert all(isinstance(v, np.ndarray) for v in weights.values())
+    p1 = InferencePolicy(O, A, Z, SMALL, seed=11)
+    p2 = InferencePolicy(O, A, Z, SMALL, seed=11)
+    p1.load_state_dict(weights, version=1)
+    p2.load_state_dict(p1.state_dict(), version=1)
+    obs, task = b.obs.numpy(), b.task.numpy()
+    x1, x2 = p1(obs, task), p2(obs, task)
+    assert x1.shape == (B, A) and x1.dtype == np.float32 and np.array_equal(x1, x2)
+    assert np.all(np.abs(x1) <= 1.0)
+    assert np.array_equal(p1(obs, task, deterministic=True), a_det := p2(obs, task, deterministic=True))
+    np.testing.assert_array_equal(a_det, s1.actor.act(b.obs, b.task, deterministic=True).numpy())
+
+
+def test_evaluate_is_seeded() -> None:
+    fam = TestGoal()
+    policy = InferencePolicy(fam.obs_dim, fam.action_dim, fam.task_dim, sac_config_for(fam), seed=0)
+    tasks = fam.eval_tasks()
+    r1, r2 = evaluate(policy, fam, tasks, seed=3), evaluate(policy, fam, tasks, seed=3)
+    assert r1 == r2 and len(r1["returns"]) == len(tasks) and r1["mean_length"] == fam.horizon
+    rand1 = evaluate(RandomPolicy(fam.action_dim, 1), fam, tasks, seed=3)
+    rand2 = evaluate(RandomPolicy(fam.action_dim, 1), fam, tasks, seed=3)
+    assert rand1 == rand2
+
+
+def test_value_fn_is_min_q_at_the_deterministic_action() -> None:
+    import pickle
+
+    state = init_state(O, A, Z, SMALL, "cpu", seed=5)
+    update(state, make_batch())
+    factory = pickle.loads(pickle.dumps(make_value_fn_factory(SMALL, O, A, Z)))
+    value_fn = factory(value_weights(state))
+    rng = np.random.default_rng(0)
+    obs0, tasks = rng.normal(size=(3, O)), rng.normal(size=(3, 4, Z))
+    v = value_fn(obs0, tasks)
+    assert v.shape == (3, 4) and v.dtype == np.float64
+    for m in range(3):
+        for k in range(4):
+            o = torch.tensor(obs0[m:m + 1], dtype=torch.float32)
+            z = torch.tensor(tasks[m, k:k + 1], dtype=torch.float32)
+            with torch.no_grad():
+                a = torch.tanh(state.actor(o, z)[0])
+                expected = state.critic(o, a, z).min().item()
+            assert v[m, k] == pytest.approx(expected, rel=1e-5, abs=1e-6)
+
+
+# ---- (e) NaN after terminal -----------------------------------------------------------
+
+
+def test_nan_next_obs_after_terminal_keeps_losses_and_update_finite() -> None:
+    state = init_state(O, A, Z, SMALL, "cpu", seed=0)
+    b = make_batch(p_terminal=0.5)
+    assert b.terminated.any()
+    b = b._replace(next_obs=torch.where(b.terminated[:, None], torch.nan, b.next_obs))
+    losses = compute_losses(state.nets, b, SMALL, state.log_alpha, state.generator)
+    for name in ("critic", "actor", "alpha", "target_q"):
+        assert torch.isfinite(getattr(losses, name)), name
+    state, metrics = update(state, b)
+    assert all(math.isfinite(v) for v in metrics.values())
+    assert all(torch.isfinite(v).all() for v in all_tensors(state).values())
+
+
+# ---- (f) networks ---------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("repeat,all_layers", [(1, False), (1, True), (3, False), (3, True)],
+                         ids=["R1-input", "R1-all", "R3-input", "R3-all"])
+def test_task_conditioning_shapes(repeat: int, all_layers: bool) -> None:
+    cfg = SACConfig(hidden_sizes=(16, 8), task_repeat=repeat, task_to_all_layers=all_layers)
+    zr = Z * repeat
+    mlp = TaskMLP(O, Z, 7, cfg, last_init=1e-3)
+    extra = zr if all_layers else 0
+    assert [layer.in_features for layer in mlp.layers] == [O + zr, 16 + extra, 8 + extra]
+    assert [layer.out_features for layer in mlp.layers] == [16, 8, 7]
+    critic = TwinCritic(O, A, Z, cfg)
+    assert [tuple(w.shape) for w in critic.net.weights] == [(2, O + A + zr, 16), (2, 16 + extra, 8), (2, 8 + extra, 1)]
+    b = make_batch()
+    assert critic(b.obs, b.action, b.task).shape == (2, B)
+    mean, log_std = Actor(O, A, Z, cfg)(b.obs, b.task)
+    assert mean.shape == log_std.shape == (B, A)
+
+
+def test_task_is_tiled_not_interleaved() -> None:
+    # first layer sees [x, z, z]: zero weights on the second copy must equal R = 1
+    cfg3 = SACConfig(hidden_sizes=(8,), task_repeat=2, task_to_all_layers=False)
+    cfg1 = SACConfig(hidden_sizes=(8,), task_repeat=1, task_to_all_layers=False)
+    m3, m1 = TaskMLP(O, Z, 2, cfg3, 1e-3), TaskMLP(O, Z, 2, cfg1, 1e-3)
+    with torch.no_grad():
+        m3.layers[0].weight[:, O + Z:] = 0
+        m1.layers[0].weight.copy_(m3.layers[0].weight[:, : O + Z])
+        m1.layers[0].bias.copy_(m3.layers[0].bias)
+        m1.layers[1].load_state_dict(m3.layers[1].state_dict())
+    b = make_batch()
+    torch.testing.assert_close(m3(b.obs, b.task), m1(b.obs, b.task))
+
+
+@pytest.mark.parametrize("all_layers", [False, True], ids=["input", "all-layers"])
+def test_ensemble_critic_equals_two_independent_mlps(all_layers: bool) -> None:
+    cfg = SACConfig(hidden_sizes=(16, 12), task_repeat=2, task_to_all_layers=all_layers)
+    critic = TwinCritic(O, A, Z, cfg, seed=0)
+    b = make_batch()
+    q = critic(b.obs, b.action, b.task)
+    for e in range(2):
+        mlp = TaskMLP(O + A, Z, 1, cfg, last_init=1e-3)
+        with torch.no_grad():
+            for layer, w, bias in zip(mlp.layers, critic.net.weights, critic.net.biases):
+                layer.weight.copy_(w[e].T)
+                layer.bias.copy_(bias[e, 0])
+        expected = mlp(torch.cat((b.obs, b.action), -1), b.task).squeeze(-1)
+        torch.testing.assert_close(q[e], expected, rtol=1e-5, atol=1e-6)
+    assert not torch.allclose(q[0], q[1])  # the twins are initialised independently
+
+
+def test_network_init_follows_rlkit() -> None:
+    cfg = SACConfig(hidden_sizes=(32, 32))
+    actor, critic = Actor(O, A, Z, cfg), TwinCritic(O, A, Z, cfg)
+    assert torch.all(actor.net.layers[0].bias == 0.1) and torch.all(critic.net.biases[1] == 0.1)
+    assert actor.net.layers[-1].weight.abs().max() <= 1e-3 and critic.net.weights[-1].abs().max() <= 3e-3
+    assert critic.net.weights[0].abs().max() <= 1 / math.sqrt(O + A + Z)
+
+
+def test_tanh_gaussian_log_prob_matches_torch_distributions() -> None:
+    actor = Actor(O, A, Z, SACConfig(hidden_sizes=(16,), pi_last_init=0.3))
+    b = make_batch(n=256)
+    g = torch.Generator().manual_seed(0)
+    action, log_prob = actor.sample(b.obs, b.task, g)
+    mean, log_std = actor(b.obs, b.task)
+    dist = torch.distributions.TransformedDistribution(
+        torch.distributions.Normal(mean, log_std.exp()), [torch.distributions.TanhTransform()]
+    )
+    # away from saturation, where inverting tanh in float32 is exact enough to compare
+    inside = (action.abs() < 0.99).all(-1)
+    assert inside.sum() > 200
+    expected = dist.log_prob(action).sum(-1)
+    torch.testing.assert_close(log_prob[inside], expected[inside], rtol=1e-3, atol=1e-3)
+
+
+def test_actor_loss_does_not_build_critic_weight_gradients() -> None:
+    critic = TwinCritic(O, A, Z, SMALL)
+    b = make_batch()
+    action = b.action.clone().requires_grad_(True)
+    critic(b.obs, action, b.task, detach_params=True).sum().backward()
+    assert action.grad is not None and all(p.grad is None for p in critic.parameters())
+
+
+# ---- (g) replay -----------------------------------------------------------------------
+
+
+def transitions(lo: int, hi: int) -> TransitionBatch:
+    """Rows whose every field holds the row's integer id, so each can be traced."""
+    x = np.arange(lo, hi, dtype=np.float32)
+    n = hi - lo
+    return TransitionBatch(
+        obs=np.repeat(x[:, None], O, 1), action=np.repeat(x[:, None], A, 1), reward=x,
+        next_obs=np.repeat(x[:, None] + 0.5, O, 1), terminated=(x % 2).astype(np.float32),
+        task=np.repeat(x[:, None], Z, 1),
+    ) if n else TransitionBatch(*(np.zeros((0,) + s, np.float32) for s in [(O,), (A,), (), (O,), (), (Z,)]))
+
+
+@pytest.mark.parametrize(
+    "inserts,expected,next_slot",
+    [
+        ([(0, 3)], [0, 1, 2, None, None], 3),
+        ([(0, 3), (3, 7)], [5, 6, 2, 3, 4], 2),
+        ([(0, 5)], [0, 1, 2, 3, 4], 0),
+        ([(0, 3), (3, 7), (7, 20)], [15, 16, 17, 18, 19], 0),
+        ([(0, 12)], [10, 11, 7, 8, 9], 2),
+        ([(0, 2), (2, 2), (2, 4)], [0, 1, 2, 3, None], 4),
+    ],
+    ids=["partial", "wraps", "exactly-full", "batch-larger-than-capacity", "one-big-batch", "empty-insert"],
+)
+def test_replay_ring_contents(inserts, expected, next_slot) -> None:
+    replay = Replay(5, O, A, Z)
+    for lo, hi in inserts:
+        replay.add(transitions(lo, hi))
+    size = sum(e is not None for e in expected)
+    assert len(replay) == size and replay._next == next_slot
+    assert replay.inserted == sum(hi - lo for lo, hi in inserts)
+    stored = replay._data.reward[:size].tolist()
+    assert stored == [e for e in expected if e is not None]
+
+
+def test_replay_sampling_is_uniform_consistent_and_seeded() -> None:
+    replay = Replay(50, O, A, Z)
+    replay.add(transitions(0, 80))  # holds ids 30..79
+    b = replay.sample(4000, torch.Generator().manual_seed(0))
+    ids = b.reward
+    assert set(ids.long().tolist()) == set(range(30, 80))
+    assert torch.all(b.obs == ids[:, None]) and torch.all(b.next_obs == ids[:, None] + 0.5)
+    assert torch.all(b.task == ids[:, None]) and torch.equal(b.terminated, ids.long() % 2 == 1)
+    counts = torch.bincount(ids.long() - 30, minlength=50).float()
+    assert counts.min() > 40 and counts.max() < 125  # 80 expected each
+    again = replay.sample(4000, torch.Generator().manual_seed(0))
+    assert torch.equal(again.reward, ids)
+
+
+def test_replay_state_dict_round_trip_and_errors() -> None:
+    replay = Replay(6, O, A, Z)
+    replay.add(transitions(0, 9))
+    other = Replay(6, O, A, Z)
+    other.load_state_dict(replay.state_dict())
+    assert len(other) == 6 and other._next == replay._next and other.inserted == 9
+    for x, y in zip(other._data, replay._data):
+        assert torch.equal(x, y)
+    with pytest.raises(ValueError, match="capacity"):
+        Replay(7, O, A, Z).load_state_dict(replay.state_dict())
+    with pytest.raises(RuntimeError, match="empty"):
+        Replay(3, O, A, Z).sample(2)
+    with pytest.raises(ValueError, match="dims"):
+        Replay(3, O + 1, A, Z).add(transitions(0, 2))
+
+
+# ---- (h) Bellman target ---------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "r,d,next_q,logp,alpha,gamma,scale,expected",
+    [
+        (1.0, False, 3.0, 0.5, 0.2, 0.9, 1.0, 1.0 + 0.9 * (3.0 - 0.1)),
+        (1.0, True, 3.0, 0.5, 0.2, 0.9, 1.0, 1.0),
+        (2.0, False, -1.0, -2.0, 0.5, 0.99, 5.0, 10.0 + 0.99 * (-1.0 + 1.0)),
+        (0.0, True, math.nan, math.nan, 0.1, 0.9, 1.0, 0.0),  # NaN after the end is ignored
+        (-1.0, False, 0.0, 0.0, 1.0, 0.0, 1.0, -1.0),
+    ],
+    ids=["bootstrap", "terminal", "reward-scale", "terminal-nan", "gamma-0"],
+)
+def test_bellman_target_table(r, d, next_q, logp, alpha, gamma, scale, expected) -> None:
+    t = lambda v: torch.tensor([v], dtype=torch.float32)  # noqa: E731
+    y = bellman_target(t(r), torch.tensor([d]), t(next_q), t(logp), torch.tensor(alpha), gamma, scale)
+    assert y.item() == pytest.approx(expected, rel=1e-6)
+
+
+def test_losses_match_a_manual_computation_with_the_same_noise() -> None:
+    cfg = SACConfig(hidden_sizes=(16, 16), discount=0.8, reward_scale=2.0, init_alpha=0.3)
+    state = init_state(O, A, Z, cfg, "cpu", seed=2)
+    b = make_batch(p_terminal=0.4)
+    g = torch.Generator()
+    g.set_state(state.generator.get_state())
+    losses = compute_losses(state.nets, b, cfg, state.log_alpha, state.generator)
+
+    alpha = 0.3
+    with torch.no_grad():
+        a2, logp2 = state.actor.sample(b.next_obs, b.task, g)
+        q_next = state.target_critic(b.next_obs, a2, b.task)
+        done = b.terminated.float()
+        y = 2.0 * b.reward + 0.8 * (1 - done) * (torch.minimum(q_next[0], q_next[1]) - alpha * logp2)
+        q = state.critic(b.obs, b.action, b.task)
+        critic = ((q[0] - y) ** 2).mean() + ((q[1] - y) ** 2).mean()
+        a, logp = state.actor.sample(b.obs, b.task, g)
+        q_pi = state.critic(b.obs, a, b.task)
+        actor = (alpha * logp - torch.minimum(q_pi[0], q_pi[1])).mean()
+        alpha_loss = -(math.log(alpha) * (logp - A)).mean()
+    torch.testing.assert_close(losses.target_q, y.mean())
+    torch.testing.assert_close(losses.critic, critic)
+    torch.testing.assert_close(losses.actor, actor)
+    torch.testing.assert_close(losses.alpha, alpha_loss)
+    torch.testing.assert_close(losses.entropy, -logp.mean())
+
+
+# ---- vocabulary, config ---------------------------------------------------------------
+
+
+def test_to_torch_and_pick_device() -> None:
+    tb = transitions(0, 4)
+    b = to_torch(tb, "cpu")
+    assert b.terminated.dtype == torch.bool and b.obs.dtype == torch.float32 and b.size == 4
+    with pytest.raises(ValueError, match="terminated"):
+        to_torch(TransitionBatch(*tb[:4], np.zeros(3, np.float32), tb.task), "cpu")
+    assert pick_device("cpu") == torch.device("cpu")
+    assert pick_device("auto").type == ("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def test_family_defaults() -> None:
+    assert sac_defaults("point_trajectory")["hidden_sizes"] == (400, 300)
+    assert sac_defaults("point_trajectory")["batch_size"] == 128
+    assert sac_defaults("point_reacher")["hidden_sizes"] == (300, 300, 300)
+    assert sac_defaults("point_reacher")["actor_lr"] == 3e-3
+    assert sac_defaults("half_cheetah_mo")["critic_lr"] == 3e-4
+    assert sac_defaults("walker_linear")["task_to_all_layers"] is False
+    assert sac_defaults("test_goal")["hidden_sizes"] == (64, 64)
+    assert sac_defaults("point_reacher")["discount"] == 0.97
+    assert sac_defaults("test_goal")["discount"] == TestGoal.discount
+    assert "discount" not in sac_defaults("not_a_registered_family")
+    cfg = sac_config_for(TestLinear(), batch_size=7)
+    assert cfg.discount == TestLinear.discount and cfg.batch_size == 7
+    assert SACConfig().entropy_target(6) == -6.0
+    with pytest.raises(ValueError, match="bogus"):
+        SACConfig.from_dict({"bogus": 1})
+    with pytest.raises(ValueError, match="task_repeat"):
+        SACConfig(task_repeat=0)
+
+
+# ---- CUDA -----------------------------------------------------------------------------
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_update_replay_and_checkpoint_on_cuda(tmp_path) -> None:
+    device = torch.device("cuda")
+    state = init_state(O, A, Z, SMALL, device, seed=0)
+    replay = Replay(100, O, A, Z, device)
+    replay.add(transitions(0, 64))
+    for _ in range(3):
+        state, metrics = update(state, replay.sample(B, state.generator))
+    assert all(math.isfinite(v) for v in metrics.values())
+    assert state.actor.net.layers[0].weight.is_cuda and state.log_alpha.is_cuda
+    weights = policy_weights(state)
+    assert all(isinstance(v, np.ndarray) for v in weights.values())
+    save_state(state, tmp_path / "ckpt.pt")
+    batch = make_batch(device=device)
+    resumed = load_state(tmp_path / "ckpt.pt", device)
+    _, m1 = update(state, batch)
+    _, m2 = update(resumed, batch)
+    assert m1 == m2
+    on_cpu = load_state(tmp_path / "ckpt.pt", "cpu")
+    assert on_cpu.step == 3 and not on_cpu.log_alpha.is_cuda
+    policy = InferencePolicy(O, A, Z, SMALL, device=device, seed=0)
+    policy.load_state_dict(weights)
+    assert policy(np.zeros((4, O), np.float32), np.zeros((4, Z), np.float32)).shape == (4, A)
