@@ -105,16 +105,21 @@ def encode(traj: Trajectory) -> bytes:
     return b"".join(parts)
 
 
+_BIN_WIDTH = {0xC4: 1, 0xC5: 2, 0xC6: 4}
+
+
 def _read_bin(mv: memoryview, pos: int) -> tuple[int, int]:
     """(start, end) of the bin item at ``pos``."""
     if pos >= len(mv):
         raise CodecError(f"payload ends at byte {pos}, expected a bin item")
     tag = mv[pos]
-    width = {0xC4: 1, 0xC5: 2, 0xC6: 4}.get(tag)
+    width = _BIN_WIDTH.get(tag)
     if width is None:
         raise CodecError(f"byte {pos}: expected a msgpack bin item, found tag 0x{tag:02x}")
     start = pos + 1 + width
-    n = int.from_bytes(mv[pos + 1 : start], "big")
+    if start > len(mv):
+        raise CodecError(f"byte {pos}: bin header runs past the payload end ({len(mv)})")
+    n = mv[pos + 1] if width == 1 else int.from_bytes(mv[pos + 1 : start], "big")
     if start + n > len(mv):
         raise CodecError(f"byte {pos}: bin of {n} bytes runs past the payload end ({len(mv)})")
     return start, start + n
@@ -140,25 +145,32 @@ def _parse(buf: Any) -> tuple[memoryview, dict, int]:
     return mv, meta, end
 
 
+_dtype_cache: dict[str, np.dtype] = {}
+
+
+def _dtype(name: str) -> np.dtype:
+    dtype = _dtype_cache.get(name)
+    if dtype is None:
+        dtype = np.dtype(name)
+        if dtype.kind not in _ARRAY_KINDS:
+            raise ValueError(f"dtype {dtype} is not numeric")
+        if len(_dtype_cache) < 256:  # only a handful of dtypes ever occur
+            _dtype_cache[name] = dtype
+    return dtype
+
+
 def _view(mv: memoryview, pos: int, spec: list, field: str) -> tuple[np.ndarray, int]:
     start, end = _read_bin(mv, pos)
     try:
-        dtype = np.dtype(spec[1])
-        shape = tuple(int(s) for s in spec[2])
+        shape = tuple(spec[2])
+        if min(shape, default=0) < 0:  # np.ndarray would infer a -1 dim from the buffer
+            raise ValueError(f"negative dimension in {shape}")
+        # a view of the payload; np.ndarray checks that the buffer holds it
+        arr = np.ndarray(shape, _dtype(spec[1]), mv, start)
     except (TypeError, ValueError, IndexError) as exc:
-        raise CodecError(f"field {field!r}: bad dtype/shape {spec[1:]!r}") from exc
-    if dtype.kind not in _ARRAY_KINDS:
-        raise CodecError(f"field {field!r}: dtype {dtype} is not numeric")
-    count = math.prod(shape)
-    if count * dtype.itemsize != end - start or any(s < 0 for s in shape):
-        raise CodecError(
-            f"field {field!r}: {end - start} bytes do not hold {shape} of {dtype.str}"
-        )
-    if count == 0:
-        arr = np.empty(shape, dtype)
-        arr.flags.writeable = False
-    else:
-        arr = np.frombuffer(mv, dtype=dtype, count=count, offset=start).reshape(shape)
+        raise CodecError(f"field {field!r}: bad dtype/shape {spec[1:]!r}: {exc}") from None
+    if arr.nbytes != end - start:
+        raise CodecError(f"field {field!r}: {end - start} bytes do not hold {arr.shape} of {arr.dtype.str}")
     return arr, end
 
 
@@ -214,7 +226,7 @@ def frame(payload: Any) -> bytes:
 
 def frame_header(payload: Any) -> bytes:
     """The 8 bytes that precede ``payload`` on disk (for writev without concatenating)."""
-    n = memoryview(payload).nbytes
+    n = len(payload) if isinstance(payload, bytes) else memoryview(payload).nbytes
     if not 0 < n <= MAX_RECORD_BYTES:
         raise ValueError(f"record payload of {n} bytes is outside (0, {MAX_RECORD_BYTES}]")
     return FRAME_HEADER.pack(n, zlib.crc32(payload))

@@ -1,0 +1,143 @@
+"""The store on a real local Ray: routing, streaming reads, and a shard killed mid-run."""
+
+from __future__ import annotations
+
+import dataclasses
+import uuid
+
+import numpy as np
+import pytest
+import ray
+
+import helpers_store
+from helpers_store import assert_traj_equal, family_lookup, make_traj
+from relabel_service import codec, tools
+from relabel_service.store import shard_dir, shard_for
+from relabel_service.store_actor import TrajectoryStore, start_store
+
+pytestmark = pytest.mark.ray
+
+
+@pytest.fixture(scope="module")
+def ray_session():
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, configure_logging=False)
+    yield
+    ray.shutdown()
+
+
+def _start(root, name_prefix: str | None = None, **kw) -> TrajectoryStore:
+    kw.setdefault("fsync", "interval")
+    name_prefix = name_prefix or f"test-{uuid.uuid4().hex[:8]}"  # actors are found by name
+    return start_store(root, 2, name_prefix=name_prefix, family_lookup=family_lookup, **kw)
+
+
+def _read_everything(store: TrajectoryStore, page: int = 16) -> list:
+    out, cursors = [], None
+    while True:
+        trajs, cursors = store.read_new(cursors, max_per_shard=page)
+        if not trajs:
+            return out
+        out += trajs
+
+
+def test_shard_killed_mid_run_restarts_from_its_segments(ray_session, tmp_path) -> None:
+    store = _start(tmp_path, segment_bytes=4096)
+    rng = np.random.default_rng(0)
+    trajs = [make_traj(rng, i) for i in range(120)]
+    acked: dict[str, object] = {}
+    for i in range(0, 120, 4):
+        if i == 60:
+            assert any(shard_for(t.episode_id, 2) == 0 for t in trajs[:60])
+            ray.kill(store.shards[0], no_restart=False)  # the process dies; Ray restarts it
+        if i % 8:
+            for t, a in zip(trajs[i : i + 4], store.append_many(trajs[i : i + 4])):
+                acked[t.episode_id] = a
+        else:
+            for t in trajs[i : i + 4]:
+                acked[t.episode_id] = store.append(t)
+    assert len(acked) == 120
+    got = {t.episode_id: t for t in _read_everything(store)}
+    for t in trajs:
+        assert_traj_equal(got[t.episode_id], t)  # every acknowledged trajectory is readable
+        assert acked[t.episode_id].shard == shard_for(t.episode_id, 2)
+    st = store.stats()
+    assert st["records"] == 120
+    assert st["shards"][0]["recovery"]["records"] > 0  # shard 0 rebuilt its index from disk
+    assert st["shards"][0]["recovery"]["ok"]
+    assert tools.verify(tmp_path, family_lookup=family_lookup).ok
+
+
+def test_streaming_cursors_and_queries(ray_session, tmp_path) -> None:
+    prefix = f"test-{uuid.uuid4().hex[:8]}"
+    store = _start(tmp_path, prefix)
+    rng = np.random.default_rng(1)
+    first = [make_traj(rng, i) for i in range(20)]
+    store.append_many(first)
+    trajs, cursors = store.read_new(None, max_per_shard=100)
+    assert sorted(t.episode_id for t in trajs) == sorted(t.episode_id for t in first)
+    assert store.read_new(cursors)[0] == []
+    more = [make_traj(rng, i) for i in range(20, 26)]
+    store.append_many(more)
+    new, _ = store.read_new(cursors)
+    assert sorted(t.episode_id for t in new) == sorted(t.episode_id for t in more)
+    assert [t.episode_id for t in store.recent(3)] == [t.episode_id for t in more[-3:]]
+    a, b = store.sample(7, seed=5), store.sample(7, seed=5)
+    assert [t.episode_id for t in a] == [t.episode_id for t in b] and len({t.episode_id for t in a}) == 7
+    assert len(store.sample(1000, seed=0)) == 26
+    assert not trajs[0].obs.flags.writeable  # zero-copy views of the received bytes
+    same = TrajectoryStore.connect(tmp_path, name_prefix=prefix, family_lookup=family_lookup)
+    assert same.stats()["records"] == 26
+
+
+def test_invalid_trajectories_are_refused_before_sending(ray_session, tmp_path) -> None:
+    store = _start(tmp_path)
+    good = make_traj(np.random.default_rng(2), 1, T=6, episode_id="w0-e3")
+    rewards = good.rewards.copy()
+    rewards[4] = np.nan
+    with pytest.raises(codec.InvalidTrajectoryError, match="trajectory w0-e3: field 'rewards' contains NaN at step 4"):
+        store.append(dataclasses.replace(good, rewards=rewards))
+    with pytest.raises(codec.InvalidTrajectoryError, match="unknown family 'no_such_family'"):
+        store.append_many([good, dataclasses.replace(good, episode_id="w0-e4", family="no_such_family")])
+    assert store.stats()["records"] == 0  # one bad trajectory sends nothing
+    with pytest.raises(ValueError, match="has 2 shards"):
+        start_store(tmp_path, 3)
+    assert shard_dir(tmp_path, 1).is_dir()
+
+
+@ray.remote(num_cpus=0.1)
+def _append_from_a_task(store: TrajectoryStore, trajs: list) -> list:
+    return store.append_many(trajs)
+
+
+def test_the_client_travels_to_other_actors_and_tasks(ray_session, tmp_path) -> None:
+    ray.cloudpickle.register_pickle_by_value(helpers_store)  # tests/ is not on the workers' path
+    store = _start(tmp_path)
+    trajs = [make_traj(np.random.default_rng(3), i) for i in range(6)]
+    acks = ray.get(_append_from_a_task.remote(store, trajs))  # e.g. a rollout worker holding the client
+    assert sorted(a.seq for a in acks if a.shard == 0) == list(range(sum(a.shard == 0 for a in acks)))
+    assert sorted(t.episode_id for t in store.read_new()[0]) == sorted(t.episode_id for t in trajs)
+
+
+def test_dict_cursors_shutdown_and_reopen(ray_session, tmp_path) -> None:
+    store = start_store(tmp_path, 2, family_lookup=family_lookup)  # default names derive from the dir
+    trajs = [make_traj(np.random.default_rng(4), i) for i in range(12)]
+    store.append_many(trajs)
+    on_1 = [t.episode_id for t in trajs if shard_for(t.episode_id, 2) == 1]
+    got, cursors = store.read_new({1: 0}, max_per_shard=100)  # a relabel worker owning shard 1
+    assert [t.episode_id for t in got] == on_1 and cursors == {1: len(on_1)}
+    assert store.stats()["trajectories"] == 12
+    assert TrajectoryStore.connect(tmp_path, family_lookup=family_lookup).stats()["records"] == 12
+    with pytest.raises(ValueError, match="already serves"):
+        start_store(tmp_path / "other", 2, name_prefix=store_name_prefix(tmp_path))
+    store.shutdown()
+    again = start_store(tmp_path, 2, family_lookup=family_lookup)
+    st = again.stats()
+    assert st["records"] == 12 and all(s["recovery"]["ok"] for s in st["shards"])
+    assert sorted(t.episode_id for t in again.read_new()[0]) == sorted(t.episode_id for t in trajs)
+    again.shutdown()
+
+
+def store_name_prefix(root) -> str:
+    from relabel_service.store_actor import default_name_prefix
+
+    return default_name_prefix(root)
