@@ -73,6 +73,8 @@ class RelabelConfig:
     """Ray CPUs per relabel worker."""
     prefetch: int = 2
     """Relabel calls kept in flight per worker (bounded prefetch)."""
+    max_backlog: int = 64
+    """Collection waits while more than this many stored trajectories await relabeling."""
     strategy_cfg: StrategyConfig = dataclasses.field(default_factory=StrategyConfig)
     """Options of the strategy (K, N, m, temperature, ...)."""
 

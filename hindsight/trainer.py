@@ -36,6 +36,7 @@ from envs import get_family
 from hindsight.config import ExperimentConfig, dump_config
 from hindsight.tb import TBWriter
 from learner.actor import Learner
+from learner.rate_limiter import RateLimiter
 from learner.sac.update import make_value_fn_factory
 from relabel_service.store_actor import start_store
 from relabel_service.worker import USES_VALUE, RelabelWorker
@@ -249,7 +250,19 @@ class Trainer:
         def random_phase() -> bool:
             return env_steps < cfg.rollout.random_steps and not self.resume
 
-        while env_steps < budget or eval_inflight:
+        ingested = 0  # transitions the learner has acknowledged
+        lc = cfg.learner
+        limiter = RateLimiter(lc.samples_per_insert, lc.sac.batch_size, lc.min_replay, lc.spi_tolerance)
+        steps_base, updates_base = env_steps, None
+        collected = relabeled = 0  # trajectories this session: the relabel backlog is their difference
+
+        while True:
+            # Budget spent: stop collecting, relabel and learn from what is stored, then stop.
+            draining = env_steps >= budget
+            if draining and not eval_inflight and collected <= relabeled and not any(
+                k[0] in ("rollout", "ingest") for k in inflight.values()
+            ) and learner_report.get("updates_done", 1) == 0 and learner_report["inserted"] >= ingested:
+                break
             now = time.perf_counter()
             # ---- elastic resize requested through control.json (``hindsight scale``) ----
             if now - last_control > 1.0:
@@ -261,26 +274,32 @@ class Trainer:
                     idle_rollout -= set(removed)
                     log.info("rollout pool resized to %d (added %s, removed %s)", want, added, removed)
             # ---- submit work -----------------------------------------------------------
-            if env_steps < budget:
-                may_insert = learner_report.get("may_insert", True)
-                for wid in sorted(idle_rollout):
-                    if not may_insert:
-                        break
-                    ref = self.pool.submit(wid, weights_version, weights_ref, random_phase())
-                    inflight[ref] = ("rollout", wid)
-                    idle_rollout.discard(wid)
-                for r, n in relabel_inflight.items():
-                    while n < cfg.relabel.prefetch:
-                        actor = self.relabelers[r]
-                        if self.needs_value and value_ref is not None:
-                            actor.set_value_weights.remote(value_version, value_ref)
-                        batch_ref, stats_ref = actor.relabel.options(num_returns=2).remote()
-                        inflight[stats_ref] = ("relabel", r, batch_ref)
-                        n += 1
-                    relabel_inflight[r] = n
-                if not train_inflight:
-                    inflight[self.learner.train.remote(cfg.learner.updates_per_call)] = ("train",)
-                    train_inflight = True
+            # Collection waits for the learner (samples per insert, counted on env steps this
+            # session: each step yields at least one transition) and for the relabelers.
+            session_updates = learner_report["updates"] - (updates_base or 0)
+            may_insert = (
+                limiter.may_insert(env_steps - steps_base, session_updates)
+                and collected - relabeled <= cfg.relabel.max_backlog
+                and env_steps < budget
+            )
+            for wid in sorted(idle_rollout):
+                if not may_insert:
+                    break
+                ref = self.pool.submit(wid, weights_version, weights_ref, random_phase())
+                inflight[ref] = ("rollout", wid)
+                idle_rollout.discard(wid)
+            for r, n in relabel_inflight.items():
+                while n < cfg.relabel.prefetch:
+                    actor = self.relabelers[r]
+                    if self.needs_value and value_ref is not None:
+                        actor.set_value_weights.remote(value_version, value_ref)
+                    batch_ref, stats_ref = actor.relabel.options(num_returns=2).remote()
+                    inflight[stats_ref] = ("relabel", r, batch_ref)
+                    n += 1
+                relabel_inflight[r] = n
+            if not train_inflight:
+                inflight[self.learner.train.remote(cfg.learner.updates_per_call)] = ("train",)
+                train_inflight = True
             if env_steps >= next_eval and not eval_inflight and weights_ref is not None:
                 inflight[self.eval_actor.evaluate_remote.remote([weights_ref], eval_tasks, cfg.seed)] = ("eval", env_steps)
                 eval_inflight = True
@@ -308,12 +327,14 @@ class Trainer:
                     steps = int(result["env_steps"])
                     env_steps += steps
                     episodes += int(result["episodes"])
+                    collected += int(result["episodes"])
                     bar.update(min(steps, max(0, budget - bar.n)))
                     if result["policy_version"] >= 0:
                         recent_returns.extend(result["returns"])
                 elif kind[0] == "relabel":
                     r, batch_ref = kind[1], kind[2]
                     relabel_inflight[r] -= 1
+                    relabeled += int(result["trajectories"])
                     if result["trajectories"]:
                         inflight[self.learner.ingest.remote(batch_ref)] = ("ingest",)
                         cursors.update({int(k): int(v) for k, v in result["cursors"].items()})
@@ -323,10 +344,12 @@ class Trainer:
                         relabel_log["tasks"].extend(np.asarray(st.get("chosen_tasks", np.zeros((0,)))).reshape(-1).tolist())
                         lags.extend(learner_report["version"] - v for v in result["policy_versions"] if v >= 0)
                 elif kind[0] == "ingest":
-                    pass
+                    ingested = max(ingested, int(result))
                 elif kind[0] == "train":
                     train_inflight = False
                     learner_report = result
+                    if updates_base is None:
+                        updates_base = result["updates"] - result["updates_done"]
                     if result["version"] > weights_version or weights_ref is None:
                         weights_ref = self.learner.weights.remote()
                         weights_version = result["version"]

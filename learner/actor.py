@@ -25,7 +25,7 @@ import torch
 from learner.core import pick_device
 from learner.rate_limiter import RateLimiter
 from learner.replay import Replay
-from learner.sac.update import SACState, init_state, load_state, policy_weights, save_state, update
+from learner.sac.update import SACState, init_state, load_state, policy_weights, save_state, update, value_weights
 from relabel_service.core import TransitionBatch
 
 #: in-batch relabeling hook (HIPI-RL): (state, batch, generator) -> (batch, stats)
@@ -96,6 +96,8 @@ class Learner:
             if self.updates % self.cfg.publish_every == 0:
                 self.version += 1
                 self._published = (self.version, policy_weights(self.state))
+        if "q1" in metrics:
+            metrics["q_mean"] = 0.5 * (metrics["q1"] + metrics["q2"])
         return {
             "updates_done": n,
             "updates": self.updates,
@@ -126,11 +128,9 @@ class Learner:
         """The latest published actor weights and their version."""
         return self._published
 
-    def critic_weights(self) -> tuple[int, dict[str, np.ndarray]]:
+    def critic_weights(self) -> dict[str, np.ndarray]:
         """Actor and online critic weights (for V(s0, z) in the relabel service)."""
-        from learner.sac.update import value_weights
-
-        return self.version, value_weights(self.state)
+        return value_weights(self.state)
 
     # ---- checkpoints ---------------------------------------------------------------------
     def checkpoint(self, extra: dict | None = None) -> str:
