@@ -87,43 +87,44 @@ class RolloutWorker:
         if n > E:
             raise ValueError(f"worker {self.worker_id}: {n} tasks for {E} env slots")
         t0 = time.perf_counter()
-        H = fam.horizon
-        obs = np.zeros((n, H + 1, fam.obs_dim))
-        act = np.zeros((n, H, fam.action_dim))
-        rew = np.zeros((n, H))
-        term = np.zeros((n, H), dtype=bool)
-        rin = np.zeros((n, H, fam.reward_input_dim))
-        length = np.zeros(n, dtype=np.int64)
+        # Per-slot Python lists (cheap appends on the hot path), stacked once at the end.
+        obs: list[list[np.ndarray]] = [[] for _ in range(n)]
+        act: list[list[np.ndarray]] = [[] for _ in range(n)]
+        rew: list[list[float]] = [[] for _ in range(n)]
+        term: list[list[bool]] = [[] for _ in range(n)]
+        rin: list[list[np.ndarray]] = [[] for _ in range(n)]
         truncated = np.zeros(n, dtype=bool)
+        current = np.zeros((n, fam.obs_dim))  # latest observation of every slot
         for i in range(n):
             fam.set_env_task(self.envs[i], tasks[i])
             seed = int(self.rng.integers(2**31)) if reset_seeds is None else int(reset_seeds[i])
             o, _ = self.envs[i].reset(seed=seed)
-            obs[i, 0] = o
-        alive = np.ones(n, dtype=bool)
-        t = 0
-        while alive.any():
-            idx = np.flatnonzero(alive)
+            obs[i].append(o)
+            current[i] = o
+        alive = list(range(n))
+        while alive:
             if random_actions:
-                a = self.rng.uniform(-1.0, 1.0, size=(len(idx), fam.action_dim))
-            else:
-                a = self.policy.act(obs[idx, t], tasks[idx], deterministic=deterministic, generator=self.torch_gen)
-            for j, i in enumerate(idx):
+                a = self.rng.uniform(-1.0, 1.0, size=(len(alive), fam.action_dim))
+            else:  # one batched forward pass for every running slot
+                a = self.policy.act(current[alive], tasks[alive], deterministic=deterministic, generator=self.torch_gen)
+            still = []
+            for j, i in enumerate(alive):
                 o, r, te, tr, info = self.envs[i].step(a[j])
-                act[i, t] = a[j]
-                obs[i, t + 1] = o
-                rew[i, t] = r
-                term[i, t] = te
-                rin[i, t] = info["reward_inputs"]
+                act[i].append(a[j])
+                obs[i].append(o)
+                rew[i].append(r)
+                term[i].append(te)
+                rin[i].append(info["reward_inputs"])
+                current[i] = o
                 if te or tr:
-                    alive[i] = False
-                    length[i] = t + 1
                     truncated[i] = bool(tr and not te)
-            t += 1
+                else:
+                    still.append(i)
+            alive = still
         now = time.time()
         trajs = []
+        I = fam.reward_input_dim
         for i in range(n):
-            T = int(length[i])
             trajs.append(
                 Trajectory(
                     episode_id=f"w{self.worker_id}-{self.incarnation}-e{self.episodes_done}",
@@ -131,18 +132,19 @@ class RolloutWorker:
                     policy_version=self.policy_version,
                     family=fam.name,
                     task=tasks[i].copy(),
-                    obs=obs[i, : T + 1].copy(),
-                    actions=act[i, :T].copy(),
-                    rewards=rew[i, :T].copy(),
-                    terminated=term[i, :T].copy(),
+                    obs=np.asarray(obs[i], dtype=np.float64),
+                    actions=np.asarray(act[i], dtype=np.float64),
+                    rewards=np.asarray(rew[i], dtype=np.float64),
+                    terminated=np.asarray(term[i], dtype=bool),
                     truncated=bool(truncated[i]),
-                    reward_inputs=rin[i, :T].copy(),
+                    reward_inputs=np.asarray(rin[i], dtype=np.float64).reshape(len(rin[i]), I),
                     created_at=now,
                 )
             )
             self.episodes_done += 1
+        length = np.array([t.length for t in trajs])
+        returns = np.array([t.rewards.sum() for t in trajs])
         steps = int(length.sum())
-        returns = rew.sum(axis=1)
         stats = {
             "episodes": float(n),
             "env_steps": float(steps),

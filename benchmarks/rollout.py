@@ -39,7 +39,7 @@ def _bare_steps_per_s(num_envs: int, steps: int, seed: int) -> float:
 
 def run(quick: bool = False) -> dict[str, Any]:
     torch.set_num_threads(1)
-    num_envs = 4
+    num_envs = 8
     fam = get_family(FAMILY)
     horizon = fam.horizon
     reps = 1 if quick else 3

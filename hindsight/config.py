@@ -91,9 +91,11 @@ class LearnerConfig:
     """Transitions held in the device-resident replay."""
     min_replay: int = 1000
     """No updates before the replay holds this many transitions."""
-    samples_per_insert: float = 64.0
-    """Target ratio (updates x batch size) / transitions inserted."""
-    spi_tolerance: float = 0.5
+    samples_per_insert: float = 256.0
+    """Target ratio (updates x batch size) / env steps inserted (relabeled copies do not
+    count, so every strategy gets the same updates per env step); 256 with batch 256 is
+    one update per env step, as in the HIPI code."""
+    spi_tolerance: float = 0.25
     """Relative slack around the ratio: the learner waits for data above
     spi*(1+tol); collection waits below spi*(1-tol)."""
     updates_per_call: int = 50
@@ -120,7 +122,7 @@ class ExperimentConfig:
     """Run name; the run directory is LOGDIR/NAME-TIMESTAMP."""
     seed: int = 0
     """Seed of every random generator in the run."""
-    env_steps: int = 30_000
+    env_steps: int = 20_000
     """Env-step budget of the run."""
     logdir: str = "runs"
     """Where run directories are created."""
