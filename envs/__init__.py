@@ -1,6 +1,7 @@
 """Registry of task families (see ``envs.core`` for the TaskFamily contract).
 
     fam = get_family("point_reacher")          # a fresh instance; kwargs go to its constructor
+    fam = get_family("point_reacher", reward_bias=5.0)   # except the reward-bias ones (envs.bias)
     family_names()                              # sorted registered names
     family_table()                              # rows for ``hindsight envs``
 
@@ -14,6 +15,7 @@ import difflib
 import importlib
 from typing import Any, NamedTuple
 
+from envs.bias import RewardBias, with_reward_bias
 from envs.core import StepBatch, TaskFamily, UnknownFamilyError
 from envs.mujoco_families import AntDirection, HalfCheetahMultiObjective, ReacherGoal, WalkerLinear
 from envs.point import PointReacher, PointTrajectory
@@ -73,7 +75,10 @@ def family_names() -> list[str]:
 
 
 def get_family(name: str, **kwargs: Any) -> TaskFamily:
-    """A new instance of the family ``name``; raises UnknownFamilyError naming the nearest."""
+    """A new instance of the family ``name``; raises UnknownFamilyError naming the nearest.
+
+    The ``envs.bias.BIAS_KWARGS`` (``reward_bias``, ``bias_tasks``, ...) wrap the family in a
+    reward bias (HIPI Fig. 8) instead of reaching its constructor, so every family has them."""
     try:
         cls = FAMILIES[name]
     except KeyError:
@@ -83,7 +88,8 @@ def get_family(name: str, **kwargs: Any) -> TaskFamily:
         raise UnknownFamilyError(
             f"unknown task family {name!r}; {hint}registered: {', '.join(names)}"
         ) from None
-    return cls(**kwargs)
+    bias = RewardBias.from_kwargs(kwargs)
+    return with_reward_bias(cls(**kwargs), bias)
 
 
 class FamilyRow(NamedTuple):

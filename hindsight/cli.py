@@ -6,6 +6,7 @@
     hindsight scale RUN_DIR N
     hindsight bench NAME [--quick] [--json FILE]
     hindsight config [--config NAME]          # the hyperparameter table
+    hindsight fidelity --checkpoint RUN_DIR [--num-tasks 100] [--candidates 100] [--out DIR]
 """
 
 from __future__ import annotations
@@ -116,8 +117,13 @@ def _config(args: argparse.Namespace) -> int:
 def _fidelity(args: argparse.Namespace) -> int:
     from hindsight.fidelity import run_fidelity
 
-    result = run_fidelity(args.checkpoint, num_tasks=args.num_tasks, candidates=args.candidates, seed=args.seed)
+    result = run_fidelity(
+        args.checkpoint, num_tasks=args.num_tasks, candidates=args.candidates, seed=args.seed, out_dir=args.out,
+        episodes_per_task=args.episodes_per_task, deterministic=args.deterministic,
+        reference_size=args.reference_size,
+    )
     print(json.dumps(result["summary"], indent=2))
+    print(f"wrote {result['paths']['json']} and {result['paths']['png']}", file=sys.stderr)
     return 0
 
 
@@ -165,10 +171,14 @@ def build_parser() -> argparse.ArgumentParser:
     c.set_defaults(func=_config)
 
     f = sub.add_parser("fidelity", help="relabel-fidelity study of a trained run (GH Fig. 7)")
-    f.add_argument("--checkpoint", required=True, metavar="RUN_DIR")
-    f.add_argument("--num-tasks", type=int, default=100)
-    f.add_argument("--candidates", type=int, default=100)
+    f.add_argument("--checkpoint", required=True, metavar="RUN_DIR", help="run directory (or its checkpoints/learner.pt)")
+    f.add_argument("--num-tasks", type=int, default=100, help="tasks sampled from the prior")
+    f.add_argument("--candidates", type=int, default=100, help="K: candidate tasks per trajectory (K-1 prior + commanded)")
     f.add_argument("--seed", type=int, default=0)
+    f.add_argument("--episodes-per-task", type=int, default=1, help="rollouts of each sampled task")
+    f.add_argument("--deterministic", action="store_true", help="roll out tanh(mean) instead of the exploration policy")
+    f.add_argument("--reference-size", type=int, help="N: AIR compares with the last N rollouts (default: all)")
+    f.add_argument("--out", metavar="DIR", help="where fidelity.json / fidelity.png go (default RUN_DIR/fidelity)")
     f.set_defaults(func=_fidelity)
     return p
 
