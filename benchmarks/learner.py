@@ -129,6 +129,7 @@ def _batches(n: int, seed: int) -> list[Batch]:
             next_obs=torch.randn(BATCH, OBS, generator=g),
             terminated=torch.rand(BATCH, generator=g) < 0.01,
             task=torch.randn(BATCH, TASK, generator=g),
+            reward_inputs=torch.zeros(BATCH, 0),
         )
         for _ in range(n)
     ]

@@ -120,7 +120,7 @@ class Trainer:
         if strategy in IN_LEARNER:
             from learner.sac.hipi_rl import make_hipi_rl_relabeler
 
-            batch_relabeler = make_hipi_rl_relabeler(fam, cfg.relabel.strategy_cfg)
+            batch_relabeler = make_hipi_rl_relabeler(fam, cfg.relabel.strategy_cfg, cfg.env.family_kwargs)
         self.num_gpus = self._gpus_for_learner()
         LearnerActor = ray.remote(Learner)
         self.learner = LearnerActor.options(
@@ -129,6 +129,7 @@ class Trainer:
             fam.obs_dim,
             fam.action_dim,
             fam.task_dim,
+            fam.reward_input_dim,
             cfg.learner,
             fam.discount,
             cfg.seed,
@@ -336,7 +337,7 @@ class Trainer:
                     relabel_inflight[r] -= 1
                     relabeled += int(result["trajectories"])
                     if result["trajectories"]:
-                        inflight[self.learner.ingest.remote(batch_ref)] = ("ingest",)
+                        inflight[self.learner.ingest.remote(batch_ref, result["env_steps"])] = ("ingest",)
                         cursors.update({int(k): int(v) for k, v in result["cursors"].items()})
                         relabel_log["fraction"].append(result["fraction_relabeled"])
                         st = result.get("strategy_stats", {})
@@ -432,7 +433,7 @@ class Trainer:
             "env_steps": env_steps,
             "episodes": episodes,
             "updates": counters["updates"],
-            "transitions_inserted": counters["inserted"],
+            "transitions_inserted": counters["transitions"],
             "trajectories_stored": int(store_stats["trajectories"]),
             "wall_time_s": wall,
             "env_steps_per_s": env_steps / max(1e-9, wall),

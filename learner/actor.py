@@ -1,6 +1,7 @@
 """The learner: replay on its device, SAC updates under a rate limit, weights and checkpoints.
 
-    learner = Learner(obs_dim=5, action_dim=2, task_dim=6, cfg=learner_cfg, discount=0.97, seed=0)
+    learner = Learner(obs_dim=5, action_dim=2, task_dim=6, reward_input_dim=0, cfg=learner_cfg,
+                      discount=0.97, seed=0)
     learner.ingest(transition_batch)          # -> transitions inserted so far
     report = learner.train(max_updates=50)     # runs what the rate limiter allows
     version, weights = learner.weights()       # actor weights for rollout workers
@@ -38,6 +39,7 @@ class Learner:
         obs_dim: int,
         action_dim: int,
         task_dim: int,
+        reward_input_dim: int,  # the family's I (0 for most): stored with every transition
         cfg: Any,  # hindsight.config.LearnerConfig
         discount: float,
         seed: int,
@@ -51,11 +53,12 @@ class Learner:
         sac_cfg = cfg.sac
         sac_cfg = dataclasses.replace(sac_cfg, discount=discount)
         self.state = init_state(obs_dim, action_dim, task_dim, sac_cfg, self.device, seed)
-        self.replay = Replay(cfg.replay_capacity, obs_dim, action_dim, task_dim, self.device)
+        self.replay = Replay(cfg.replay_capacity, obs_dim, action_dim, task_dim, self.device, reward_input_dim)
         self.limiter = RateLimiter(cfg.samples_per_insert, sac_cfg.batch_size, cfg.min_replay, cfg.spi_tolerance)
         self.sample_gen = torch.Generator(device=self.device).manual_seed(seed + 1)
         self.batch_relabeler = batch_relabeler
-        self.inserted = 0
+        self.inserted = 0  # env steps whose transitions reached the replay (rate limiter)
+        self.transitions = 0  # transitions added, relabeled copies included
         self.updates = 0
         self._updates_offset = 0  # updates before a resume do not count against new data
         self.version = 0
@@ -66,14 +69,20 @@ class Learner:
             self._restore()
 
     # ---- data ----------------------------------------------------------------------------
-    def ingest(self, batch: TransitionBatch | None) -> int:
-        """Add relabeled transitions to the replay; returns transitions inserted so far."""
+    def ingest(self, batch: TransitionBatch | None, env_steps: int | None = None) -> int:
+        """Add relabeled transitions to the replay; returns env steps inserted so far.
+
+        The rate limiter counts *env steps* (the originals), not relabeled copies, so that
+        every strategy gets the same updates per env step (as the GH and HIPI code do).
+        ``env_steps=None`` counts every transition.
+        """
         if batch is not None and len(batch):
             for name, x in zip(batch._fields, batch):
                 if not np.all(np.isfinite(x)):
                     raise ValueError(f"learner: transition field {name!r} contains NaN or Inf")
             self.replay.add(batch)
-            self.inserted += len(batch)
+            self.inserted += len(batch) if env_steps is None else int(env_steps)
+            self.transitions += len(batch)
             self._rates["ingest_n"] += len(batch)
         return self.inserted
 
@@ -115,6 +124,7 @@ class Learner:
         out = {
             "updates": self.updates,
             "inserted": self.inserted,
+            "transitions": self.transitions,
             "version": self.version,
             "replay_size": len(self.replay),
             "ingest_per_s": r["ingest_n"] / max(1e-9, now - r["ingest_t"]),

@@ -10,6 +10,7 @@ Shapes (letters used in every shape comment of this package):
     Z  task_dim                  R  task repeats (GH ``latent_shape_multiplier``)
     H  hidden width of a layer   C  replay capacity
     W  environments stepped together (rollout / evaluation)
+    I  reward_input_dim (per-step reward inputs the observation lacks; may be 0)
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ class Batch(NamedTuple):
     next_obs: torch.Tensor  # [B, O]; may hold NaN where ``terminated`` (never read there)
     terminated: torch.Tensor  # [B] bool; a time-limit end is NOT terminal unless the family says so
     task: torch.Tensor  # [B, Z]
+    reward_inputs: torch.Tensor  # [B, I]: with (obs, action, next_obs) rewards the row under any task
 
     # A property, not ``__len__``: overriding ``__len__`` on a NamedTuple breaks
     # ``_replace`` / ``_make``, which check len(result) against the number of fields.
@@ -42,7 +44,7 @@ class Batch(NamedTuple):
 def to_torch(batch: TransitionBatch, device: torch.device | str) -> Batch:
     """Move a numpy ``TransitionBatch`` to ``device`` as a typed ``Batch``; checks shapes."""
     n = len(batch)
-    for name in ("obs", "action", "next_obs", "task"):
+    for name in ("obs", "action", "next_obs", "task", "reward_inputs"):
         x = getattr(batch, name)
         if x.ndim != 2 or x.shape[0] != n:
             raise ValueError(f"TransitionBatch.{name} must have shape [{n}, *], got {x.shape}")
@@ -62,6 +64,7 @@ def to_torch(batch: TransitionBatch, device: torch.device | str) -> Batch:
         next_obs=f32(batch.next_obs),
         terminated=torch.as_tensor(np.asarray(batch.terminated) > 0.5).to(device, non_blocking=True),
         task=f32(batch.task),
+        reward_inputs=f32(batch.reward_inputs),
     )
 
 

@@ -127,7 +127,7 @@ def train_local(
     state = init_state(family.obs_dim, family.action_dim, family.task_dim, cfg, device, seed)
     act_gen = torch.Generator(device=device).manual_seed(int(rng.integers(2**31)))
     replay = Replay(min(replay_capacity, max(env_steps, 1)), family.obs_dim, family.action_dim,
-                    family.task_dim, device)
+                    family.task_dim, device, family.reward_input_dim)
 
     # one env per slot, retasked per episode (``set_env_task``) rather than rebuilt
     tasks = family.sample_tasks(rng, num_envs)  # [W, Z]
@@ -159,12 +159,13 @@ def train_local(
         rewards = np.zeros(num_envs, dtype=np.float32)
         terminal = np.zeros(num_envs, dtype=np.float32)
         done = np.zeros(num_envs, dtype=bool)
+        reward_inputs = np.zeros((num_envs, family.reward_input_dim), dtype=np.float32)
         for i, env in enumerate(envs):
-            o2, r, term, trunc, _ = env.step(actions[i])
-            next_obs[i], rewards[i] = o2, r
+            o2, r, term, trunc, info = env.step(actions[i])
+            next_obs[i], rewards[i], reward_inputs[i] = o2, r, info["reward_inputs"]
             terminal[i] = float(term or (trunc and family.timeout_is_terminal))
             done[i] = term or trunc
-        replay.add(TransitionBatch(obs, actions, rewards, next_obs, terminal, tasks))  # copied in
+        replay.add(TransitionBatch(obs, actions, rewards, next_obs, terminal, tasks, reward_inputs))  # copied in
         ep_return += rewards
         obs = next_obs
         for i in np.flatnonzero(done):

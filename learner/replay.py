@@ -1,6 +1,6 @@
 """Uniform replay on the learner's device: preallocated torch ring buffers.
 
-    replay = Replay(capacity, obs_dim, action_dim, task_dim, device)
+    replay = Replay(capacity, obs_dim, action_dim, task_dim, device, reward_input_dim=I)
     replay.add(transitions)                              # TransitionBatch, any size
     batch = replay.sample(256, generator)                # Batch on ``device``
 
@@ -22,12 +22,12 @@ class Replay:
     """Ring buffer of C transitions; when full, the oldest are overwritten first."""
 
     def __init__(self, capacity: int, obs_dim: int, action_dim: int, task_dim: int,
-                 device: torch.device | str = "cpu"):
+                 device: torch.device | str = "cpu", reward_input_dim: int = 0):
         if capacity < 1:
             raise ValueError(f"Replay capacity must be >= 1, got {capacity}")
         self.capacity = int(capacity)
         self.device = torch.device(device)
-        self.dims = (obs_dim, action_dim, task_dim)
+        self.dims = (obs_dim, action_dim, task_dim, reward_input_dim)
         f32 = {"dtype": torch.float32, "device": self.device}
         self._data = Batch(
             obs=torch.zeros(capacity, obs_dim, **f32),  # [C, O]
@@ -36,6 +36,7 @@ class Replay:
             next_obs=torch.zeros(capacity, obs_dim, **f32),  # [C, O]
             terminated=torch.zeros(capacity, dtype=torch.bool, device=self.device),  # [C]
             task=torch.zeros(capacity, task_dim, **f32),  # [C, Z]
+            reward_inputs=torch.zeros(capacity, reward_input_dim, **f32),  # [C, I]
         )
         self._next = 0  # slot the next transition goes to
         self._size = 0
@@ -50,9 +51,9 @@ class Replay:
         n = batch.size
         if n == 0:
             return
-        got = (batch.obs.shape[1], batch.action.shape[1], batch.task.shape[1])
+        got = (batch.obs.shape[1], batch.action.shape[1], batch.task.shape[1], batch.reward_inputs.shape[1])
         if got != self.dims:
-            raise ValueError(f"Replay holds (obs, action, task) dims {self.dims}, got {got}")
+            raise ValueError(f"Replay holds (obs, action, task, reward_inputs) dims {self.dims}, got {got}")
         n_in, start = n, self._next
         if n > self.capacity:  # only the last C rows would survive; write them where they would land
             start = (start + n - self.capacity) % self.capacity

@@ -101,6 +101,7 @@ class TransitionBatch(NamedTuple):
     next_obs: np.ndarray  # [B, O]
     terminated: np.ndarray  # [B] float32 in {0, 1}
     task: np.ndarray  # [B, Z]
+    reward_inputs: np.ndarray  # [B, I] so the learner can re-reward a step (HIPI-RL)
 
     def __len__(self) -> int:
         return int(self.reward.shape[0])

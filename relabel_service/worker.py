@@ -110,6 +110,7 @@ class RelabelWorker:
         stats.update(
             {
                 "transitions": len(batch),
+                "env_steps": int(sum(t.length for t in trajs)),
                 "relabeled_copies": len(result.copies),
                 "fraction_relabeled": len(result.copies) / max(1, len(result.copies) + len(trajs) * result.keep_original),
                 "value_version": self.value_version,

@@ -28,6 +28,7 @@ from learner.sac.update import (
 from relabel_service.core import TransitionBatch
 
 O, A, Z, B = 5, 3, 4, 32
+I = 2  # reward_input_dim of the replay tests
 SMALL = SACConfig(hidden_sizes=(16, 16), actor_lr=1e-2, critic_lr=1e-2, alpha_lr=1e-2, discount=0.9)
 
 
@@ -40,6 +41,7 @@ def make_batch(seed: int = 0, n: int = B, device: str | torch.device = "cpu", p_
         next_obs=torch.randn(n, O, generator=g),
         terminated=torch.rand(n, generator=g) < p_terminal,
         task=torch.randn(n, Z, generator=g),
+        reward_inputs=torch.zeros(n, 0),
     )
     return Batch(*(x.to(device) for x in batch))
 
@@ -314,6 +316,24 @@ def test_tanh_gaussian_log_prob_matches_torch_distributions() -> None:
     torch.testing.assert_close(log_prob[inside], expected[inside], rtol=1e-3, atol=1e-3)
 
 
+def test_log_prob_of_given_actions_matches_sample_and_torch_distributions() -> None:
+    actor = Actor(O, A, Z, SACConfig(hidden_sizes=(16,), pi_last_init=0.3))
+    b = make_batch(n=256)
+    action, log_prob = actor.sample(b.obs, b.task, torch.Generator().manual_seed(0))
+    mean, log_std = actor(b.obs, b.task)
+    dist = torch.distributions.TransformedDistribution(
+        torch.distributions.Normal(mean, log_std.exp()), [torch.distributions.TanhTransform()]
+    )
+    inside = (action.abs() < 0.99).all(-1)  # where atanh of a float32 action is exact enough
+    assert inside.sum() > 200
+    given = actor.log_prob(b.obs, b.task, action)
+    torch.testing.assert_close(given[inside], log_prob[inside], rtol=1e-3, atol=1e-3)
+    torch.testing.assert_close(given[inside], dist.log_prob(action).sum(-1)[inside], rtol=1e-3, atol=1e-3)
+    # saturated actions (exactly +-1, as float32 tanh produces) stay finite
+    edge = actor.log_prob(b.obs[:4], b.task[:4], torch.tensor([[1.0] * A, [-1.0] * A, [0.0] * A, [1.0, -1.0, 0.5]]))
+    assert torch.isfinite(edge).all()
+
+
 def test_actor_loss_does_not_build_critic_weight_gradients() -> None:
     critic = TwinCritic(O, A, Z, SMALL)
     b = make_batch()
@@ -332,8 +352,8 @@ def transitions(lo: int, hi: int) -> TransitionBatch:
     return TransitionBatch(
         obs=np.repeat(x[:, None], O, 1), action=np.repeat(x[:, None], A, 1), reward=x,
         next_obs=np.repeat(x[:, None] + 0.5, O, 1), terminated=(x % 2).astype(np.float32),
-        task=np.repeat(x[:, None], Z, 1),
-    ) if n else TransitionBatch(*(np.zeros((0,) + s, np.float32) for s in [(O,), (A,), (), (O,), (), (Z,)]))
+        task=np.repeat(x[:, None], Z, 1), reward_inputs=np.repeat(x[:, None] - 0.25, I, 1),
+    ) if n else TransitionBatch(*(np.zeros((0,) + s, np.float32) for s in [(O,), (A,), (), (O,), (), (Z,), (I,)]))
 
 
 @pytest.mark.parametrize(
@@ -349,7 +369,7 @@ def transitions(lo: int, hi: int) -> TransitionBatch:
     ids=["partial", "wraps", "exactly-full", "batch-larger-than-capacity", "one-big-batch", "empty-insert"],
 )
 def test_replay_ring_contents(inserts, expected, next_slot) -> None:
-    replay = Replay(5, O, A, Z)
+    replay = Replay(5, O, A, Z, reward_input_dim=I)
     for lo, hi in inserts:
         replay.add(transitions(lo, hi))
     size = sum(e is not None for e in expected)
@@ -360,13 +380,14 @@ def test_replay_ring_contents(inserts, expected, next_slot) -> None:
 
 
 def test_replay_sampling_is_uniform_consistent_and_seeded() -> None:
-    replay = Replay(50, O, A, Z)
+    replay = Replay(50, O, A, Z, reward_input_dim=I)
     replay.add(transitions(0, 80))  # holds ids 30..79
     b = replay.sample(4000, torch.Generator().manual_seed(0))
     ids = b.reward
     assert set(ids.long().tolist()) == set(range(30, 80))
     assert torch.all(b.obs == ids[:, None]) and torch.all(b.next_obs == ids[:, None] + 0.5)
     assert torch.all(b.task == ids[:, None]) and torch.equal(b.terminated, ids.long() % 2 == 1)
+    assert b.reward_inputs.shape == (4000, I) and torch.all(b.reward_inputs == ids[:, None] - 0.25)
     counts = torch.bincount(ids.long() - 30, minlength=50).float()
     assert counts.min() > 40 and counts.max() < 125  # 80 expected each
     again = replay.sample(4000, torch.Generator().manual_seed(0))
@@ -374,19 +395,21 @@ def test_replay_sampling_is_uniform_consistent_and_seeded() -> None:
 
 
 def test_replay_state_dict_round_trip_and_errors() -> None:
-    replay = Replay(6, O, A, Z)
+    replay = Replay(6, O, A, Z, reward_input_dim=I)
     replay.add(transitions(0, 9))
-    other = Replay(6, O, A, Z)
+    other = Replay(6, O, A, Z, reward_input_dim=I)
     other.load_state_dict(replay.state_dict())
     assert len(other) == 6 and other._next == replay._next and other.inserted == 9
     for x, y in zip(other._data, replay._data):
         assert torch.equal(x, y)
     with pytest.raises(ValueError, match="capacity"):
-        Replay(7, O, A, Z).load_state_dict(replay.state_dict())
+        Replay(7, O, A, Z, reward_input_dim=I).load_state_dict(replay.state_dict())
     with pytest.raises(RuntimeError, match="empty"):
         Replay(3, O, A, Z).sample(2)
     with pytest.raises(ValueError, match="dims"):
-        Replay(3, O + 1, A, Z).add(transitions(0, 2))
+        Replay(3, O + 1, A, Z, reward_input_dim=I).add(transitions(0, 2))
+    with pytest.raises(ValueError, match="reward_inputs"):
+        Replay(3, O, A, Z).add(transitions(0, 2))  # I = 0 replay, I = 2 rows
 
 
 # ---- (h) Bellman target ---------------------------------------------------------------
@@ -444,7 +467,10 @@ def test_to_torch_and_pick_device() -> None:
     b = to_torch(tb, "cpu")
     assert b.terminated.dtype == torch.bool and b.obs.dtype == torch.float32 and b.size == 4
     with pytest.raises(ValueError, match="terminated"):
-        to_torch(TransitionBatch(*tb[:4], np.zeros(3, np.float32), tb.task), "cpu")
+        to_torch(TransitionBatch(*tb[:4], np.zeros(3, np.float32), tb.task, tb.reward_inputs), "cpu")
+    with pytest.raises(ValueError, match="reward_inputs"):
+        to_torch(TransitionBatch(*tb[:6], tb.reward_inputs[:3]), "cpu")
+    assert torch.equal(b.reward_inputs, torch.as_tensor(tb.reward_inputs))
     assert pick_device("cpu") == torch.device("cpu")
     assert pick_device("auto").type == ("cuda" if torch.cuda.is_available() else "cpu")
 
@@ -476,7 +502,7 @@ def test_family_defaults() -> None:
 def test_update_replay_and_checkpoint_on_cuda(tmp_path) -> None:
     device = torch.device("cuda")
     state = init_state(O, A, Z, SMALL, device, seed=0)
-    replay = Replay(100, O, A, Z, device)
+    replay = Replay(100, O, A, Z, device, reward_input_dim=I)
     replay.add(transitions(0, 64))
     for _ in range(3):
         state, metrics = update(state, replay.sample(B, state.generator))

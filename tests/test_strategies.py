@@ -651,3 +651,30 @@ def test_to_transitions_rejects_wrong_step_tasks():
     traj = tagged(0, 3)
     with pytest.raises(ValueError, match="step_tasks"):
         to_transitions(GOAL, [traj], RelabelResult(copies=[(0, np.zeros((2, 2)))]))
+
+
+def test_to_transitions_carries_reward_inputs():
+    """Originals and copies keep their steps' reward inputs (HIPI-RL re-rewards them in the
+    learner); copies' rewards are computed from them."""
+    fam = get_family("half_cheetah_mo")
+    rng = np.random.default_rng(0)
+    trajs = []
+    for e, T in enumerate([3, 4]):
+        ri = np.arange(T * fam.reward_input_dim, dtype=float).reshape(T, -1) + 100.0 * e  # tagged
+        trajs.append(Trajectory(
+            episode_id=f"ep{e}", worker_id=0, policy_version=0, family=fam.name,
+            task=fam.sample_tasks(rng, 1)[0], obs=rng.normal(size=(T + 1, fam.obs_dim)),
+            actions=rng.uniform(-1, 1, size=(T, fam.action_dim)), rewards=np.full(T, 999.0),
+            terminated=np.zeros(T, dtype=bool), truncated=True, reward_inputs=ri, created_at=0.0,
+        ))
+    result = STRATEGIES["random"](RelabelRequest(fam, trajs, discount=0.99), np.random.default_rng(1))
+    batch = to_transitions(fam, trajs, result)
+    copies = [trajs[i] for i, _ in result.copies]
+    expect = np.concatenate([t.reward_inputs for t in trajs + copies]).astype(np.float32)
+    assert batch.reward_inputs.shape == (len(batch), fam.reward_input_dim)
+    np.testing.assert_array_equal(batch.reward_inputs, expect)
+    n_orig = sum(t.length for t in trajs)
+    steps = concat_steps(copies)
+    tasks = np.concatenate([t for _, t in result.copies])
+    np.testing.assert_allclose(batch.reward[n_orig:], fam.rewards_for(steps, tasks), rtol=1e-6)
+    assert to_transitions(fam, [], result.__class__(copies=[])).reward_inputs.shape == (0, 3)

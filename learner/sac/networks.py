@@ -181,13 +181,33 @@ class Actor(nn.Module):
         log_prob = log_prob - (2.0 * (_LOG_2 - u - F.softplus(-2.0 * u))).sum(-1)
         return torch.tanh(u), log_prob
 
+    def log_prob(self, obs: torch.Tensor, task: torch.Tensor, action: torch.Tensor,
+                 eps: float = 1e-6) -> torch.Tensor:
+        """log pi(a | s, z) [B] of GIVEN actions a [B, A] (HIPI-RL scores stored actions).
+
+        u = atanh(a), with a clamped to [-1 + eps, 1 - eps] (rlkit's ``TanhNormal``) because
+        stored actions may be exactly +-1 after tanh saturates in float32; then the same
+        density as ``sample``: log N(u; mean, std) - sum log(1 - tanh(u)^2).
+        """
+        mean, log_std = self(obs, task)
+        u = torch.atanh(action.to(mean.dtype).clamp(-1.0 + eps, 1.0 - eps))
+        z = (u - mean) * torch.exp(-log_std)
+        log_prob = (-0.5 * z.square() - log_std - _LOG_SQRT_2PI).sum(-1)
+        return log_prob - (2.0 * (_LOG_2 - u - F.softplus(-2.0 * u))).sum(-1)
+
     @torch.no_grad()
     def act(self, obs: torch.Tensor, task: torch.Tensor, deterministic: bool = False,
             generator: torch.Generator | None = None) -> torch.Tensor:
-        """Actions [B, A]: tanh(mean) if ``deterministic`` (evaluation), else a sample."""
+        """Actions [B, A]: tanh(mean) if ``deterministic`` (evaluation), else a sample.
+
+        Same noise draw as ``sample`` (identical actions for the same generator state), but
+        no log-probability: this is the rollout workers' per-step hot path.
+        """
+        mean, log_std = self(obs, task)
         if deterministic:
-            return torch.tanh(self(obs, task)[0])
-        return self.sample(obs, task, generator)[0]
+            return torch.tanh(mean)
+        eps = torch.randn(mean.shape, generator=generator, device=mean.device, dtype=mean.dtype)
+        return torch.tanh(mean + log_std.exp() * eps)
 
 
 class InferencePolicy:

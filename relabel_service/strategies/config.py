@@ -28,10 +28,14 @@ class StrategyConfig:
     fetch. 0: no reference set, air ranks among the request's own trajectories (GH without
     ``--cache``)."""
     temperature: float = 1.0
-    """hipi: logits are R / temperature (the paper's Eq. 7 is temperature 1)."""
+    """hipi / hipi_rl: logits are divided by the temperature (the paper's Eq. 7 and the HIPI
+    code use 1)."""
     partition: bool = True
-    """hipi: subtract log Z(psi) per candidate task (HIPI Eq. 7); False is the Fig. 7b
-    ablation that drops the partition function."""
+    """hipi / hipi_rl: subtract log Z(psi) per candidate task (HIPI Eq. 7; the code's
+    ``normalize_cols``); False is the Fig. 7b ablation that drops the partition function."""
+    hipi_relabel_fraction: float = 0.5
+    """hipi_rl: fraction of each learner batch's rows given their sampled task (a Bernoulli
+    mask per row; HIPI README ``relabel_prob`` 0.5); the other rows stay as sampled."""
     hipi_discounted: bool = False
     """hipi: score trajectories by the discounted return (SAC gamma) instead of the
     undiscounted sum of rewards written in HIPI Eq. 7."""
@@ -67,6 +71,8 @@ class StrategyConfig:
             raise ValueError(f"num_to_take must be >= 1, got {self.num_to_take}")
         if not self.temperature > 0:
             raise ValueError(f"temperature must be > 0, got {self.temperature}")
+        if not 0.0 <= self.hipi_relabel_fraction <= 1.0:
+            raise ValueError(f"hipi_relabel_fraction must be in [0, 1], got {self.hipi_relabel_fraction}")
         if self.her_k < 1:
             raise ValueError(f"her_k must be >= 1, got {self.her_k}")
         if self.her_future_window is not None and self.her_future_window < 1:

@@ -8,6 +8,8 @@ Every copy's steps are rewarded under their new per-step tasks by ONE
 ``family.rewards_for`` call and terminated by ONE ``family.terminals_for`` call over all
 copies. Families with ``timeout_is_terminal`` (GH point envs, REFERENCE-CODE §8) also
 mark the last step of a truncated episode terminal, for originals and copies alike.
+Every row carries its step's ``reward_inputs`` so the learner can re-reward it under
+other tasks (HIPI-RL, ``learner/sac/hipi_rl.py``).
 """
 
 from __future__ import annotations
@@ -40,6 +42,7 @@ def _batch(steps: StepBatch, reward, terminated, task) -> TransitionBatch:
         next_obs=f32(steps.next_obs),
         terminated=f32(terminated),
         task=f32(task),
+        reward_inputs=f32(steps.reward_inputs),
     )
 
 
@@ -48,7 +51,7 @@ def empty_transitions(family: TaskFamily) -> TransitionBatch:
     z = lambda *shape: np.zeros(shape, dtype=np.float32)  # noqa: E731
     return TransitionBatch(
         z(0, family.obs_dim), z(0, family.action_dim), z(0), z(0, family.obs_dim), z(0),
-        z(0, family.task_dim),
+        z(0, family.task_dim), z(0, family.reward_input_dim),
     )
 
 
