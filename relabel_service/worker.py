@@ -76,6 +76,11 @@ class RelabelWorker:
     def relabel(self, wait_s: float = 0.5) -> tuple[TransitionBatch | None, dict[str, Any]]:
         """Relabel up to ``batch_trajectories`` new trajectories (waits up to ``wait_s`` for data)."""
         t0 = time.perf_counter()
+        if self.strategy_name in NEEDS_VALUE and self.value_fn is None:
+            # Advantage scores need V(s0, z) from the learner's critic: leave the data in the
+            # store (cursors do not move) until the first weights arrive.
+            time.sleep(wait_s)
+            return None, {"trajectories": 0, "cursors": dict(self.cursors), "waiting_for": "value weights"}
         deadline = t0 + wait_s
         while True:
             trajs, self.cursors = self.store.read_new(self.cursors, self.batch_trajectories)
@@ -85,10 +90,6 @@ class RelabelWorker:
         stats: dict[str, Any] = {"trajectories": len(trajs), "cursors": dict(self.cursors)}
         if not trajs:
             return None, stats
-        if self.strategy_name in NEEDS_VALUE and self.value_fn is None:
-            raise RuntimeError(
-                f"strategy {self.strategy_name!r} needs the learner's value function, but no weights arrived"
-            )
         reference: Sequence = ()
         if self.cfg.reference_size > 0 and self.strategy_name == "air":
             if self.calls % self.reference_refresh == 0 or not self.reference:
