@@ -37,8 +37,6 @@ class RolloutConfig:
     """Ray CPUs reserved per rollout worker (fractional on small machines)."""
     random_steps: int = 1000
     """Env steps (over all workers) taken with uniform random actions before the policy."""
-    max_policy_lag: int = 1_000_000
-    """Unused by SAC (off-policy); recorded for the policy-lag statistic."""
 
 
 @dataclasses.dataclass(frozen=True)

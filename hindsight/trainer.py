@@ -17,7 +17,6 @@ busy actor is never flooded and back-pressure comes for free.
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import logging
 import os
@@ -478,6 +477,3 @@ class Trainer:
             log.warning("ignoring unreadable %s: %s", path, e)
             return None
 
-
-def config_summary(cfg: ExperimentConfig) -> dict[str, Any]:
-    return dataclasses.asdict(cfg)
