@@ -231,7 +231,48 @@ def run(quick: bool = False, strategies: Sequence[str] | None = None) -> dict[st
         result["ratio_cold_M16"] = result["air_linear"]["M=16"]["cold_speedup_vs_naive"]
         result["target_ratio"] = 200.0
     result["strategies"] = _strategy_rates(names, M=16, reps=reps, quick=quick)
+    if strategies is None or "hipi_rl" in strategies:
+        result["strategies"]["hipi_rl"] = _hipi_rl_rates(reps=3 if quick else 5, quick=quick)
     return result
+
+
+def _hipi_rl_rates(reps: int, quick: bool) -> dict[str, Any]:
+    """HIPI-RL in the learner: transitions relabeled per second on walker_linear at the HIPI
+    settings (256x256 nets, batch 32 as in the HIPI README, and the default 256), one
+    thread, against the SAC update of the same batch in the same run."""
+    import torch
+
+    from learner.core import Batch
+    from learner.sac.config import sac_config_for
+    from learner.sac.hipi_rl import hipi_rl_relabel
+    from learner.sac.update import init_state, update
+
+    torch.set_num_threads(1)
+    family = get_family("walker_linear")
+    out: dict[str, Any] = {"family": family.name}
+    for B in (32,) if quick else (32, 256):
+        cfg = sac_config_for(family)
+        state = init_state(family.obs_dim, family.action_dim, family.task_dim, cfg, "cpu", seed=0)
+        g = torch.Generator().manual_seed(0)
+        rng = np.random.default_rng(0)
+
+        def f32(*shape: int) -> torch.Tensor:
+            return torch.as_tensor(rng.normal(size=shape), dtype=torch.float32)
+
+        batch = Batch(
+            f32(B, family.obs_dim), torch.rand(B, family.action_dim) * 2 - 1, f32(B), f32(B, family.obs_dim),
+            torch.zeros(B, dtype=torch.bool), torch.as_tensor(family.sample_tasks(rng, B), dtype=torch.float32),
+            f32(B, family.reward_input_dim),
+        )
+        relabel = _median_seconds(lambda: hipi_rl_relabel(family, state, batch, g), reps)
+        sac = _median_seconds(lambda: update(state, batch, with_metrics=False), reps)
+        out[f"B={B}"] = {
+            "transitions_per_s": round(B / relabel, 1),
+            "relabel_ms": round(1e3 * relabel, 2),
+            "sac_update_ms": round(1e3 * sac, 2),
+            "relabel_over_update": round(relabel / sac, 2),
+        }
+    return out
 
 
 if __name__ == "__main__":
