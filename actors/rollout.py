@@ -107,6 +107,7 @@ class RolloutWorker:
                 a = self.rng.uniform(-1.0, 1.0, size=(len(alive), fam.action_dim))
             else:  # one batched forward pass for every running slot
                 a = self.policy.act(current[alive], tasks[alive], deterministic=deterministic, generator=self.torch_gen)
+                a = a.astype(np.float64)  # the envs' and the store's dtype: convert once, not per env
             still = []
             for j, i in enumerate(alive):
                 o, r, te, tr, info = self.envs[i].step(a[j])

@@ -1,7 +1,8 @@
 """Rollout throughput: one worker with batched policy inference vs bare ``env.step``.
 
-Baseline: the same number of HalfCheetah envs stepped with uniform random actions and
-nothing else (no policy, no recording). Measured: ``RolloutWorker.collect_episodes`` with
+Baseline: the same number of the family's HalfCheetah envs (the env a worker steps: the
+family reward and reward inputs computed each step) stepped with uniform random actions and
+nothing else (no policy, no recording); plain Gymnasium HalfCheetah-v5 is reported too. Measured: ``RolloutWorker.collect_episodes`` with
 the SAC actor's forward pass each step, recording whole trajectories. Both in this
 process, one torch thread, interleaved repetitions; the ratio is the figure of merit.
 """
@@ -37,28 +38,53 @@ def _bare_steps_per_s(num_envs: int, steps: int, seed: int) -> float:
     return steps * num_envs / (time.perf_counter() - t0)
 
 
+def _gym_steps_per_s(num_envs: int, steps: int, seed: int) -> float:
+    """Plain Gymnasium HalfCheetah-v5 (no task, no family reward): the simulator's ceiling."""
+    import gymnasium as gym
+
+    envs = [gym.make("HalfCheetah-v5") for _ in range(num_envs)]
+    for i, e in enumerate(envs):
+        e.reset(seed=seed + i)
+    acts = np.random.default_rng(seed).uniform(-1, 1, size=(steps, num_envs, 6))
+    t0 = time.perf_counter()
+    for t in range(steps):
+        for e, a in zip(envs, acts[t]):
+            _, _, te, tr, _ = e.step(a)
+            if te or tr:
+                e.reset()
+    return steps * num_envs / (time.perf_counter() - t0)
+
+
 def run(quick: bool = False) -> dict[str, Any]:
     torch.set_num_threads(1)
-    num_envs = 8
+    num_envs = 16
     fam = get_family(FAMILY)
-    horizon = fam.horizon
-    reps = 1 if quick else 3
+    horizon = fam.horizon if not quick else 200
+    reps = 2 if quick else 5
     cfg = SACConfig(**sac_defaults(FAMILY))
     worker = RolloutWorker(worker_id=0, family=FAMILY, num_envs=num_envs, net_cfg=cfg, seed=0)
     worker.collect_episodes(random_actions=False)  # warm-up
-    bare, ours = [], []
+    bare, ours, ratios = [], [], []
     for r in range(reps):
-        bare.append(_bare_steps_per_s(num_envs, horizon, seed=r))
+        b = _bare_steps_per_s(num_envs, fam.horizon, seed=r)
         t0 = time.perf_counter()
         _, stats = worker.collect_episodes(random_actions=False)
-        ours.append(stats["env_steps"] / (time.perf_counter() - t0))
+        o = stats["env_steps"] / (time.perf_counter() - t0)
+        bare.append(b)
+        ours.append(o)
+        ratios.append(o / b)
+    gym_rate = _gym_steps_per_s(num_envs, horizon, seed=0)
     b, o = float(np.median(bare)), float(np.median(ours))
     return {
         "family": FAMILY,
         "envs_per_worker": num_envs,
-        "steps_per_measure": num_envs * horizon,
+        "steps_per_measure": num_envs * fam.horizon,
+        "repetitions": reps,
         "bare_env_steps_per_s": round(b, 1),
         "worker_env_steps_per_s": round(o, 1),
-        "ratio": round(o / b, 3),
+        "ratio": round(float(np.median(ratios)), 3),
+        "ratio_min_max": [round(min(ratios), 3), round(max(ratios), 3)],
         "target_ratio": 0.8,
+        "gym_halfcheetah_steps_per_s": round(gym_rate, 1),
+        "ratio_vs_gym_halfcheetah": round(o / gym_rate, 3),
     }

@@ -259,9 +259,13 @@ class Trainer:
         while True:
             # Budget spent: stop collecting, relabel and learn from what is stored, then stop.
             draining = env_steps >= budget
+            learner_caught_up = learner_report["inserted"] >= ingested and (
+                learner_report.get("updates_done", 1) == 0
+                or learner_report["updates"] - (updates_base or 0) >= limiter.target_updates(env_steps - steps_base)
+            )
             if draining and not eval_inflight and collected <= relabeled and not any(
                 k[0] in ("rollout", "ingest") for k in inflight.values()
-            ) and learner_report.get("updates_done", 1) == 0 and learner_report["inserted"] >= ingested:
+            ) and learner_caught_up:
                 break
             now = time.perf_counter()
             # ---- elastic resize requested through control.json (``hindsight scale``) ----
