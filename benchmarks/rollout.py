@@ -22,37 +22,32 @@ from learner.sac.config import SACConfig, sac_defaults
 FAMILY = "half_cheetah_mo"
 
 
-def _bare_steps_per_s(num_envs: int, steps: int, seed: int) -> float:
-    fam = get_family(FAMILY)
-    rng = np.random.default_rng(seed)
-    envs = [fam.make_env(t, seed=seed + i) for i, t in enumerate(fam.sample_tasks(rng, num_envs))]
+def _random_steps_per_s(envs: list, steps: int, seed: int) -> float:
+    """Env steps/s of ``envs`` stepped in turn with uniform random actions, nothing else."""
     for i, e in enumerate(envs):
         e.reset(seed=seed + i)
-    acts = rng.uniform(-1, 1, size=(steps, num_envs, fam.action_dim))
+    acts = np.random.default_rng(seed).uniform(-1, 1, size=(steps, len(envs), envs[0].action_space.shape[0]))
     t0 = time.perf_counter()
     for t in range(steps):
         for e, a in zip(envs, acts[t]):
             _, _, te, tr, _ = e.step(a)
             if te or tr:
                 e.reset()
-    return steps * num_envs / (time.perf_counter() - t0)
+    return steps * len(envs) / (time.perf_counter() - t0)
+
+
+def _bare_steps_per_s(num_envs: int, steps: int, seed: int) -> float:
+    """The family's HalfCheetah envs: what a worker steps, without policy or recording."""
+    fam = get_family(FAMILY)
+    tasks = fam.sample_tasks(np.random.default_rng(seed), num_envs)
+    return _random_steps_per_s([fam.make_env(t, seed=seed + i) for i, t in enumerate(tasks)], steps, seed)
 
 
 def _gym_steps_per_s(num_envs: int, steps: int, seed: int) -> float:
     """Plain Gymnasium HalfCheetah-v5 (no task, no family reward): the simulator's ceiling."""
     import gymnasium as gym
 
-    envs = [gym.make("HalfCheetah-v5") for _ in range(num_envs)]
-    for i, e in enumerate(envs):
-        e.reset(seed=seed + i)
-    acts = np.random.default_rng(seed).uniform(-1, 1, size=(steps, num_envs, 6))
-    t0 = time.perf_counter()
-    for t in range(steps):
-        for e, a in zip(envs, acts[t]):
-            _, _, te, tr, _ = e.step(a)
-            if te or tr:
-                e.reset()
-    return steps * num_envs / (time.perf_counter() - t0)
+    return _random_steps_per_s([gym.make("HalfCheetah-v5") for _ in range(num_envs)], steps, seed)
 
 
 def run(quick: bool = False) -> dict[str, Any]:
