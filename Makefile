@@ -14,7 +14,7 @@ $(PY):
 # torch first (pinned; skipped when already importable) so that resolving the package
 # never pulls an unpinned torch with its CUDA wheels.
 $(STAMP): $(PY) pyproject.toml
-	$(PY) -c "import torch" 2>/dev/null || $(PY) -m pip install "$(TORCH_SPEC)"
+	$(PY) -c "import torch" 2>/dev/null || $(PY) -m pip install $(TORCH_SPEC)
 	$(PY) -m pip install -e ".[dev]"
 	touch $(STAMP)
 

@@ -64,7 +64,7 @@ class RelabelConfig:
     num_workers: int = 1
     """Relabel worker actors; shards are split among them."""
     batch_trajectories: int = 16
-    """At most this many new trajectories per relabel call."""
+    """At most this many new trajectories per shard per relabel call."""
     reference_refresh: int = 4
     """Refresh the reference set (store.recent(N)) every this many relabel calls."""
     num_cpus: float = 0.25

@@ -201,9 +201,8 @@ class Trainer:
             self._teardown(started_ray)
 
     def _teardown(self, started_ray: bool) -> None:
-        for name in ("pool",):
-            if hasattr(self, name):
-                getattr(self, name).shutdown()
+        if hasattr(self, "pool"):
+            self.pool.shutdown()
         for name in ("eval_actor", "learner"):
             if hasattr(self, name):
                 try:
