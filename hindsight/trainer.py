@@ -168,27 +168,28 @@ class Trainer:
         R = max(1, cfg.relabel.num_workers)
         shards = list(range(sc.num_shards))
         remote_relabel = ray.remote(RelabelWorker)
-        self.relabelers = []
         cursors = {int(k): int(v) for k, v in self.state.get("cursors", {}).items()}
-        for r in range(R):
+
+        def make_relabeler(r: int, cursors: dict[int, int]) -> Any:
             mine = shards[r::R]
-            self.relabelers.append(
-                remote_relabel.options(num_cpus=cfg.relabel.num_cpus).remote(
-                    worker_id=r,
-                    family=cfg.env.family,
-                    family_kwargs=cfg.env.family_kwargs,
-                    strategy=service_strategy,
-                    strategy_cfg=cfg.relabel.strategy_cfg,
-                    store=self.store,
-                    shard_ids=mine,
-                    discount=fam.discount,
-                    seed=cfg.seed,
-                    batch_trajectories=cfg.relabel.batch_trajectories,
-                    reference_refresh=cfg.relabel.reference_refresh,
-                    value_fn_factory=value_factory if service_strategy in USES_VALUE else None,
-                    cursors={s: cursors.get(s, 0) for s in mine},
-                )
+            return remote_relabel.options(num_cpus=cfg.relabel.num_cpus).remote(
+                worker_id=r,
+                family=cfg.env.family,
+                family_kwargs=cfg.env.family_kwargs,
+                strategy=service_strategy,
+                strategy_cfg=cfg.relabel.strategy_cfg,
+                store=self.store,
+                shard_ids=mine,
+                discount=fam.discount,
+                seed=cfg.seed,
+                batch_trajectories=cfg.relabel.batch_trajectories,
+                reference_refresh=cfg.relabel.reference_refresh,
+                value_fn_factory=value_factory if service_strategy in USES_VALUE else None,
+                cursors={s: cursors.get(s, 0) for s in mine},
             )
+
+        self.make_relabeler = make_relabeler
+        self.relabelers = [make_relabeler(r, cursors) for r in range(R)]
         self.needs_value = service_strategy in USES_VALUE
 
     # ---- the loop -----------------------------------------------------------------------
@@ -253,6 +254,8 @@ class Trainer:
         lc = cfg.learner
         limiter = RateLimiter(lc.samples_per_insert, lc.sac.batch_size, lc.min_replay, lc.spi_tolerance)
         steps_base, updates_base = env_steps, None
+        relabel_restarts = 0
+        value_sent = {r: -1 for r in range(len(self.relabelers))}  # value weights version each holds
         collected = relabeled = 0  # trajectories this session: the relabel backlog is their difference
 
         while True:
@@ -262,125 +265,140 @@ class Trainer:
                 learner_report.get("updates_done", 1) == 0
                 or learner_report["updates"] - (updates_base or 0) >= limiter.target_updates(env_steps - steps_base)
             )
-            if draining and not eval_inflight and collected <= relabeled and not any(
+            # Done: log once more, then leave the loop (below).
+            finishing = draining and not eval_inflight and collected <= relabeled and not any(
                 k[0] in ("rollout", "ingest") for k in inflight.values()
-            ) and learner_caught_up:
-                break
-            now = time.perf_counter()
-            # ---- elastic resize requested through control.json (``hindsight scale``) ----
-            if now - last_control > 1.0:
-                last_control = now
-                want = self._read_control()
-                if want is not None and want != self.pool.size:
-                    added, removed = self.pool.resize(want)
-                    idle_rollout |= set(added)
-                    idle_rollout -= set(removed)
-                    log.info("rollout pool resized to %d (added %s, removed %s)", want, added, removed)
-            # ---- submit work -----------------------------------------------------------
-            # Collection waits for the learner (samples per insert, counted on env steps this
-            # session: each step yields at least one transition) and for the relabelers.
-            session_updates = learner_report["updates"] - (updates_base or 0)
-            may_insert = (
-                limiter.may_insert(env_steps - steps_base, session_updates)
-                and collected - relabeled <= cfg.relabel.max_backlog
-                and env_steps < budget
-            )
-            for wid in sorted(idle_rollout):
-                if not may_insert:
-                    break
-                ref = self.pool.submit(wid, weights_version, weights_ref, random_phase())
-                inflight[ref] = ("rollout", wid)
-                idle_rollout.discard(wid)
-            for r, n in relabel_inflight.items():
-                while n < cfg.relabel.prefetch:
-                    actor = self.relabelers[r]
-                    if self.needs_value and value_ref is not None:
-                        actor.set_value_weights.remote(value_version, value_ref)
-                    batch_ref, stats_ref = actor.relabel.options(num_returns=2).remote()
-                    inflight[stats_ref] = ("relabel", r, batch_ref)
-                    n += 1
-                relabel_inflight[r] = n
-            if not train_inflight:
-                inflight[self.learner.train.remote(cfg.learner.updates_per_call)] = ("train",)
-                train_inflight = True
-            if env_steps >= next_eval and not eval_inflight and weights_ref is not None:
-                inflight[self.eval_actor.evaluate_remote.remote([weights_ref], eval_tasks, cfg.seed)] = ("eval", env_steps)
-                eval_inflight = True
-                next_eval += cfg.eval.every_steps
-            # ---- collect results ---------------------------------------------------------
-            if not inflight:
-                time.sleep(0.01)
-                continue
-            ready, _ = ray.wait(list(inflight), num_returns=1, timeout=0.5)
-            for ref in ready:
-                kind = inflight.pop(ref)
-                try:
-                    result = ray.get(ref)
-                except (RayActorError, RayTaskError) as e:
+            ) and learner_caught_up
+            if not finishing:
+                now = time.perf_counter()
+                # ---- elastic resize requested through control.json (``hindsight scale``) ----
+                if now - last_control > 1.0:
+                    last_control = now
+                    want = self._read_control()
+                    if want is not None and want != self.pool.size:
+                        added, removed = self.pool.resize(want)
+                        idle_rollout |= set(added)
+                        idle_rollout -= set(removed)
+                        log.info("rollout pool resized to %d (added %s, removed %s)", want, added, removed)
+                # ---- submit work -----------------------------------------------------------
+                # Collection waits for the learner (samples per insert, counted on env steps this
+                # session: each step yields at least one transition) and for the relabelers.
+                session_updates = learner_report["updates"] - (updates_base or 0)
+                may_insert = (
+                    limiter.may_insert(env_steps - steps_base, session_updates)
+                    and collected - relabeled <= cfg.relabel.max_backlog
+                    and env_steps < budget
+                )
+                for wid in sorted(idle_rollout):
+                    if not may_insert:
+                        break
+                    ref = self.pool.submit(wid, weights_version, weights_ref, random_phase())
+                    inflight[ref] = ("rollout", wid)
+                    idle_rollout.discard(wid)
+                for r, n in relabel_inflight.items():
+                    while n < cfg.relabel.prefetch:
+                        actor = self.relabelers[r]
+                        if self.needs_value and value_ref is not None and value_sent[r] < value_version:
+                            actor.set_value_weights.remote(value_version, value_ref)
+                            value_sent[r] = value_version
+                        batch_ref, stats_ref = actor.relabel.options(num_returns=2).remote()
+                        inflight[stats_ref] = ("relabel", r, batch_ref)
+                        n += 1
+                    relabel_inflight[r] = n
+                if not train_inflight:
+                    inflight[self.learner.train.remote(cfg.learner.updates_per_call)] = ("train",)
+                    train_inflight = True
+                if env_steps >= next_eval and not eval_inflight and weights_ref is not None:
+                    inflight[self.eval_actor.evaluate_remote.remote([weights_ref], eval_tasks, cfg.seed)] = ("eval", env_steps)
+                    eval_inflight = True
+                    next_eval += cfg.eval.every_steps
+                # ---- collect results ---------------------------------------------------------
+                ready = []
+                if inflight:
+                    ready, _ = ray.wait(list(inflight), num_returns=1, timeout=0.5)
+                else:
+                    time.sleep(0.01)
+                for ref in ready:
+                    kind = inflight.pop(ref)
+                    try:
+                        result = ray.get(ref)
+                    except RayActorError as e:
+                        if kind[0] == "rollout":
+                            log.warning("rollout worker %s died (%s); replacing it", kind[1], type(e).__name__)
+                            self.pool.replace(kind[1])
+                            idle_rollout.add(kind[1])
+                            continue
+                        if kind[0] == "relabel":
+                            # A new relabel worker resumes from the cursors of the last batch the
+                            # learner received: nothing in the store is skipped.
+                            r = kind[1]
+                            log.warning("relabel worker %s died (%s); replacing it", r, type(e).__name__)
+                            relabel_inflight[r] = 0
+                            for k in [k for k, v in inflight.items() if v[0] == "relabel" and v[1] == r]:
+                                del inflight[k]
+                            self.relabelers[r] = self.make_relabeler(r, cursors)
+                            relabel_restarts += 1
+                            value_sent[r] = -1
+                            continue
+                        raise
                     if kind[0] == "rollout":
-                        log.warning("rollout worker %s died (%s); replacing it", kind[1], type(e).__name__)
-                        self.pool.replace(kind[1])
-                        idle_rollout.add(kind[1])
-                        continue
-                    raise
-                if kind[0] == "rollout":
-                    wid = kind[1]
-                    if wid in self.pool.actors:
-                        idle_rollout.add(wid)
-                    steps = int(result["env_steps"])
-                    env_steps += steps
-                    episodes += int(result["episodes"])
-                    collected += int(result["episodes"])
-                    bar.update(min(steps, max(0, budget - bar.n)))
-                    if result["policy_version"] >= 0:
-                        recent_returns.extend(result["returns"])
-                elif kind[0] == "relabel":
-                    r, batch_ref = kind[1], kind[2]
-                    relabel_inflight[r] -= 1
-                    relabeled += int(result["trajectories"])
-                    if result["trajectories"]:
-                        inflight[self.learner.ingest.remote(batch_ref, result["env_steps"])] = ("ingest",)
-                        cursors.update({int(k): int(v) for k, v in result["cursors"].items()})
-                        relabel_log["fraction"].append(result["fraction_relabeled"])
-                        st = result.get("strategy_stats", {})
-                        relabel_log["percentiles"].extend(np.ravel(st.get("chosen_percentile", [])).tolist())
-                        relabel_log["tasks"].extend(np.asarray(st.get("chosen_tasks", np.zeros((0,)))).reshape(-1).tolist())
-                        lags.extend(learner_report["version"] - v for v in result["policy_versions"] if v >= 0)
-                elif kind[0] == "ingest":
-                    ingested = max(ingested, int(result))
-                elif kind[0] == "train":
-                    train_inflight = False
-                    learner_report = result
-                    if updates_base is None:
-                        updates_base = result["updates"] - result["updates_done"]
-                    if result["version"] > weights_version or weights_ref is None:
-                        weights_ref = self.learner.weights.remote()
-                        weights_version = result["version"]
-                        if self.needs_value:
-                            value_ref = self.learner.critic_weights.remote()
-                            value_version = result["version"]
-                    if result["metrics"]:
-                        tb.scalars("sac", result["metrics"], env_steps)
-                    if result.get("relabel"):
-                        tb.scalars("relabel_in_learner", result["relabel"], env_steps)
-                    if result["updates"] - last_ckpt_updates >= cfg.learner.checkpoint_every:
-                        last_ckpt_updates = result["updates"]
-                        self._checkpoint(env_steps, episodes, cursors, t_start, wall_before)
-                elif kind[0] == "eval":
-                    eval_inflight = False
-                    last_eval = {"env_steps": kind[1], **result}
-                    self.state["eval_history"].append(
-                        {"env_steps": kind[1], "return_mean": result["return_mean"], "policy_version": result["policy_version"]}
-                    )
-                    tb.scalar("eval/return", result["return_mean"], kind[1])
-                    if result.get("success_rate") is not None:
-                        tb.scalar("eval/success_rate", result["success_rate"], kind[1])
-                    for i, ret in enumerate(result["returns"][: len(fam.eval_tasks())]):
-                        tb.scalar(f"eval_task/return_{i:02d}", ret, kind[1])
-                    bar.set_postfix_str(f"eval {result['return_mean']:.2f}", refresh=False)
+                        wid = kind[1]
+                        if wid in self.pool.actors:
+                            idle_rollout.add(wid)
+                        steps = int(result["env_steps"])
+                        env_steps += steps
+                        episodes += int(result["episodes"])
+                        collected += int(result["episodes"])
+                        bar.update(min(steps, max(0, budget - bar.n)))
+                        if result["policy_version"] >= 0:
+                            recent_returns.extend(result["returns"])
+                    elif kind[0] == "relabel":
+                        r, batch_ref = kind[1], kind[2]
+                        relabel_inflight[r] -= 1
+                        relabeled += int(result["trajectories"])
+                        if result["trajectories"]:
+                            inflight[self.learner.ingest.remote(batch_ref, result["env_steps"])] = ("ingest",)
+                            cursors.update({int(k): int(v) for k, v in result["cursors"].items()})
+                            relabel_log["fraction"].append(result["fraction_relabeled"])
+                            st = result.get("strategy_stats", {})
+                            relabel_log["percentiles"].extend(np.ravel(st.get("chosen_percentile", [])).tolist())
+                            relabel_log["tasks"].extend(np.asarray(st.get("chosen_tasks", np.zeros((0,)))).reshape(-1).tolist())
+                            lags.extend(learner_report["version"] - v for v in result["policy_versions"] if v >= 0)
+                    elif kind[0] == "ingest":
+                        ingested = max(ingested, int(result))
+                    elif kind[0] == "train":
+                        train_inflight = False
+                        learner_report = result
+                        if updates_base is None:
+                            updates_base = result["updates"] - result["updates_done"]
+                        if result["version"] > weights_version or weights_ref is None:
+                            weights_ref = self.learner.weights.remote()
+                            weights_version = result["version"]
+                            if self.needs_value:
+                                value_ref = self.learner.critic_weights.remote()
+                                value_version = result["version"]
+                        if result["metrics"]:
+                            tb.scalars("sac", result["metrics"], env_steps)
+                        if result.get("relabel"):
+                            tb.scalars("relabel_in_learner", result["relabel"], env_steps)
+                        if result["updates"] - last_ckpt_updates >= cfg.learner.checkpoint_every:
+                            last_ckpt_updates = result["updates"]
+                            self._checkpoint(env_steps, episodes, cursors, t_start, wall_before)
+                    elif kind[0] == "eval":
+                        eval_inflight = False
+                        last_eval = {"env_steps": kind[1], **result}
+                        self.state["eval_history"].append(
+                            {"env_steps": kind[1], "return_mean": result["return_mean"], "policy_version": result["policy_version"]}
+                        )
+                        tb.scalar("eval/return", result["return_mean"], kind[1])
+                        if result.get("success_rate") is not None:
+                            tb.scalar("eval/success_rate", result["success_rate"], kind[1])
+                        for i, ret in enumerate(result["returns"][: len(fam.eval_tasks())]):
+                            tb.scalar(f"eval_task/return_{i:02d}", ret, kind[1])
+                        bar.set_postfix_str(f"eval {result['return_mean']:.2f}", refresh=False)
             # ---- periodic logging ----------------------------------------------------------
             now = time.perf_counter()
-            if now - last_log > 2.0:
+            if now - last_log > 2.0 or finishing:
                 dt = now - rate_t
                 sps = (env_steps - rate_steps) / dt
                 ups = (learner_report["updates"] - rate_updates) / dt
@@ -404,7 +422,7 @@ class Trainer:
                     tb.histogram("relabel/air_percentile", p, env_steps)
                 if relabel_log["tasks"]:
                     tb.histogram("relabel/chosen_task", relabel_log["tasks"], env_steps)
-                if now - last_store[0] > 5.0:
+                if now - last_store[0] > 5.0 or finishing:
                     stats = self.store.stats()
                     total = int(stats["trajectories"])
                     tb.scalar("store/trajectories", total, env_steps)
@@ -415,6 +433,8 @@ class Trainer:
                     f"{ups:.0f} upd/s, eval {last_eval['return_mean']:.2f}" if last_eval else f"{ups:.0f} upd/s",
                     refresh=False,
                 )
+            if finishing:
+                break
         bar.close()
         # ---- final evaluation, checkpoint and summary ------------------------------------------
         final_version, final_weights = ray.get(self.learner.weights.remote())
@@ -444,6 +464,7 @@ class Trainer:
             "policy_version": final["policy_version"],
             "rollout_workers": self.pool.size,
             "workers_replaced": self.pool.replaced,
+            "relabel_workers_replaced": relabel_restarts,
             "final_eval": {
                 "return_mean": final["return_mean"],
                 "returns": final["returns"],

@@ -105,7 +105,7 @@ def test_resume_continues_the_run(smoke_run):
     assert resumed["trajectories_stored"] > summary["trajectories_stored"]
 
 
-def test_killed_rollout_worker_is_replaced_and_pool_resizes(ray_session, tmp_path):
+def test_killed_workers_are_replaced_and_pool_resizes(ray_session, tmp_path):
     cfg = load_config("smoke", [f"logdir={tmp_path}", "env_steps=3000", "relabel.strategy=none"])
     trainer = Trainer(cfg, progress=False)
     out: dict = {}
@@ -117,9 +117,13 @@ def test_killed_rollout_worker_is_replaced_and_pool_resizes(ray_session, tmp_pat
         time.sleep(0.1)
     time.sleep(2.0)
     ray.kill(trainer.pool.actors[0], no_restart=True)
+    ray.kill(trainer.relabelers[0], no_restart=True)
     write_control(trainer.run_dir, 3)
     th.join(timeout=240)
     assert not th.is_alive()
     assert out["env_steps"] >= 3000
     assert out["workers_replaced"] >= 1
+    assert out["relabel_workers_replaced"] >= 1
     assert out["rollout_workers"] == 3
+    # every stored trajectory reached the learner despite the dead relabeler
+    assert out["transitions_inserted"] >= out["env_steps"]
