@@ -27,7 +27,7 @@ from typing import Any
 
 import numpy as np
 import ray
-from ray.exceptions import RayActorError, RayTaskError
+from ray.exceptions import RayActorError
 from tqdm import tqdm
 
 from actors.pool import RolloutActor, RolloutPool
@@ -218,264 +218,7 @@ class Trainer:
             ray.shutdown()
 
     def _loop(self) -> dict[str, Any]:
-        cfg, fam = self.cfg, self.family
-        tb = TBWriter(str(self.run_dir / "tb"), purge_step=self.state["env_steps"] if self.resume else None)
-        budget = cfg.env_steps
-        env_steps = int(self.state["env_steps"])
-        episodes = int(self.state["episodes"])
-        t_start = time.perf_counter()
-        wall_before = float(self.state.get("wall_time_s", 0.0))
-        inflight: dict[Any, tuple] = {}
-        idle_rollout = set(self.pool.actors)
-        relabel_inflight = {r: 0 for r in range(len(self.relabelers))}
-        train_inflight = False
-        weights_ref, weights_version = None, 0
-        value_ref, value_version = None, -1
-        learner_report: dict[str, Any] = {"updates": 0, "inserted": 0, "version": 0, "may_insert": True}
-        eval_tasks = np.resize(fam.eval_tasks(), (cfg.eval.episodes, fam.task_dim))
-        next_eval = (env_steps // cfg.eval.every_steps + 1) * cfg.eval.every_steps
-        last_eval: dict[str, Any] | None = None
-        eval_inflight = False
-        cursors: dict[int, int] = {int(k): int(v) for k, v in self.state.get("cursors", {}).items()}
-        recent_returns: deque[float] = deque(maxlen=100)
-        relabel_log = {"fraction": deque(maxlen=50), "percentiles": deque(maxlen=2000), "tasks": deque(maxlen=2000)}
-        lags: deque[float] = deque(maxlen=500)
-        last_ckpt_updates = 0
-        last_log = time.perf_counter()
-        last_store = (time.perf_counter(), 0)
-        last_control = 0.0
-        rate_t, rate_steps, rate_updates = time.perf_counter(), env_steps, 0
-        bar = tqdm(total=budget, initial=min(env_steps, budget), unit="step", disable=not self.progress, dynamic_ncols=True)
-
-        def random_phase() -> bool:
-            return env_steps < cfg.rollout.random_steps and not self.resume
-
-        ingested = 0  # transitions the learner has acknowledged
-        lc = cfg.learner
-        limiter = RateLimiter(lc.samples_per_insert, lc.sac.batch_size, lc.min_replay, lc.spi_tolerance)
-        steps_base, updates_base = env_steps, None
-        relabel_restarts = 0
-        value_sent = {r: -1 for r in range(len(self.relabelers))}  # value weights version each holds
-        collected = relabeled = 0  # trajectories this session: the relabel backlog is their difference
-
-        while True:
-            # Budget spent: stop collecting, relabel and learn from what is stored, then stop.
-            draining = env_steps >= budget
-            learner_caught_up = learner_report["inserted"] >= ingested and (
-                learner_report.get("updates_done", 1) == 0
-                or learner_report["updates"] - (updates_base or 0) >= limiter.target_updates(env_steps - steps_base)
-            )
-            # Done: log once more, then leave the loop (below).
-            finishing = draining and not eval_inflight and collected <= relabeled and not any(
-                k[0] in ("rollout", "ingest") for k in inflight.values()
-            ) and learner_caught_up
-            if not finishing:
-                now = time.perf_counter()
-                # ---- elastic resize requested through control.json (``hindsight scale``) ----
-                if now - last_control > 1.0:
-                    last_control = now
-                    want = self._read_control()
-                    if want is not None and want != self.pool.size:
-                        added, removed = self.pool.resize(want)
-                        idle_rollout |= set(added)
-                        idle_rollout -= set(removed)
-                        log.info("rollout pool resized to %d (added %s, removed %s)", want, added, removed)
-                # ---- submit work -----------------------------------------------------------
-                # Collection waits for the learner (samples per insert, counted on env steps this
-                # session: each step yields at least one transition) and for the relabelers.
-                session_updates = learner_report["updates"] - (updates_base or 0)
-                may_insert = (
-                    limiter.may_insert(env_steps - steps_base, session_updates)
-                    and collected - relabeled <= cfg.relabel.max_backlog
-                    and env_steps < budget
-                )
-                for wid in sorted(idle_rollout):
-                    if not may_insert:
-                        break
-                    ref = self.pool.submit(wid, weights_version, weights_ref, random_phase())
-                    inflight[ref] = ("rollout", wid)
-                    idle_rollout.discard(wid)
-                for r, n in relabel_inflight.items():
-                    while n < cfg.relabel.prefetch:
-                        actor = self.relabelers[r]
-                        if self.needs_value and value_ref is not None and value_sent[r] < value_version:
-                            actor.set_value_weights.remote(value_version, value_ref)
-                            value_sent[r] = value_version
-                        batch_ref, stats_ref = actor.relabel.options(num_returns=2).remote()
-                        inflight[stats_ref] = ("relabel", r, batch_ref)
-                        n += 1
-                    relabel_inflight[r] = n
-                if not train_inflight:
-                    inflight[self.learner.train.remote(cfg.learner.updates_per_call)] = ("train",)
-                    train_inflight = True
-                if env_steps >= next_eval and not eval_inflight and weights_ref is not None:
-                    inflight[self.eval_actor.evaluate_remote.remote([weights_ref], eval_tasks, cfg.seed)] = ("eval", env_steps)
-                    eval_inflight = True
-                    next_eval += cfg.eval.every_steps
-                # ---- collect results ---------------------------------------------------------
-                ready = []
-                if inflight:
-                    ready, _ = ray.wait(list(inflight), num_returns=1, timeout=0.5)
-                else:
-                    time.sleep(0.01)
-                for ref in ready:
-                    kind = inflight.pop(ref)
-                    try:
-                        result = ray.get(ref)
-                    except RayActorError as e:
-                        if kind[0] == "rollout":
-                            log.warning("rollout worker %s died (%s); replacing it", kind[1], type(e).__name__)
-                            self.pool.replace(kind[1])
-                            idle_rollout.add(kind[1])
-                            continue
-                        if kind[0] == "relabel":
-                            # A new relabel worker resumes from the cursors of the last batch the
-                            # learner received: nothing in the store is skipped.
-                            r = kind[1]
-                            log.warning("relabel worker %s died (%s); replacing it", r, type(e).__name__)
-                            relabel_inflight[r] = 0
-                            for k in [k for k, v in inflight.items() if v[0] == "relabel" and v[1] == r]:
-                                del inflight[k]
-                            self.relabelers[r] = self.make_relabeler(r, cursors)
-                            relabel_restarts += 1
-                            value_sent[r] = -1
-                            continue
-                        raise
-                    if kind[0] == "rollout":
-                        wid = kind[1]
-                        if wid in self.pool.actors:
-                            idle_rollout.add(wid)
-                        steps = int(result["env_steps"])
-                        env_steps += steps
-                        episodes += int(result["episodes"])
-                        collected += int(result["episodes"])
-                        bar.update(min(steps, max(0, budget - bar.n)))
-                        if result["policy_version"] >= 0:
-                            recent_returns.extend(result["returns"])
-                    elif kind[0] == "relabel":
-                        r, batch_ref = kind[1], kind[2]
-                        relabel_inflight[r] -= 1
-                        relabeled += int(result["trajectories"])
-                        if result["trajectories"]:
-                            inflight[self.learner.ingest.remote(batch_ref, result["env_steps"])] = ("ingest",)
-                            cursors.update({int(k): int(v) for k, v in result["cursors"].items()})
-                            relabel_log["fraction"].append(result["fraction_relabeled"])
-                            st = result.get("strategy_stats", {})
-                            relabel_log["percentiles"].extend(np.ravel(st.get("chosen_percentile", [])).tolist())
-                            relabel_log["tasks"].extend(np.asarray(st.get("chosen_tasks", np.zeros((0,)))).reshape(-1).tolist())
-                            lags.extend(learner_report["version"] - v for v in result["policy_versions"] if v >= 0)
-                    elif kind[0] == "ingest":
-                        ingested = max(ingested, int(result))
-                    elif kind[0] == "train":
-                        train_inflight = False
-                        learner_report = result
-                        if updates_base is None:
-                            updates_base = result["updates"] - result["updates_done"]
-                        if result["version"] > weights_version or weights_ref is None:
-                            weights_ref = self.learner.weights.remote()
-                            weights_version = result["version"]
-                            if self.needs_value:
-                                value_ref = self.learner.critic_weights.remote()
-                                value_version = result["version"]
-                        if result["metrics"]:
-                            tb.scalars("sac", result["metrics"], env_steps)
-                        if result.get("relabel"):
-                            tb.scalars("relabel_in_learner", result["relabel"], env_steps)
-                        if result["updates"] - last_ckpt_updates >= cfg.learner.checkpoint_every:
-                            last_ckpt_updates = result["updates"]
-                            self._checkpoint(env_steps, episodes, cursors, t_start, wall_before)
-                    elif kind[0] == "eval":
-                        eval_inflight = False
-                        last_eval = {"env_steps": kind[1], **result}
-                        self.state["eval_history"].append(
-                            {"env_steps": kind[1], "return_mean": result["return_mean"], "policy_version": result["policy_version"]}
-                        )
-                        tb.scalar("eval/return", result["return_mean"], kind[1])
-                        if result.get("success_rate") is not None:
-                            tb.scalar("eval/success_rate", result["success_rate"], kind[1])
-                        for i, ret in enumerate(result["returns"][: len(fam.eval_tasks())]):
-                            tb.scalar(f"eval_task/return_{i:02d}", ret, kind[1])
-                        bar.set_postfix_str(f"eval {result['return_mean']:.2f}", refresh=False)
-            # ---- periodic logging ----------------------------------------------------------
-            now = time.perf_counter()
-            if now - last_log > 2.0 or finishing:
-                dt = now - rate_t
-                sps = (env_steps - rate_steps) / dt
-                ups = (learner_report["updates"] - rate_updates) / dt
-                rate_t, rate_steps, rate_updates = now, env_steps, learner_report["updates"]
-                last_log = now
-                tb.scalar("perf/env_steps_per_s", sps, env_steps)
-                tb.scalar("perf/updates_per_s", ups, env_steps)
-                tb.scalar("perf/workers_alive", self.pool.size, env_steps)
-                tb.scalar("perf/learner_updates", learner_report["updates"], env_steps)
-                tb.scalar("perf/samples_per_insert", learner_report["updates"] * cfg.learner.sac.batch_size / max(1, learner_report["inserted"]), env_steps)
-                if lags:
-                    tb.scalar("perf/policy_lag", float(np.mean(lags)), env_steps)
-                if recent_returns:
-                    tb.scalar("train/return", float(np.mean(recent_returns)), env_steps)
-                if relabel_log["fraction"]:
-                    tb.scalar("relabel/fraction_relabeled", float(np.mean(relabel_log["fraction"])), env_steps)
-                if relabel_log["percentiles"]:
-                    p = np.asarray(relabel_log["percentiles"])
-                    for q in (10, 50, 90):
-                        tb.scalar(f"relabel/air_percentile_p{q}", float(np.percentile(p, q)), env_steps)
-                    tb.histogram("relabel/air_percentile", p, env_steps)
-                if relabel_log["tasks"]:
-                    tb.histogram("relabel/chosen_task", relabel_log["tasks"], env_steps)
-                if now - last_store[0] > 5.0 or finishing:
-                    stats = self.store.stats()
-                    total = int(stats["trajectories"])
-                    tb.scalar("store/trajectories", total, env_steps)
-                    tb.scalar("store/bytes", stats.get("bytes", 0), env_steps)
-                    tb.scalar("store/ingest_traj_per_s", (total - last_store[1]) / (now - last_store[0]), env_steps)
-                    last_store = (now, total)
-                bar.set_postfix_str(
-                    f"{ups:.0f} upd/s, eval {last_eval['return_mean']:.2f}" if last_eval else f"{ups:.0f} upd/s",
-                    refresh=False,
-                )
-            if finishing:
-                break
-        bar.close()
-        # ---- final evaluation, checkpoint and summary ------------------------------------------
-        final_version, final_weights = ray.get(self.learner.weights.remote())
-        final_ref = ray.put((final_version, final_weights))
-        final = ray.get(self.eval_actor.evaluate_remote.remote([final_ref], eval_tasks, cfg.seed))
-        tb.scalar("eval/return", final["return_mean"], env_steps)
-        self.state["eval_history"].append({"env_steps": env_steps, "return_mean": final["return_mean"], "policy_version": final["policy_version"]})
-        counters = ray.get(self.learner.counters.remote())
-        store_stats = self.store.stats()
-        tb.scalar("store/trajectories", store_stats["trajectories"], env_steps)
-        self._checkpoint(env_steps, episodes, cursors, t_start, wall_before)
-        wall = wall_before + time.perf_counter() - t_start
-        summary = {
-            "run_dir": str(self.run_dir),
-            "family": fam.name,
-            "strategy": cfg.relabel.strategy,
-            "seed": cfg.seed,
-            "env_steps": env_steps,
-            "episodes": episodes,
-            "updates": counters["updates"],
-            "transitions_inserted": counters["transitions"],
-            "trajectories_stored": int(store_stats["trajectories"]),
-            "wall_time_s": wall,
-            "env_steps_per_s": env_steps / max(1e-9, wall),
-            "updates_per_s": counters["updates"] / max(1e-9, wall),
-            "learner_device": counters["device"],
-            "policy_version": final["policy_version"],
-            "rollout_workers": self.pool.size,
-            "workers_replaced": self.pool.replaced,
-            "relabel_workers_replaced": relabel_restarts,
-            "final_eval": {
-                "return_mean": final["return_mean"],
-                "returns": final["returns"],
-                "success_rate": final.get("success_rate"),
-                "episodes": len(final["returns"]),
-            },
-            "eval_history": self.state["eval_history"],
-        }
-        (self.run_dir / "summary.json").write_text(json.dumps(summary, indent=2))
-        tb.close()
-        return summary
+        return _Driver(self).run()
 
     def _checkpoint(self, env_steps: int, episodes: int, cursors: dict, t_start: float, wall_before: float) -> None:
         ray.get(self.learner.checkpoint.remote({"env_steps": env_steps}))
@@ -500,4 +243,319 @@ class Trainer:
         except (ValueError, KeyError, json.JSONDecodeError) as e:
             log.warning("ignoring unreadable %s: %s", path, e)
             return None
+
+
+class _Driver:
+    """The driver loop of one ``Trainer.run``: submits work, handles results, logs.
+
+    Every producer has a bounded number of calls in flight (``inflight`` maps each pending
+    object ref to what it is); each result is handled by the ``_on_<kind>`` method.
+    """
+
+    def __init__(self, trainer: Trainer):
+        self.t = trainer
+        cfg, fam = trainer.cfg, trainer.family
+        self.cfg, self.fam = cfg, fam
+        st = trainer.state
+        self.tb = TBWriter(str(trainer.run_dir / "tb"), purge_step=st["env_steps"] if trainer.resume else None)
+        self.budget = cfg.env_steps
+        self.env_steps = int(st["env_steps"])
+        self.episodes = int(st["episodes"])
+        self.t_start = time.perf_counter()
+        self.wall_before = float(st.get("wall_time_s", 0.0))
+        self.cursors: dict[int, int] = {int(k): int(v) for k, v in st.get("cursors", {}).items()}
+        # in-flight work
+        self.inflight: dict[Any, tuple] = {}
+        self.idle_rollout = set(trainer.pool.actors)
+        self.relabel_inflight = {r: 0 for r in range(len(trainer.relabelers))}
+        self.train_inflight = False
+        self.eval_inflight = False
+        # weights: one object ref per published version
+        self.weights_ref, self.weights_version = None, 0
+        self.value_ref, self.value_version = None, -1
+        self.value_sent = {r: -1 for r in range(len(trainer.relabelers))}  # version each relabeler holds
+        # counters (this session): the relabel backlog is collected - relabeled trajectories
+        self.learner_report: dict[str, Any] = {"updates": 0, "inserted": 0, "version": 0}
+        self.ingested = 0  # env steps the learner has acknowledged
+        self.collected = self.relabeled = 0
+        self.relabel_restarts = 0
+        lc = cfg.learner
+        self.limiter = RateLimiter(lc.samples_per_insert, lc.sac.batch_size, lc.min_replay, lc.spi_tolerance)
+        self.steps_base, self.updates_base = self.env_steps, None
+        # evaluation
+        self.eval_tasks = np.resize(fam.eval_tasks(), (cfg.eval.episodes, fam.task_dim))
+        self.next_eval = (self.env_steps // cfg.eval.every_steps + 1) * cfg.eval.every_steps
+        self.last_eval: dict[str, Any] | None = None
+        # logging windows
+        self.recent_returns: deque[float] = deque(maxlen=100)
+        self.relabel_fraction: deque[float] = deque(maxlen=50)
+        self.percentiles: deque[float] = deque(maxlen=2000)
+        self.chosen_tasks: deque[float] = deque(maxlen=2000)
+        self.lags: deque[float] = deque(maxlen=500)
+        self.last_ckpt_updates = 0
+        now = time.perf_counter()
+        self.last_log, self.last_control = now, 0.0
+        self.last_store = (now, 0)
+        self.rate = (now, self.env_steps, 0)
+        self.bar = tqdm(total=self.budget, initial=min(self.env_steps, self.budget), unit="step",
+                        disable=not trainer.progress, dynamic_ncols=True)
+
+    # ---- the loop -------------------------------------------------------------------------
+    def run(self) -> dict[str, Any]:
+        while True:
+            finishing = self._finished()
+            if not finishing:
+                self._apply_control()
+                self._submit()
+                self._collect()
+            self._log(force=finishing)
+            if finishing:
+                break
+        self.bar.close()
+        return self._finish()
+
+    def _session_updates(self) -> int:
+        return self.learner_report["updates"] - (self.updates_base or 0)
+
+    def _finished(self) -> bool:
+        """Budget spent, everything stored relabeled and ingested, the learner caught up."""
+        if self.env_steps < self.budget or self.eval_inflight or self.collected > self.relabeled:
+            return False
+        if any(k[0] in ("rollout", "ingest") for k in self.inflight.values()):
+            return False
+        report = self.learner_report
+        return report["inserted"] >= self.ingested and (
+            report.get("updates_done", 1) == 0
+            or self._session_updates() >= self.limiter.target_updates(self.env_steps - self.steps_base)
+        )
+
+    def _apply_control(self) -> None:
+        """Resize the rollout pool when control.json asks for it (``hindsight scale``)."""
+        now = time.perf_counter()
+        if now - self.last_control <= 1.0:
+            return
+        self.last_control = now
+        want = self.t._read_control()
+        pool = self.t.pool
+        if want is not None and want != pool.size:
+            added, removed = pool.resize(want)
+            self.idle_rollout |= set(added)
+            self.idle_rollout -= set(removed)
+            log.info("rollout pool resized to %d (added %s, removed %s)", want, added, removed)
+
+    def _submit(self) -> None:
+        cfg, t = self.cfg, self.t
+        # Collection waits for the learner (samples per insert, counted on env steps this
+        # session) and for the relabelers (bounded backlog); it stops at the budget.
+        may_insert = (
+            self.env_steps < self.budget
+            and self.limiter.may_insert(self.env_steps - self.steps_base, self._session_updates())
+            and self.collected - self.relabeled <= cfg.relabel.max_backlog
+        )
+        if may_insert:
+            random_actions = self.env_steps < cfg.rollout.random_steps and not t.resume
+            for wid in sorted(self.idle_rollout):
+                ref = t.pool.submit(wid, self.weights_version, self.weights_ref, random_actions)
+                self.inflight[ref] = ("rollout", wid)
+            self.idle_rollout.clear()
+        for r in self.relabel_inflight:
+            actor = t.relabelers[r]
+            if t.needs_value and self.value_ref is not None and self.value_sent[r] < self.value_version:
+                actor.set_value_weights.remote(self.value_version, self.value_ref)
+                self.value_sent[r] = self.value_version
+            while self.relabel_inflight[r] < cfg.relabel.prefetch:
+                batch_ref, stats_ref = actor.relabel.options(num_returns=2).remote()
+                self.inflight[stats_ref] = ("relabel", r, batch_ref)
+                self.relabel_inflight[r] += 1
+        if not self.train_inflight:
+            self.inflight[t.learner.train.remote(cfg.learner.updates_per_call)] = ("train",)
+            self.train_inflight = True
+        if self.env_steps >= self.next_eval and not self.eval_inflight and self.weights_ref is not None:
+            ref = t.eval_actor.evaluate_remote.remote([self.weights_ref], self.eval_tasks, cfg.seed)
+            self.inflight[ref] = ("eval", self.env_steps)
+            self.eval_inflight = True
+            self.next_eval += cfg.eval.every_steps
+
+    def _collect(self) -> None:
+        if not self.inflight:
+            time.sleep(0.01)
+            return
+        ready, _ = ray.wait(list(self.inflight), num_returns=1, timeout=0.5)
+        for ref in ready:
+            kind = self.inflight.pop(ref)
+            try:
+                result = ray.get(ref)
+            except RayActorError as e:
+                self._on_actor_death(kind, e)
+                continue
+            getattr(self, f"_on_{kind[0]}")(kind, result)
+
+    # ---- results ----------------------------------------------------------------------------
+    def _on_actor_death(self, kind: tuple, error: Exception) -> None:
+        t = self.t
+        if kind[0] == "rollout":
+            log.warning("rollout worker %s died (%s); replacing it", kind[1], type(error).__name__)
+            t.pool.replace(kind[1])
+            self.idle_rollout.add(kind[1])
+        elif kind[0] == "relabel":
+            # A new relabel worker resumes from the cursors of the last batch the learner
+            # received: nothing in the store is skipped.
+            r = kind[1]
+            log.warning("relabel worker %s died (%s); replacing it", r, type(error).__name__)
+            for k in [k for k, v in self.inflight.items() if v[0] == "relabel" and v[1] == r]:
+                del self.inflight[k]
+            self.relabel_inflight[r] = 0
+            t.relabelers[r] = t.make_relabeler(r, self.cursors)
+            self.value_sent[r] = -1
+            self.relabel_restarts += 1
+        else:
+            raise error
+
+    def _on_rollout(self, kind: tuple, result: dict[str, Any]) -> None:
+        if kind[1] in self.t.pool.actors:  # not removed by a resize meanwhile
+            self.idle_rollout.add(kind[1])
+        steps = int(result["env_steps"])
+        self.env_steps += steps
+        self.episodes += int(result["episodes"])
+        self.collected += int(result["episodes"])
+        self.bar.update(min(steps, max(0, self.budget - self.bar.n)))
+        if result["policy_version"] >= 0:
+            self.recent_returns.extend(result["returns"])
+
+    def _on_relabel(self, kind: tuple, result: dict[str, Any]) -> None:
+        r, batch_ref = kind[1], kind[2]
+        self.relabel_inflight[r] -= 1
+        self.relabeled += int(result["trajectories"])
+        if not result["trajectories"]:
+            return
+        # the batch goes from the relabel worker to the learner directly (a ref, not data)
+        self.inflight[self.t.learner.ingest.remote(batch_ref, result["env_steps"])] = ("ingest",)
+        self.cursors.update({int(k): int(v) for k, v in result["cursors"].items()})
+        self.relabel_fraction.append(result["fraction_relabeled"])
+        st = result.get("strategy_stats", {})
+        self.percentiles.extend(np.ravel(st.get("chosen_percentile", [])).tolist())
+        self.chosen_tasks.extend(np.ravel(st.get("chosen_tasks", [])).tolist())
+        self.lags.extend(self.learner_report["version"] - v for v in result["policy_versions"] if v >= 0)
+
+    def _on_ingest(self, kind: tuple, result: int) -> None:
+        self.ingested = max(self.ingested, int(result))
+
+    def _on_train(self, kind: tuple, result: dict[str, Any]) -> None:
+        t = self.t
+        self.train_inflight = False
+        self.learner_report = result
+        if self.updates_base is None:
+            self.updates_base = result["updates"] - result["updates_done"]
+        if result["version"] > self.weights_version or self.weights_ref is None:
+            self.weights_ref = t.learner.weights.remote()
+            self.weights_version = result["version"]
+            if t.needs_value:
+                self.value_ref = t.learner.critic_weights.remote()
+                self.value_version = result["version"]
+        if result["metrics"]:
+            self.tb.scalars("sac", result["metrics"], self.env_steps)
+        if result.get("relabel"):
+            self.tb.scalars("relabel_in_learner", result["relabel"], self.env_steps)
+        if result["updates"] - self.last_ckpt_updates >= self.cfg.learner.checkpoint_every:
+            self.last_ckpt_updates = result["updates"]
+            self._checkpoint()
+
+    def _on_eval(self, kind: tuple, result: dict[str, Any]) -> None:
+        self.eval_inflight = False
+        self._record_eval(kind[1], result)
+
+    def _record_eval(self, step: int, result: dict[str, Any]) -> None:
+        self.last_eval = result
+        self.t.state["eval_history"].append(
+            {"env_steps": step, "return_mean": result["return_mean"], "policy_version": result["policy_version"]}
+        )
+        self.tb.scalar("eval/return", result["return_mean"], step)
+        if result.get("success_rate") is not None:
+            self.tb.scalar("eval/success_rate", result["success_rate"], step)
+        for i, ret in enumerate(result["returns"][: len(self.fam.eval_tasks())]):
+            self.tb.scalar(f"eval_task/return_{i:02d}", ret, step)
+        self.bar.set_postfix_str(f"eval {result['return_mean']:.2f}", refresh=False)
+
+    # ---- logging, checkpoints, the end ------------------------------------------------------
+    def _log(self, force: bool = False) -> None:
+        now = time.perf_counter()
+        if now - self.last_log <= 2.0 and not force:
+            return
+        tb, step, report = self.tb, self.env_steps, self.learner_report
+        t0, steps0, updates0 = self.rate
+        ups = (report["updates"] - updates0) / (now - t0)
+        self.rate = (now, step, report["updates"])
+        self.last_log = now
+        tb.scalar("perf/env_steps_per_s", (step - steps0) / (now - t0), step)
+        tb.scalar("perf/updates_per_s", ups, step)
+        tb.scalar("perf/workers_alive", self.t.pool.size, step)
+        tb.scalar("perf/learner_updates", report["updates"], step)
+        tb.scalar("perf/samples_per_insert", report["updates"] * self.cfg.learner.sac.batch_size / max(1, report["inserted"]), step)
+        if self.lags:
+            tb.scalar("perf/policy_lag", float(np.mean(self.lags)), step)
+        if self.recent_returns:
+            tb.scalar("train/return", float(np.mean(self.recent_returns)), step)
+        if self.relabel_fraction:
+            tb.scalar("relabel/fraction_relabeled", float(np.mean(self.relabel_fraction)), step)
+        if self.percentiles:
+            p = np.asarray(self.percentiles)
+            for q in (10, 50, 90):
+                tb.scalar(f"relabel/air_percentile_p{q}", float(np.percentile(p, q)), step)
+            tb.histogram("relabel/air_percentile", p, step)
+        if self.chosen_tasks:
+            tb.histogram("relabel/chosen_task", self.chosen_tasks, step)
+        last_t, last_total = self.last_store
+        if now - last_t > 5.0 or force:
+            stats = self.t.store.stats()
+            total = int(stats["trajectories"])
+            tb.scalar("store/trajectories", total, step)
+            tb.scalar("store/bytes", stats["bytes"], step)
+            tb.scalar("store/ingest_traj_per_s", (total - last_total) / (now - last_t), step)
+            self.last_store = (now, total)
+        eval_text = f", eval {self.last_eval['return_mean']:.2f}" if self.last_eval else ""
+        self.bar.set_postfix_str(f"{ups:.0f} upd/s{eval_text}", refresh=False)
+
+    def _checkpoint(self) -> None:
+        self.t._checkpoint(self.env_steps, self.episodes, self.cursors, self.t_start, self.wall_before)
+
+    def _finish(self) -> dict[str, Any]:
+        """Final evaluation of the last weights, checkpoint, ``summary.json``."""
+        t, cfg = self.t, self.cfg
+        final_ref = ray.put(ray.get(t.learner.weights.remote()))
+        final = ray.get(t.eval_actor.evaluate_remote.remote([final_ref], self.eval_tasks, cfg.seed))
+        self._record_eval(self.env_steps, final)
+        counters = ray.get(t.learner.counters.remote())
+        store_stats = t.store.stats()
+        self.tb.scalar("store/trajectories", store_stats["trajectories"], self.env_steps)
+        self._checkpoint()
+        wall = self.wall_before + time.perf_counter() - self.t_start
+        summary = {
+            "run_dir": str(t.run_dir),
+            "family": self.fam.name,
+            "strategy": cfg.relabel.strategy,
+            "seed": cfg.seed,
+            "env_steps": self.env_steps,
+            "episodes": self.episodes,
+            "updates": counters["updates"],
+            "transitions_inserted": counters["transitions"],
+            "trajectories_stored": int(store_stats["trajectories"]),
+            "wall_time_s": wall,
+            "env_steps_per_s": self.env_steps / max(1e-9, wall),
+            "updates_per_s": counters["updates"] / max(1e-9, wall),
+            "learner_device": counters["device"],
+            "policy_version": final["policy_version"],
+            "rollout_workers": t.pool.size,
+            "workers_replaced": t.pool.replaced,
+            "relabel_workers_replaced": self.relabel_restarts,
+            "final_eval": {
+                "return_mean": final["return_mean"],
+                "returns": final["returns"],
+                "success_rate": final.get("success_rate"),
+                "episodes": len(final["returns"]),
+            },
+            "eval_history": t.state["eval_history"],
+        }
+        (t.run_dir / "summary.json").write_text(json.dumps(summary, indent=2))
+        self.tb.close()
+        return summary
 
