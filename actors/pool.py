@@ -38,9 +38,6 @@ class RolloutActor(RolloutWorker):
     def evaluate_remote(self, weights_box: list, tasks: Any, seed: int) -> dict[str, Any]:
         return self.evaluate(ray.get(weights_box[0]), tasks, seed)
 
-    def ping(self) -> int:
-        return self.worker_id
-
 
 class RolloutPool:
     """Keeps ``size`` rollout actors alive; ids are stable, actors are replaceable."""

@@ -115,7 +115,6 @@ class Learner:
             "replay_size": len(self.replay),
             "metrics": metrics,
             "relabel": relabel_stats,
-            "may_insert": self.limiter.may_insert(self.inserted, self.updates - self._updates_offset),
         }
 
     def counters(self) -> dict[str, Any]:
