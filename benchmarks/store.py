@@ -24,7 +24,7 @@ from typing import Any
 
 import numpy as np
 
-from relabel_service import codec
+from relabel_service.store import codec
 from relabel_service.core import Trajectory
 from relabel_service.store import Shard
 

@@ -73,7 +73,7 @@ def _envs(args: argparse.Namespace) -> int:
 
 
 def _store(args: argparse.Namespace) -> int:
-    from relabel_service import tools
+    from relabel_service.store import tools
 
     if args.store_cmd == "verify":
         report = tools.verify(args.dir)

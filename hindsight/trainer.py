@@ -37,7 +37,7 @@ from hindsight.tb import TBWriter
 from learner.actor import Learner
 from learner.rate_limiter import RateLimiter
 from learner.sac.update import make_value_fn_factory
-from relabel_service.store_actor import start_store
+from relabel_service.store.actor import start_store
 from relabel_service.worker import USES_VALUE, RelabelWorker
 
 log = logging.getLogger("hindsight.trainer")

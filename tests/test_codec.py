@@ -16,8 +16,8 @@ from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
 from helpers_store import TEST_GOAL, assert_traj_equal, family_lookup, make_traj, real_registry
-from relabel_service import codec
-from relabel_service.codec import InvalidTrajectoryError
+from relabel_service.store import codec
+from relabel_service.store.codec import InvalidTrajectoryError
 from relabel_service.core import Trajectory
 
 # ---- round trips ------------------------------------------------------------------------

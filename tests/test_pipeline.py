@@ -13,7 +13,7 @@ import ray
 
 from hindsight.config import load_config
 from hindsight.trainer import Trainer, write_control
-from relabel_service import tools
+from relabel_service.store import tools
 
 pytestmark = [pytest.mark.ray]
 

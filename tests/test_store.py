@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from helpers_store import assert_traj_equal, family_lookup, make_traj
-from relabel_service import codec, tools
+from relabel_service.store import codec, tools
 from relabel_service.store import Shard, list_segments, shard_dir, shard_for
 
 SMALL = 2048  # segment_bytes for tests: ~5 small trajectories per segment

@@ -11,9 +11,9 @@ import ray
 
 import helpers_store
 from helpers_store import assert_traj_equal, family_lookup, make_traj
-from relabel_service import codec, tools
+from relabel_service.store import codec, tools
 from relabel_service.store import shard_dir, shard_for
-from relabel_service.store_actor import TrajectoryStore, start_store
+from relabel_service.store.actor import TrajectoryStore, start_store
 
 pytestmark = pytest.mark.ray
 
@@ -138,6 +138,6 @@ def test_dict_cursors_shutdown_and_reopen(ray_session, tmp_path) -> None:
 
 
 def store_name_prefix(root) -> str:
-    from relabel_service.store_actor import default_name_prefix
+    from relabel_service.store.actor import default_name_prefix
 
     return default_name_prefix(root)

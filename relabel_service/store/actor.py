@@ -30,9 +30,10 @@ import numpy as np
 import ray
 from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
-from relabel_service import codec
+from relabel_service.store import codec
 from relabel_service.core import Trajectory
-from relabel_service.store import DEFAULT_SEGMENT_BYTES, STORE_META, Ack, FsyncPolicy, Shard, shard_dir, shard_for
+from relabel_service.store.segments import DEFAULT_SEGMENT_BYTES, STORE_META, Ack, FsyncPolicy, shard_dir, shard_for
+from relabel_service.store.shard import Shard
 
 log = logging.getLogger(__name__)
 

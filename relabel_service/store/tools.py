@@ -20,9 +20,9 @@ from typing import Any, Callable
 
 import numpy as np
 
-from relabel_service import codec
+from relabel_service.store import codec
 from relabel_service.core import Trajectory
-from relabel_service.store import SEGMENT_RE, STORE_META, Problem, list_segments, scan_shard, shard_dir
+from relabel_service.store.segments import SEGMENT_RE, STORE_META, Problem, list_segments, scan_shard, shard_dir
 
 
 def _shard_dirs(path: str | os.PathLike) -> tuple[list[Path], list[str]]:
