@@ -16,6 +16,18 @@ trajectory's first step. Two fast paths, both exact rewrites of that sum:
   ``family.rewards`` call (chunked only past ``max_elements`` (step, task) pairs), then
   one discount-weighted segment sum (``np.add.reduceat``).
 
+Terminal-aware returns. Where a family's episodes end when the task is achieved
+(``task_dependent_termination``: reacher_goal's goal), R(tau|z) stops at the first step
+where tau would have terminated under z: that step's reward counts, the later steps (which
+the agent would never have taken under z) do not. A trajectory that reaches z's goal at its
+third step and wanders on scores -1 - 0.99 = -1.99 under z, not the -8.58 of summing all
+ten steps. This is how a return under z is defined for the relabeled episode (HIPI's
+``done`` ends the episode at the goal); without it a task whose goal is passed early looks
+worse than one merely approached late. It is computed vectorised: one ``family.terminals``
+call next to the rewards, and a mask from the per-trajectory cumulative count of terminals
+(``alive_mask``). Such families never take the linear fast path (the mask depends on the
+task, so the return is no longer w(z) . one feature sum).
+
 ``discounted_returns_naive`` is the per-(trajectory, task) form both are tested against
 and that the benchmark uses as its baseline.
 """
@@ -70,6 +82,29 @@ def segment_sum(x: np.ndarray, lengths: np.ndarray) -> np.ndarray:
         starts = np.cumsum(lengths) - lengths
         out[nonempty] = np.add.reduceat(x, starts[nonempty], axis=0)
     return out
+
+
+def alive_mask(terminals: np.ndarray, lengths: np.ndarray) -> np.ndarray:
+    """bool [S, K]: step t of its trajectory counts under task k, i.e. no step before t
+    terminated under k (the terminating step itself counts).
+
+    terminals [S, K] bool for trajectories of the given lengths [M] laid end to end. One
+    cumulative sum over all steps, minus its value before each trajectory's first step,
+    gives the per-trajectory count of terminals up to and including t; subtracting t's own
+    flag leaves the count strictly before t."""
+    terminals = np.asarray(terminals, dtype=bool)
+    lengths = np.asarray(lengths, dtype=np.int64)
+    assert terminals.shape[0] == int(lengths.sum()), (terminals.shape, int(lengths.sum()))
+    counts = np.cumsum(terminals, axis=0, dtype=np.int64)  # [S, K] inclusive, over all steps
+    starts, traj_of_step, _ = step_layout(lengths)
+    before = np.concatenate([np.zeros((1,) + counts.shape[1:], np.int64), counts])[starts]  # [M, K]
+    return counts - before[traj_of_step] - terminals == 0
+
+
+def _linear_fast_path(family: TaskFamily) -> bool:
+    """R = w(z) . (discounted feature sum) holds only when every step counts under every
+    task, i.e. when termination does not depend on the task."""
+    return bool(family.linear) and not family.task_dependent_termination
 
 
 def _chunks(lengths: np.ndarray, per_step: int, max_elements: int) -> Iterator[tuple[int, int]]:
@@ -158,7 +193,7 @@ def discounted_returns(
     ``cache`` (linear families only) reuses discounted feature sums across calls."""
     tasks = family.check_tasks(tasks)
     lengths = trajectory_lengths(trajs)
-    if family.linear:
+    if _linear_fast_path(family):
         if cache is not None:
             feats = cache.sums(family, trajs, discount)  # [M, D]
         else:
@@ -166,8 +201,11 @@ def discounted_returns(
         return feats @ np.asarray(family.task_weights(tasks), dtype=np.float64).T
     out = np.zeros((len(trajs), len(tasks)))
     for lo, hi in _chunks(lengths, len(tasks), max_elements):
-        r = np.asarray(family.rewards(concat_steps(trajs[lo:hi]), tasks), dtype=np.float64)
+        steps = concat_steps(trajs[lo:hi])
+        r = np.asarray(family.rewards(steps, tasks), dtype=np.float64)
         r = r * discount_weights(lengths[lo:hi], discount)[:, None]  # [S_chunk, K]
+        if family.task_dependent_termination:
+            r = np.where(alive_mask(family.terminals(steps, tasks), lengths[lo:hi]), r, 0.0)
         out[lo:hi] = segment_sum(r, lengths[lo:hi])
     return out
 
@@ -186,7 +224,7 @@ def discounted_returns_per_trajectory(
     M, K, Z = tasks.shape
     assert M == len(trajs) and Z == family.task_dim, (tasks.shape, len(trajs), family.task_dim)
     flat = family.check_tasks(tasks.reshape(M * K, Z))
-    if family.linear:
+    if _linear_fast_path(family):
         feats = discounted_feature_sums(family, trajs, discount)  # [M, D]
         w = np.asarray(family.task_weights(flat), dtype=np.float64).reshape(M, K, -1)
         return np.einsum("md,mkd->mk", feats, w)
@@ -201,6 +239,9 @@ def discounted_returns_per_trajectory(
         rep_tasks = tasks[lo:hi][traj_of_step].reshape(-1, Z)  # [S_chunk * K, Z]
         r = np.asarray(family.rewards_for(rep, rep_tasks), dtype=np.float64).reshape(-1, K)
         r = r * discount_weights(lengths[lo:hi], discount)[:, None]
+        if family.task_dependent_termination:
+            term = np.asarray(family.terminals_for(rep, rep_tasks)).reshape(-1, K)
+            r = np.where(alive_mask(term, lengths[lo:hi]), r, 0.0)
         out[lo:hi] = segment_sum(r, lengths[lo:hi])
     return out
 
@@ -212,16 +253,22 @@ def discounted_returns_naive(
 
     Re-rewards each trajectory under each task with ``rewards_for`` and takes the dot
     product with (1, gamma, gamma^2, ...), as the GH code does per (path, latent) pair
-    (``calculate_path_reward`` + ``get_discounted_reward``). For tests and the benchmark
-    baseline only."""
+    (``calculate_path_reward`` + ``get_discounted_reward``); where termination depends on
+    the task, only up to the first step that terminates under that task. For tests and the
+    benchmark baseline only."""
     tasks = family.check_tasks(tasks)
     out = np.zeros((len(trajs), len(tasks)))
     for m, traj in enumerate(trajs):
         steps = traj.steps()
-        weights = np.power(float(discount), np.arange(traj.length, dtype=np.float64))
         for k, task in enumerate(tasks):
-            r = family.rewards_for(steps, np.repeat(task[None], traj.length, axis=0))
-            out[m, k] = float(np.dot(weights, r))
+            per_step = np.repeat(task[None], traj.length, axis=0)
+            r = family.rewards_for(steps, per_step)
+            T = traj.length
+            if family.task_dependent_termination:
+                ends = np.flatnonzero(family.terminals_for(steps, per_step))
+                T = int(ends[0]) + 1 if len(ends) else T
+            weights = np.power(float(discount), np.arange(T, dtype=np.float64))
+            out[m, k] = float(np.dot(weights, r[:T]))
     return out
 
 
