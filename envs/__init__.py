@@ -101,13 +101,22 @@ class FamilyRow(NamedTuple):
     horizon: int
     discount: float
     linear: bool
+    #: meta families: "train/test" sizes of the fixed task lists (+ ", success"); else "-"
+    meta_tasks: str
+
+
+def _meta_tasks(c: type[TaskFamily]) -> str:
+    if not c.meta:
+        return "-"
+    return f"{c.num_train_tasks}/{c.num_test_tasks}" + (", success" if c.has_success else "")
 
 
 def family_table() -> list[FamilyRow]:
     """One row per registered family (sorted by name), for ``hindsight envs``."""
     return [
         FamilyRow(
-            c.name, c.obs_dim, c.action_dim, c.task_dim, c.reward_input_dim, c.horizon, c.discount, c.linear
+            c.name, c.obs_dim, c.action_dim, c.task_dim, c.reward_input_dim, c.horizon, c.discount, c.linear,
+            _meta_tasks(c),
         )
         for c in (FAMILIES[n] for n in family_names())
     ]

@@ -49,7 +49,7 @@ BIAS_KWARGS = ("reward_bias", "bias_tasks", "bias_dim", "bias_threshold", "bias_
 _COPIED = (
     "name", "obs_dim", "action_dim", "task_dim", "reward_input_dim", "horizon", "discount",
     "linear", "feature_dim", "goal_dim", "timeout_is_terminal", "task_dependent_termination",
-    "num_eval_tasks", "eval_seed",
+    "num_eval_tasks", "eval_seed", "meta", "num_train_tasks", "num_test_tasks", "has_success",
 )
 
 
@@ -151,6 +151,12 @@ class BiasedFamily(TaskFamily):
 
     def _sample_tasks(self, rng: np.random.Generator, n: int) -> np.ndarray:
         return self.base.sample_tasks(rng, n)
+
+    def _task_list(self) -> np.ndarray:
+        return self.base.task_list()
+
+    def success_fn(self, steps: StepBatch, tasks: np.ndarray) -> np.ndarray:
+        return self.base.success_fn(steps, tasks)
 
     def make_env(self, task: np.ndarray, seed: int | None = None) -> gym.Env:
         return RewardBiasEnv(self.base.make_env(task, seed=seed), self, task)

@@ -22,11 +22,19 @@ base class derives the two batched forms from it:
 Whatever the reward needs that the observation lacks (x-velocity, contact cost, the
 post-step fingertip position, ...) is recorded per step in ``reward_inputs`` so that any
 stored step can be rewarded under any task later, without the simulator.
+
+Meta-RL families (HFR / PEARL; ``fam.meta`` is True) add fixed, seeded task lists and,
+where the family defines one, a batched success test (see ``MetaTaskFamily``):
+
+    fam = get_family("cheetah_vel")
+    fam.train_tasks(), fam.test_tasks()      # [100, 1], [30, 1]: the reference code's lists
+    fam.train_task_index(tasks)              # int [K]: row of train_tasks(), -1 if none
+    fam.success(steps, tasks)                # bool [B, K] (only where fam.has_success)
 """
 
 from __future__ import annotations
 
-from typing import Any, ClassVar, NamedTuple
+from typing import Any, ClassVar, NamedTuple, Protocol
 
 import gymnasium as gym
 import numpy as np
@@ -79,9 +87,15 @@ class TaskFamily:
     timeout_is_terminal: ClassVar[bool] = False
     #: whether ``terminal_fn`` depends on the task (sparse goals end on success)
     task_dependent_termination: ClassVar[bool] = False
-    #: size of the fixed, seeded evaluation task set
+    #: size of the fixed, seeded evaluation task set (meta families: num_test_tasks)
     num_eval_tasks: ClassVar[int] = 25
     eval_seed: ClassVar[int] = 12345
+    #: a meta-RL family: fixed train/test task lists (``task_list``, ``train_tasks``, ...)
+    meta: ClassVar[bool] = False
+    num_train_tasks: ClassVar[int] = 0
+    num_test_tasks: ClassVar[int] = 0
+    #: whether ``success_fn`` is defined (HFR reports a success rate on Four-Corners)
+    has_success: ClassVar[bool] = False
 
     # ---- to implement -------------------------------------------------------------
     def reward_fn(self, steps: StepBatch, tasks: np.ndarray) -> np.ndarray:
@@ -95,6 +109,15 @@ class TaskFamily:
 
     def _sample_tasks(self, rng: np.random.Generator, n: int) -> np.ndarray:
         raise NotImplementedError
+
+    def _task_list(self) -> np.ndarray:
+        """Meta families: every task of the fixed list [N, Z], train tasks first, test
+        tasks last, in the reference code's order (REFERENCE-CODE §1c, §5)."""
+        raise TypeError(f"family {self.name!r} is not a meta family: it has no task list")
+
+    def success_fn(self, steps: StepBatch, tasks: np.ndarray) -> np.ndarray:
+        """Families with ``has_success``: success of each step, broadcastable -> bool [...]."""
+        raise TypeError(f"family {self.name!r} defines no success")
 
     def make_env(self, task: np.ndarray, seed: int | None = None) -> gym.Env:
         """A Gymnasium env for one task whose reward equals ``rewards_for`` on its steps.
@@ -123,8 +146,40 @@ class TaskFamily:
         return tasks
 
     def eval_tasks(self) -> np.ndarray:
-        """The family's fixed, seeded evaluation set: [num_eval_tasks, Z]."""
+        """The family's fixed, seeded evaluation set: [num_eval_tasks, Z].
+
+        Meta families: the held-out ``test_tasks()``."""
+        if self.meta:
+            return self.test_tasks()
         return self.sample_tasks(np.random.default_rng(self.eval_seed), self.num_eval_tasks)
+
+    # ---- meta-RL task lists and success ---------------------------------------------------
+    def task_list(self) -> np.ndarray:
+        """Meta families: the whole fixed task list [N, Z] float64 (a fresh copy).
+
+        ``train_tasks()`` are its first ``num_train_tasks`` rows and ``test_tasks()`` its last
+        ``num_test_tasks`` rows, as the reference launcher slices them (REFERENCE-CODE §5);
+        the two overlap only where N < train + test (Four-Corners: the same 4 tasks)."""
+        tasks = np.array(self._task_list(), dtype=np.float64)
+        n = max(self.num_train_tasks, self.num_test_tasks)
+        assert tasks.ndim == 2 and tasks.shape[1] == self.task_dim and len(tasks) >= n, tasks.shape
+        return tasks
+
+    def train_tasks(self) -> np.ndarray:
+        """Meta families: the fixed meta-training tasks [num_train_tasks, Z]."""
+        return self.task_list()[: self.num_train_tasks]
+
+    def test_tasks(self) -> np.ndarray:
+        """Meta families: the fixed held-out meta-test tasks [num_test_tasks, Z]."""
+        return self.task_list()[len(self.task_list()) - self.num_test_tasks :]
+
+    def train_task_index(self, tasks: np.ndarray, atol: float = 1e-6) -> np.ndarray:
+        """Meta families: the row of ``train_tasks()`` equal to each task (every component
+        within ``atol``, so a float32 copy still matches), or -1: tasks [K, Z] -> int64 [K]."""
+        tasks = self.check_tasks(tasks)
+        train = self.train_tasks()
+        match = np.all(np.abs(tasks[:, None, :] - train[None, :, :]) <= atol, axis=-1)  # [K, N]
+        return np.where(match.any(axis=1), match.argmax(axis=1), -1).astype(np.int64)
 
     def rewards(self, steps: StepBatch, tasks: np.ndarray) -> np.ndarray:
         """Every step under every task in one call: [B, K]."""
@@ -147,6 +202,18 @@ class TaskFamily:
         """Termination of each step under its own task: bool [B]."""
         tasks = self.check_tasks(tasks)
         return np.broadcast_to(self.terminal_fn(steps, tasks), (len(steps),))
+
+    def success(self, steps: StepBatch, tasks: np.ndarray) -> np.ndarray:
+        """Families with ``has_success``: success of every step under every task, bool [B, K]."""
+        tasks = self.check_tasks(tasks)
+        return np.broadcast_to(
+            self.success_fn(steps.expand(), tasks[None, :, :]), (len(steps), len(tasks))
+        )
+
+    def success_for(self, steps: StepBatch, tasks: np.ndarray) -> np.ndarray:
+        """Families with ``has_success``: success of each step under its own task, bool [B]."""
+        tasks = self.check_tasks(tasks)
+        return np.broadcast_to(self.success_fn(steps, tasks), (len(steps),))
 
     def features(self, steps: StepBatch) -> np.ndarray:
         """Linear families: phi(s, a, s') [B, D] with r = task_weights(z) . phi."""
@@ -185,4 +252,41 @@ class TaskFamily:
             "linear": self.linear,
             "feature_dim": self.feature_dim,
             "goal_dim": self.goal_dim,
+            "meta": self.meta,
+            "num_train_tasks": self.num_train_tasks,
+            "num_test_tasks": self.num_test_tasks,
+            "has_success": self.has_success,
         }
+
+
+class MetaTaskFamily(Protocol):
+    """What meta-RL code (PEARL, HFR, meta-test evaluation) may rely on; every ``TaskFamily``
+    with ``meta = True`` provides it (non-meta families raise TypeError naming themselves).
+
+        fam = get_family("four_corners")
+        train, test = fam.train_tasks(), fam.test_tasks()   # [4, 2], [4, 2]
+        R = fam.rewards(steps, train)                        # [B, 4]: relabel under any train task
+
+    Task lists are fixed constants of the family (seeded exactly as the reference code seeds
+    them), equal in every process, and a fresh copy on each call. The envs of a meta family
+    report ``info["success"]`` (bool) each step when ``has_success``.
+    """
+
+    name: str
+    meta: bool  # True
+    num_train_tasks: int  # N_train, e.g. 100 (cheetah_vel), 4 (four_corners)
+    num_test_tasks: int  # N_test, e.g. 30, 4
+    has_success: bool  # success()/success_for() defined
+    horizon: int  # max_path_length of the reference config
+    discount: float
+
+    def task_list(self) -> np.ndarray: ...  # [N, Z] all tasks, train first, test last
+    def train_tasks(self) -> np.ndarray: ...  # [N_train, Z]
+    def test_tasks(self) -> np.ndarray: ...  # [N_test, Z]
+    def train_task_index(self, tasks: np.ndarray, atol: float = 1e-6) -> np.ndarray: ...  # int [K]
+    def rewards(self, steps: StepBatch, tasks: np.ndarray) -> np.ndarray: ...  # [B, K]
+    def terminals(self, steps: StepBatch, tasks: np.ndarray) -> np.ndarray: ...  # bool [B, K]
+    def success(self, steps: StepBatch, tasks: np.ndarray) -> np.ndarray: ...  # bool [B, K]
+    def success_for(self, steps: StepBatch, tasks: np.ndarray) -> np.ndarray: ...  # bool [B]
+    def make_env(self, task: np.ndarray, seed: int | None = None) -> gym.Env: ...
+    def set_env_task(self, env: gym.Env, task: np.ndarray) -> None: ...

@@ -4,6 +4,9 @@
                 a goal family (HER applies), never terminates.
 ``test_linear`` r = w . [x', y', -||a||^2] with w on the unit sphere: a linear family, so
                 AIR's discounted-feature-sum fast path can be checked against the naive form.
+``test_meta_goal`` a meta family (PEARL / HFR pipeline tests): goals on the circle of radius
+                0.8, fixed lists of 6 train and 3 test goals; r = -||p' - g||, success
+                ||p' - g|| <= 0.2 (optionally ending the episode: ``terminate_on_success``).
 
 Dynamics: p <- clip(p + a / 5, -1, 1), start at the origin, obs = p, H = 10, gamma = 0.9.
 """
@@ -51,7 +54,10 @@ class _PointEnv(gym.Env):
         reward = float(self.family.rewards_for(steps, self.task[None])[0])
         terminated = bool(self.family.terminals_for(steps, self.task[None])[0])
         truncated = self._t >= self.family.horizon
-        return self._p.copy(), reward, terminated, truncated, {"reward_inputs": np.zeros(0)}
+        info: dict[str, Any] = {"reward_inputs": np.zeros(0)}
+        if self.family.has_success:
+            info["success"] = bool(self.family.success_for(steps, self.task[None])[0])
+        return self._p.copy(), reward, terminated, truncated, info
 
 
 class _TestPoint(TaskFamily):
@@ -111,3 +117,49 @@ class TestLinear(_TestPoint):
 
     def reward_fn(self, steps: StepBatch, tasks: np.ndarray) -> np.ndarray:
         return np.sum(self.features(steps) * tasks, axis=-1)
+
+
+class TestMetaGoal(_TestPoint):
+    """A tiny meta family: reach a goal g on the circle of radius 0.8, r = -||p' - g||.
+
+    Fixed task list (seed ``list_seed``): 9 goals at uniform random angles, the first 6 for
+    meta-training and the last 3 held out (disjoint). The prior ``sample_tasks`` draws goals
+    at uniform angles on the same circle. Success: ||p' - g|| <= 0.2 on the post-step
+    position; with ``terminate_on_success`` it also ends the episode (as Four-Corners does).
+    """
+
+    __test__ = False
+    name = "test_meta_goal"
+    meta = True
+    num_train_tasks = 6
+    num_test_tasks = 3
+    num_eval_tasks = 3
+    has_success = True
+    radius: ClassVar[float] = 0.8
+    success_radius: ClassVar[float] = 0.2
+    list_seed: ClassVar[int] = 7
+
+    def __init__(self, terminate_on_success: bool = False):
+        self.terminate_on_success = bool(terminate_on_success)
+        self.task_dependent_termination = self.terminate_on_success
+
+    def _goals(self, angles: np.ndarray) -> np.ndarray:
+        return self.radius * np.stack([np.cos(angles), np.sin(angles)], axis=-1)
+
+    def _task_list(self) -> np.ndarray:
+        n = self.num_train_tasks + self.num_test_tasks
+        return self._goals(np.random.default_rng(self.list_seed).uniform(0.0, 2 * np.pi, size=n))
+
+    def _sample_tasks(self, rng: np.random.Generator, n: int) -> np.ndarray:
+        return self._goals(rng.uniform(0.0, 2 * np.pi, size=n))
+
+    def reward_fn(self, steps: StepBatch, tasks: np.ndarray) -> np.ndarray:
+        return -np.linalg.norm(steps.next_obs - tasks, axis=-1)
+
+    def success_fn(self, steps: StepBatch, tasks: np.ndarray) -> np.ndarray:
+        return np.linalg.norm(steps.next_obs - tasks, axis=-1) <= self.success_radius
+
+    def terminal_fn(self, steps: StepBatch, tasks: np.ndarray) -> np.ndarray:
+        if self.terminate_on_success:
+            return self.success_fn(steps, tasks)
+        return super().terminal_fn(steps, tasks)
