@@ -63,6 +63,17 @@ def _init_layer(
     return w, b
 
 
+def tanh_gaussian_sample(mean: torch.Tensor, log_std: torch.Tensor,
+                         generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """a = tanh(mean + std * eps) [B, A] and log pi(a) [B] of a tanh-Gaussian (``Actor.sample``;
+    PEARL's losses call it with the mean and log-std they also regularise)."""
+    eps = torch.randn(mean.shape, generator=generator, device=mean.device, dtype=mean.dtype)
+    u = mean + log_std.exp() * eps
+    log_prob = (-0.5 * eps.square() - log_std - _LOG_SQRT_2PI).sum(-1)
+    log_prob = log_prob - (2.0 * (_LOG_2 - u - F.softplus(-2.0 * u))).sum(-1)
+    return torch.tanh(u), log_prob
+
+
 class TaskMLP(nn.Module):
     """MLP on [x, tile(z, R)] with the tiled task optionally re-appended after each hidden layer."""
 
@@ -175,11 +186,7 @@ class Actor(nn.Module):
         2 (log 2 - u - softplus(-2u)) which is exact and stable for large |u|.
         """
         mean, log_std = self(obs, task)
-        eps = torch.randn(mean.shape, generator=generator, device=mean.device, dtype=mean.dtype)
-        u = mean + log_std.exp() * eps
-        log_prob = (-0.5 * eps.square() - log_std - _LOG_SQRT_2PI).sum(-1)
-        log_prob = log_prob - (2.0 * (_LOG_2 - u - F.softplus(-2.0 * u))).sum(-1)
-        return torch.tanh(u), log_prob
+        return tanh_gaussian_sample(mean, log_std, generator)
 
     def log_prob(self, obs: torch.Tensor, task: torch.Tensor, action: torch.Tensor,
                  eps: float = 1e-6) -> torch.Tensor:
