@@ -7,6 +7,10 @@
     hindsight bench NAME [--quick] [--json FILE]
     hindsight config [--config NAME]          # the hyperparameter table
     hindsight fidelity --checkpoint RUN_DIR [--num-tasks 100] [--candidates 100] [--out DIR]
+
+Errors are one line on stderr (``hindsight --debug ...`` shows the traceback) and the
+exit code says what kind: 0 ok; 1 the run failed or corruption was found; 2 usage,
+config error or missing path; 130 interrupted.
 """
 
 from __future__ import annotations
@@ -19,6 +23,16 @@ from pathlib import Path
 
 from hindsight.configtools import ConfigError
 
+EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
+
+
+class UsageError(Exception):
+    """Bad arguments or a missing path: one line on stderr, exit 2."""
+
+
+class RunFailed(Exception):
+    """The run started and then failed: one line on stderr, exit 1."""
+
 
 def _train(args: argparse.Namespace) -> int:
     from hindsight.config import load_config
@@ -27,13 +41,20 @@ def _train(args: argparse.Namespace) -> int:
     if args.resume:
         run_dir = Path(args.resume)
         if not (run_dir / "config.yaml").exists():
-            print(f"error: --resume {run_dir}: no config.yaml there (not a run directory)", file=sys.stderr)
-            return 2
+            raise UsageError(f"--resume {run_dir}: no config.yaml there (not a run directory)")
         cfg = load_config(str(run_dir / "config.yaml"), _overrides(args))
     else:
         run_dir = None
         cfg = load_config(args.config, _overrides(args))
-    summary = Trainer(cfg, run_dir=run_dir, resume=bool(args.resume), address=args.address, progress=not args.no_progress).run()
+    trainer = Trainer(cfg, run_dir=run_dir, resume=bool(args.resume), address=args.address, progress=not args.no_progress)
+    try:
+        summary = trainer.run()
+    except (ConfigError, UsageError, KeyboardInterrupt):
+        raise
+    except Exception as e:
+        resumable = (trainer.run_dir / "config.yaml").exists()
+        hint = f"; resume with: hindsight train --resume {trainer.run_dir}" if resumable else ""
+        raise RunFailed(f"{_one_line(e)}{hint}") from e
     fe = summary["final_eval"]
     print(
         f"run dir: {summary['run_dir']}\n"
@@ -87,6 +108,10 @@ def _store(args: argparse.Namespace) -> int:
 def _scale(args: argparse.Namespace) -> int:
     from hindsight.trainer import write_control
 
+    if args.workers < 0:
+        raise UsageError(f"scale: the number of rollout workers must be >= 0, got {args.workers}")
+    if not (Path(args.run_dir) / "config.yaml").exists():
+        raise UsageError(f"scale: {args.run_dir} is not a run directory (no config.yaml there)")
     write_control(args.run_dir, args.workers)
     print(f"asked the trainer of {args.run_dir} for {args.workers} rollout workers")
     return 0
@@ -129,6 +154,7 @@ def _fidelity(args: argparse.Namespace) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="hindsight", description="Distributed multi-task RL with hindsight relabeling.")
+    p.add_argument("--debug", action="store_true", help="show tracebacks instead of one-line errors")
     sub = p.add_subparsers(dest="cmd", required=True)
 
     t = sub.add_parser("train", help="train (local Ray by default)")
@@ -183,21 +209,50 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def _one_line(e: BaseException) -> str:
+    lines = [x.strip() for x in str(e).strip().splitlines() if x.strip()]
+    return f"{type(e).__name__}: {lines[0] if lines else ''}".rstrip(": ")
+
+
 def main(argv: list[str] | None = None) -> int:
+    """Run one command; every failure is one line on stderr and a distinct exit code."""
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     args = build_parser().parse_args(argv)
     try:
         return int(args.func(args) or 0)
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
     except ConfigError as e:
+        if args.debug:
+            raise
         print(f"config error: {e}", file=sys.stderr)
-        return 2
+        return EXIT_USAGE
+    except (UsageError, FileNotFoundError, NotADirectoryError) as e:
+        if args.debug:
+            raise
+        print(f"error: {e}", file=sys.stderr)
+        return EXIT_USAGE
+    except RunFailed as e:
+        if args.debug:
+            raise
+        print(f"run failed: {e}", file=sys.stderr)
+        return EXIT_FAILED
     except KeyError as e:  # unknown family / strategy: the message names it
         from envs.core import UnknownFamilyError
 
+        if args.debug:
+            raise
         if isinstance(e, UnknownFamilyError) or "strategy" in str(e):
             print(f"error: {e}", file=sys.stderr)
-            return 2
-        raise
+            return EXIT_USAGE
+        print(f"error: {_one_line(e)} (hindsight --debug shows the traceback)", file=sys.stderr)
+        return EXIT_FAILED
+    except Exception as e:
+        if args.debug:
+            raise
+        print(f"error: {_one_line(e)} (hindsight --debug shows the traceback)", file=sys.stderr)
+        return EXIT_FAILED
 
 
 if __name__ == "__main__":

@@ -12,7 +12,7 @@ from typing import Any, Literal, Sequence
 
 import yaml
 
-from hindsight.configtools import ConfigError, apply_overrides, from_dict, to_dict
+from hindsight.configtools import ConfigError, RangeError, apply_overrides, check_ranges, field, from_dict, to_dict
 from learner.sac.config import SACConfig
 from relabel_service.strategies.config import StrategyConfig
 
@@ -29,107 +29,146 @@ class EnvConfig:
 
 @dataclasses.dataclass(frozen=True)
 class RolloutConfig:
-    num_workers: int = 2
+    num_workers: int = field(2, ge=1)
     """Rollout worker actors at start; the pool replaces any that die."""
-    envs_per_worker: int = 4
+    envs_per_worker: int = field(4, ge=1)
     """Envs each worker steps in lockstep with one batched policy forward pass."""
-    num_cpus: float = 0.25
+    num_cpus: float = field(0.25, ge=0)
     """Ray CPUs reserved per rollout worker (fractional on small machines)."""
-    random_steps: int = 1000
+    random_steps: int = field(1000, ge=0)
     """Env steps (over all workers) taken with uniform random actions before the policy."""
+    autoscale: tuple[int, ...] = field((), ge=1)
+    """[min, max]: grow the pool (up to max) while the learner waits for data, shrink it
+    (down to min) while the rate limiter holds collection back; asks the Ray autoscaler
+    for the workers' CPUs (request_resources). Empty: a fixed pool of num_workers."""
+    autoscale_every_s: float = field(5.0, gt=0)
+    """Seconds between autoscaling decisions (each moves the pool by one worker)."""
+
+    def __post_init__(self) -> None:
+        check_ranges(self)
+        if self.autoscale:
+            lo, hi = (self.autoscale + (0, 0))[:2]
+            if len(self.autoscale) != 2 or lo > hi:
+                raise RangeError("autoscale", list(self.autoscale), "[min, max] with 1 <= min <= max")
+            if not lo <= self.num_workers <= hi:
+                raise RangeError("num_workers", self.num_workers, f"the autoscale range [{lo}, {hi}]")
 
 
 @dataclasses.dataclass(frozen=True)
 class StoreConfig:
-    num_shards: int = 2
+    num_shards: int = field(2, ge=1)
     """Shard actors; a trajectory goes to crc32(episode_id) % num_shards."""
     fsync: Literal["always", "interval", "never"] = "interval"
     """always: fsync every append before acking; interval: at most every fsync_interval_s
     (an ack then means written to the OS, which survives a process crash but not a power
     loss inside the interval); never: leave it to the OS."""
-    fsync_interval_s: float = 1.0
+    fsync_interval_s: float = field(1.0, gt=0)
     """Seconds between fsyncs under the 'interval' policy."""
-    segment_bytes: int = 8 * 1024 * 1024
+    segment_bytes: int = field(8 * 1024 * 1024, ge=64)
     """A shard rolls to a new segment file past this size."""
-    max_segments: int = 64
+    max_segments: int = field(64, ge=1)
     """Per-shard capacity in segments; the oldest segment is dropped whole beyond it."""
-    num_cpus: float = 0.05
+    num_cpus: float = field(0.05, ge=0)
     """Ray CPUs per shard actor."""
+
+    def __post_init__(self) -> None:
+        check_ranges(self)
 
 
 @dataclasses.dataclass(frozen=True)
 class RelabelConfig:
     strategy: str = "air"
     """none | random | her_final | her_future | air | advantage | max_reward | hipi | hipi_rl."""
-    num_workers: int = 1
+    num_workers: int = field(1, ge=1)
     """Relabel worker actors; shards are split among them."""
-    batch_trajectories: int = 16
+    batch_trajectories: int = field(16, ge=1)
     """At most this many new trajectories per shard per relabel call."""
-    reference_refresh: int = 4
+    reference_refresh: int = field(4, ge=1)
     """Refresh the reference set (store.recent(N)) every this many relabel calls."""
-    num_cpus: float = 0.25
+    num_cpus: float = field(0.25, ge=0)
     """Ray CPUs per relabel worker."""
-    prefetch: int = 2
+    prefetch: int = field(2, ge=1)
     """Relabel calls kept in flight per worker (bounded prefetch)."""
-    max_backlog: int = 64
+    max_backlog: int = field(64, ge=0)
     """Collection waits while more than this many stored trajectories await relabeling."""
     strategy_cfg: StrategyConfig = dataclasses.field(default_factory=StrategyConfig)
     """Options of the strategy (K, N, m, temperature, ...)."""
+
+    def __post_init__(self) -> None:
+        check_ranges(self)
 
 
 @dataclasses.dataclass(frozen=True)
 class LearnerConfig:
     device: str = "auto"
     """auto (CUDA when Ray gives the learner a GPU), cpu or cuda."""
-    num_gpus: float = -1.0
+    num_gpus: float = field(-1.0, ge=-1)
     """GPUs to ask Ray for; -1: one if the cluster has any, else 0."""
-    num_cpus: float = 1.0
+    num_cpus: float = field(1.0, gt=0)
     """Ray CPUs for the learner; also its torch thread count (at least 1)."""
-    replay_capacity: int = 200_000
+    replay_capacity: int = field(200_000, ge=1)
     """Transitions held in the device-resident replay."""
-    min_replay: int = 1000
+    min_replay: int = field(1000, ge=0)
     """No updates before the replay holds this many transitions."""
-    samples_per_insert: float = 256.0
+    samples_per_insert: float = field(256.0, gt=0)
     """Target ratio (updates x batch size) / env steps inserted (relabeled copies do not
     count, so every strategy gets the same updates per env step); 256 with batch 256 is
     one update per env step, as in the HIPI code."""
-    spi_tolerance: float = 0.25
+    spi_tolerance: float = field(0.25, ge=0, lt=1)
     """Relative slack around the ratio: the learner waits for data above
     spi*(1+tol); collection waits below spi*(1-tol)."""
-    updates_per_call: int = 50
+    updates_per_call: int = field(50, ge=1)
     """Updates per learner call (one Ray round trip)."""
-    publish_every: int = 50
+    publish_every: int = field(50, ge=1)
     """Publish policy weights every this many updates."""
-    checkpoint_every: int = 5000
+    checkpoint_every: int = field(5000, ge=1)
     """Checkpoint every this many updates (and at the end)."""
     sac: SACConfig = dataclasses.field(default_factory=SACConfig)
     """Multi-task SAC hyperparameters (family defaults fill what the config leaves unset)."""
 
+    def __post_init__(self) -> None:
+        check_ranges(self)
+        if self.min_replay > self.replay_capacity:
+            raise RangeError("min_replay", self.min_replay, f"[0, replay_capacity={self.replay_capacity}] (never trains)")
+
 
 @dataclasses.dataclass(frozen=True)
 class EvalConfig:
-    every_steps: int = 5000
+    every_steps: int = field(5000, ge=1)
     """Evaluate every this many env steps (and at the end)."""
-    episodes: int = 25
+    episodes: int = field(25, ge=1)
     """Eval episodes; tasks cycle through the family's fixed eval set."""
+
+    def __post_init__(self) -> None:
+        check_ranges(self)
 
 
 @dataclasses.dataclass(frozen=True)
 class ExperimentConfig:
     name: str = "default"
     """Run name; the run directory is LOGDIR/NAME-TIMESTAMP."""
-    seed: int = 0
+    seed: int = field(0, ge=0)
     """Seed of every random generator in the run."""
-    env_steps: int = 20_000
+    env_steps: int = field(20_000, ge=1)
     """Env-step budget of the run."""
     logdir: str = "runs"
     """Where run directories are created."""
+    watchdog_s: float = field(60.0, gt=0)
+    """Warn (console and TensorBoard ``watchdog/*``) when no data has moved for this long,
+    naming where the run is stuck; repeated at most once per period."""
+    placement_wait_s: float = field(120.0, ge=0)
+    """On a cluster (``--address``) that cannot hold every actor at start: seconds to wait
+    for nodes to join (after ``request_resources``) before failing with what was asked
+    for and what the cluster has."""
     env: EnvConfig = dataclasses.field(default_factory=EnvConfig)
     rollout: RolloutConfig = dataclasses.field(default_factory=RolloutConfig)
     store: StoreConfig = dataclasses.field(default_factory=StoreConfig)
     relabel: RelabelConfig = dataclasses.field(default_factory=RelabelConfig)
     learner: LearnerConfig = dataclasses.field(default_factory=LearnerConfig)
     eval: EvalConfig = dataclasses.field(default_factory=EvalConfig)
+
+    def __post_init__(self) -> None:
+        check_ranges(self)
 
 
 def resolve_config_path(name_or_path: str) -> Path:
@@ -161,8 +200,6 @@ def validate(cfg: ExperimentConfig) -> ExperimentConfig:
     strategies = [*strategy_names(), "hipi_rl"]
     if cfg.relabel.strategy not in strategies:
         raise ConfigError(f"relabel.strategy: unknown strategy {cfg.relabel.strategy!r}" + _near(cfg.relabel.strategy, strategies))
-    if cfg.env_steps <= 0:
-        raise ConfigError(f"env_steps must be > 0, got {cfg.env_steps}")
     return cfg
 
 
@@ -180,7 +217,13 @@ def load_config(path: str | None = None, overrides: Sequence[str] = ()) -> Exper
     data: dict[str, Any] = {}
     if path is not None:
         p = resolve_config_path(path)
-        data = yaml.safe_load(p.read_text()) or {}
+        try:
+            data = yaml.safe_load(p.read_text()) or {}
+        except yaml.YAMLError as e:
+            mark = getattr(e, "problem_mark", None)
+            where = f"{p}:{mark.line + 1}:{mark.column + 1}" if mark is not None else str(p)
+            problem = getattr(e, "problem", None) or str(e).splitlines()[0]
+            raise ConfigError(f"{where}: YAML syntax error: {problem}") from None
         if not isinstance(data, dict):
             raise ConfigError(f"{p}: top level must be a mapping")
     cfg = apply_overrides(from_dict(ExperimentConfig, data), overrides)

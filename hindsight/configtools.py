@@ -6,6 +6,17 @@
 
 An unknown key is an error naming the key's full path and the nearest valid ones; a
 value of the wrong type names the key, the expected type and what was given.
+
+Ranges are declared on the field and checked by one generic function:
+
+    @dataclasses.dataclass(frozen=True)
+    class RolloutConfig:
+        num_workers: int = field(2, ge=1)
+        def __post_init__(self) -> None:
+            check_ranges(self)   # RangeError: "rollout.num_workers: 0 is outside [1, inf)"
+
+so a config object out of range cannot be built at all, and the error names the key's
+full path once ``from_dict`` / ``apply_overrides`` add the section prefix.
 """
 
 from __future__ import annotations
@@ -23,6 +34,87 @@ T = TypeVar("T")
 
 class ConfigError(ValueError):
     """A config file or override that cannot be applied; the message names the key."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Range:
+    """Allowed values of a numeric field: lo <= / < x <= / < hi (None: unbounded)."""
+
+    lo: float | None = None
+    hi: float | None = None
+    lo_open: bool = False
+    hi_open: bool = False
+
+    def __contains__(self, x: float) -> bool:
+        if x != x:  # NaN is in no range
+            return False
+        if self.lo is not None and (x <= self.lo if self.lo_open else x < self.lo):
+            return False
+        return not (self.hi is not None and (x >= self.hi if self.hi_open else x > self.hi))
+
+    def __str__(self) -> str:
+        lo = "-inf" if self.lo is None else f"{self.lo:g}"
+        hi = "inf" if self.hi is None else f"{self.hi:g}"
+        return f"{'(' if self.lo_open or self.lo is None else '['}{lo}, {hi}{')' if self.hi_open or self.hi is None else ']'}"
+
+
+class RangeError(ConfigError):
+    """A value outside its field's declared range; ``key`` grows a prefix per section."""
+
+    def __init__(self, key: str, value: Any, allowed: str):
+        self.key, self.value, self.allowed = key, value, allowed
+        super().__init__(f"{key}: {value!r} is outside {allowed}")
+
+    def under(self, prefix: str) -> "RangeError":
+        return RangeError(f"{prefix}.{self.key}" if prefix else self.key, self.value, self.allowed)
+
+
+def field(
+    default: Any = dataclasses.MISSING,
+    *,
+    ge: float | None = None,
+    gt: float | None = None,
+    le: float | None = None,
+    lt: float | None = None,
+    **kwargs: Any,
+) -> Any:
+    """A dataclass field with a declared range (``ge``/``gt`` lower, ``le``/``lt`` upper bound).
+
+    For a tuple/list field the range applies to every element; None is always allowed
+    for an optional field.
+    """
+    if ge is not None and gt is not None or le is not None and lt is not None:
+        raise TypeError("give at most one lower (ge/gt) and one upper (le/lt) bound")
+    rng = Range(lo=gt if gt is not None else ge, hi=lt if lt is not None else le, lo_open=gt is not None, hi_open=lt is not None)
+    return dataclasses.field(default=default, metadata={"range": rng}, **kwargs)
+
+
+def check_ranges(obj: Any) -> None:
+    """Raise RangeError for the first field of ``obj`` outside its declared ``Range``."""
+    for f in dataclasses.fields(obj):
+        rng = f.metadata.get("range")
+        if rng is None:
+            continue
+        value = getattr(obj, f.name)
+        values = value if isinstance(value, (tuple, list)) else (value,)
+        for v in values:
+            if v is None:
+                continue
+            if isinstance(v, bool) or not isinstance(v, (int, float)) or v not in rng:
+                raise RangeError(f.name, value, str(rng))
+
+
+def field_ranges(cls: type, prefix: str = "") -> dict[str, Range]:
+    """Every declared range under ``cls``, by full key (for ``hindsight config``)."""
+    out: dict[str, Range] = {}
+    hints = _hints(cls)
+    for f in dataclasses.fields(cls):
+        key = f"{prefix}{f.name}"
+        if "range" in f.metadata:
+            out[key] = f.metadata["range"]
+        if dataclasses.is_dataclass(hints[f.name]):
+            out.update(field_ranges(hints[f.name], key + "."))
+    return out
 
 
 def _hints(cls: type) -> dict[str, Any]:
@@ -105,6 +197,8 @@ def from_dict(cls: type[T], data: Mapping[str, Any] | None, prefix: str = "") ->
         kwargs[key] = _coerce(path, hints[key], value)
     try:
         obj = cls(**kwargs)
+    except RangeError as e:
+        raise e.under(prefix) from None
     except ConfigError:
         raise
     except (TypeError, ValueError) as e:
@@ -134,7 +228,10 @@ def _set_path(cfg: Any, parts: list[str], raw: Any, full: str) -> Any:
     if len(parts) == 1:
         value = _coerce(full, _hints(type(cfg))[head], raw)
     elif dataclasses.is_dataclass(current):
-        value = _set_path(current, parts[1:], raw, full)
+        try:
+            value = _set_path(current, parts[1:], raw, full)
+        except RangeError as e:  # the inner key is relative to the section
+            raise e.under(head) from None
     elif isinstance(current, dict):
         value = {**current, ".".join(parts[1:]): raw}
     else:

@@ -12,33 +12,35 @@ from __future__ import annotations
 import dataclasses
 from typing import Any
 
+from hindsight.configtools import RangeError, check_ranges, field
+
 
 @dataclasses.dataclass(frozen=True)
 class SACConfig:
     """Twin-Q SAC with a tanh-Gaussian actor and a learned temperature, task-conditioned."""
 
-    hidden_sizes: tuple[int, ...] = (256, 256)
+    hidden_sizes: tuple[int, ...] = field((256, 256), ge=1)
     """Widths of the hidden layers of the actor and of each critic (ReLU)."""
 
-    actor_lr: float = 3e-4
+    actor_lr: float = field(3e-4, gt=0)
     """Adam learning rate of the actor (GH uses 3e-3 on the point envs)."""
 
-    critic_lr: float = 3e-4
+    critic_lr: float = field(3e-4, gt=0)
     """Adam learning rate of the twin critics."""
 
-    alpha_lr: float = 3e-4
+    alpha_lr: float = field(3e-4, gt=0)
     """Adam learning rate of log(alpha) (GH: equal to the actor's)."""
 
-    discount: float = 0.99
+    discount: float = field(0.99, ge=0, le=1)
     """gamma of the Bellman target; take it from the task family (``sac_config_for`` does)."""
 
-    tau: float = 0.005
+    tau: float = field(0.005, gt=0, le=1)
     """Polyak rate of the target critics, applied after every update."""
 
-    batch_size: int = 256
+    batch_size: int = field(256, ge=1)
     """Transitions per gradient step."""
 
-    init_alpha: float = 1.0
+    init_alpha: float = field(1.0, gt=0)
     """Initial temperature (rlkit, CleanRL and tf_agents all start at log alpha = 0)."""
 
     learn_alpha: bool = True
@@ -47,14 +49,14 @@ class SACConfig:
     target_entropy: float | None = None
     """Entropy target of the temperature loss; None means -dim(A)."""
 
-    task_repeat: int = 1
+    task_repeat: int = field(1, ge=1)
     """R: the task vector is tiled R times wherever it is fed (GH ``latent_shape_multiplier``)."""
 
     task_to_all_layers: bool = True
     """Append the tiled task after every hidden layer too, not only to the input
     (GH ``latent_to_all_layers``, GH appendix B). Off reproduces the plain [s, z] input."""
 
-    reward_scale: float = 1.0
+    reward_scale: float = field(1.0, gt=0)
     """Multiplies rewards in the Bellman target (GH and HIPI: 1)."""
 
     log_std_min: float = -20.0
@@ -63,10 +65,10 @@ class SACConfig:
     log_std_max: float = 2.0
     """Upper clamp of the actor's log standard deviation (rlkit)."""
 
-    q_last_init: float = 3e-3
+    q_last_init: float = field(3e-3, ge=0)
     """Critic output layer weights and bias ~ U(-q_last_init, q_last_init) (rlkit ``init_w``)."""
 
-    pi_last_init: float = 1e-3
+    pi_last_init: float = field(1e-3, ge=0)
     """Actor output layer (mean and log-std) weights and bias ~ U(-pi_last_init, pi_last_init)."""
 
     hidden_bias_init: float = 0.1
@@ -74,20 +76,11 @@ class SACConfig:
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "hidden_sizes", tuple(int(h) for h in self.hidden_sizes))
-        if not self.hidden_sizes or min(self.hidden_sizes) < 1:
-            raise ValueError(f"SACConfig.hidden_sizes must be non-empty and positive, got {self.hidden_sizes}")
-        if self.task_repeat < 1:
-            raise ValueError(f"SACConfig.task_repeat must be >= 1, got {self.task_repeat}")
-        if not 0.0 < self.tau <= 1.0:
-            raise ValueError(f"SACConfig.tau must be in (0, 1], got {self.tau}")
-        if not 0.0 <= self.discount <= 1.0:
-            raise ValueError(f"SACConfig.discount must be in [0, 1], got {self.discount}")
-        if self.init_alpha <= 0.0:
-            raise ValueError(f"SACConfig.init_alpha must be > 0, got {self.init_alpha}")
-        if self.batch_size < 1:
-            raise ValueError(f"SACConfig.batch_size must be >= 1, got {self.batch_size}")
+        check_ranges(self)  # the declared ranges above
+        if not self.hidden_sizes:
+            raise RangeError("hidden_sizes", self.hidden_sizes, "non-empty lists of widths >= 1")
         if self.log_std_min >= self.log_std_max:
-            raise ValueError("SACConfig.log_std_min must be below log_std_max")
+            raise RangeError("log_std_min", self.log_std_min, f"(-inf, log_std_max={self.log_std_max})")
 
     def entropy_target(self, action_dim: int) -> float:
         """The resolved target entropy: ``target_entropy`` or -dim(A)."""
