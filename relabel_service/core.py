@@ -36,6 +36,8 @@ class Trajectory:
     truncated: bool  # the episode hit its time limit
     reward_inputs: np.ndarray  # [T, I]
     created_at: float  # unix seconds
+    task_id: int = -1  # meta families: row of the commanded task in family.train_tasks(); -1 otherwise
+    phase: str = ""  # meta-RL collection phase: "initial" | "prior" | "posterior" | "extra_rl" ("" otherwise)
 
     @property
     def length(self) -> int:

@@ -367,7 +367,7 @@ def test_family_hyperparameters_follow_the_reference_configs():
     assert (cv.kl_lambda, cv.reward_scale, cv.meta_batch, cv.batch_size, cv.latent_dim) == (0.1, 5.0, 16, 256, 5)
     assert (cs.num_tasks_sample, cs.num_steps_posterior, cs.num_extra_rl_steps_posterior) == (5, 0, 600)
     ss = schedule_for("cheetah_vel_sparse")
-    assert (ss.num_tasks_sample, ss.num_steps_posterior, ss.num_extra_rl_steps_posterior) == (10, 600, 0)
+    assert (ss.num_tasks_sample, ss.num_steps_posterior, ss.num_extra_rl_steps_posterior) == (5, 600, 0)
     ag = pearl_config_for("ant_goal_sparse")
     assert (ag.kl_lambda, ag.embedding_batch_size) == (1.0, 256)
     assert schedule_for("ant_goal_sparse").utility_batch_size == 64

@@ -161,7 +161,7 @@ _FAMILY_DEFAULTS: dict[str, tuple[dict[str, Any], dict[str, Any]]] = {
     ),
     "cheetah_vel_sparse": (
         {},
-        {"num_iterations": 160, "num_tasks_sample": 10, "num_steps_prior": 400, "num_steps_posterior": 600,
+        {"num_iterations": 160, "num_tasks_sample": 5, "num_steps_prior": 400, "num_steps_posterior": 600,
          "num_extra_rl_steps_posterior": 0, "utility_batch_size": 256},
     ),
     "cheetah_highdim": (

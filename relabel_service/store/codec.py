@@ -14,7 +14,7 @@ Payload layout (format version 1): one msgpack array
      bin(reward_inputs)]
 
     meta = msgpack map {"episode_id", "worker_id", "policy_version", "family",
-                        "truncated", "created_at",
+                        "truncated", "created_at", "task_id", "phase",
                         "arrays": [[field, dtype.str, shape], ...]}   # order of the bins
 
 Why the arrays are top-level ``bin`` items and meta is itself wrapped in a ``bin``:
@@ -95,6 +95,8 @@ def encode(traj: Trajectory) -> bytes:
         "family": str(traj.family),
         "truncated": bool(traj.truncated),
         "created_at": float(traj.created_at),
+        "task_id": int(traj.task_id),
+        "phase": str(traj.phase),
         "arrays": [[f, a.dtype.str, list(a.shape)] for f, a in zip(ARRAY_FIELDS, arrays)],
     }
     meta_bytes = msgpack.packb(meta, use_bin_type=True)
@@ -190,6 +192,8 @@ def decode(buf: Any) -> Trajectory:
             family=meta["family"],
             truncated=meta["truncated"],
             created_at=meta["created_at"],
+            task_id=meta.get("task_id", -1),  # absent in records written before meta-RL
+            phase=meta.get("phase", ""),
             **arrays,
         )
     except KeyError as exc:
