@@ -6,7 +6,8 @@
     family_table()                              # rows for ``hindsight envs``
 
 Registered: the GH point envs (``envs.point``), the MuJoCo families
-(``envs.mujoco_families``) and, when present, the tiny test families of ``envs.testing``.
+(``envs.mujoco_families``), HFR's meta-RL families (``envs.meta_families``) and, when
+present, the tiny test families of ``envs.testing``.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from typing import Any, NamedTuple
 
 from envs.bias import RewardBias, with_reward_bias
 from envs.core import StepBatch, TaskFamily, UnknownFamilyError
+from envs.meta_families import AntGoalSparse, CheetahHighdim, CheetahVel, CheetahVelSparse, FourCorners
 from envs.mujoco_families import AntDirection, HalfCheetahMultiObjective, ReacherGoal, WalkerLinear
 from envs.point import PointReacher, PointTrajectory
 
@@ -63,7 +65,10 @@ def _register_module(module: str) -> None:
             register(obj)
 
 
-_BUILTIN = (PointTrajectory, PointReacher, HalfCheetahMultiObjective, AntDirection, WalkerLinear, ReacherGoal)
+_BUILTIN = (
+    PointTrajectory, PointReacher, HalfCheetahMultiObjective, AntDirection, WalkerLinear, ReacherGoal,
+    CheetahVel, CheetahVelSparse, CheetahHighdim, AntGoalSparse, FourCorners,
+)
 for _cls in _BUILTIN:
     register(_cls)
 _register_module("envs.testing")  # owned by the lead; optional
