@@ -189,6 +189,15 @@ class UtilityValueFunction:
         a, _ = self.actor.sample(s, zz, self.generator)
         return torch.amin(self.critic(s, a, zz), dim=0).reshape(k, n).double().numpy()
 
+    @torch.inference_mode()
+    def q_of(self, states: np.ndarray, actions: np.ndarray, z: np.ndarray) -> np.ndarray:
+        """min_e Q_e(s, a, z) of GIVEN actions: states [K, N, O], actions [K, N, A], z [K, Z] -> [K, N]."""
+        k, n, _ = states.shape
+        s = torch.as_tensor(np.asarray(states, np.float32)).reshape(k * n, -1)
+        a = torch.as_tensor(np.asarray(actions, np.float32)).reshape(k * n, -1)
+        zz = torch.as_tensor(np.asarray(z, np.float32))[:, None].expand(k, n, -1).reshape(k * n, -1)
+        return torch.amin(self.critic(s, a, zz), dim=0).reshape(k, n).double().numpy()
+
     def context(self, obs: np.ndarray, action: np.ndarray, reward: np.ndarray,
                 next_obs: np.ndarray | None = None) -> np.ndarray:
         """Context rows [..., D_c] of recorded steps under some reward (float32)."""

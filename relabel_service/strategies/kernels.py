@@ -422,3 +422,38 @@ def her_final_goals(family: TaskFamily, trajs: Sequence[Trajectory]) -> np.ndarr
 def relabel_mask(rng: np.random.Generator, shape: tuple[int, ...], ratio: float) -> np.ndarray:
     """bool [shape]: True with probability ratio (exactly all False at 0, all True at 1)."""
     return rng.random(shape) < ratio
+
+
+# ---- HFR (Eq. 8) ---------------------------------------------------------------------------------
+def hfr_log_partition(U_ref: np.ndarray, temperature: float = 1.0) -> np.ndarray:
+    """log Z(psi_j) = log (1/L) sum_l exp(U_psi_j(tau_l) / temperature) over L reference
+    utilities of each task (HFR Alg. 1 ``GetLogPartition``; the reference uses L = 20
+    contexts of psi's own original data): U_ref [J, L] -> [J]."""
+    if not temperature > 0:
+        raise ValueError(f"temperature must be > 0, got {temperature}")
+    U_ref = np.asarray(U_ref, dtype=np.float64)
+    if U_ref.ndim != 2 or U_ref.shape[1] == 0:
+        raise ValueError(f"hfr_log_partition: U_ref must be [J, L] with L >= 1, got {U_ref.shape}")
+    x = U_ref / temperature
+    return _np_logsumexp(x, axis=1)[:, 0] - np.log(x.shape[1])
+
+
+def hfr_log_probs(U: np.ndarray, log_Z: np.ndarray, temperature: float = 1.0) -> np.ndarray:
+    """log q(psi_j | tau_i) of HFR Eq. 8 with a uniform prior over the J training tasks:
+
+        q(psi_j | tau_i) ∝ exp(U_ij / temperature - log Z_j),   U [B, J], log_Z [J] -> [B, J],
+
+    rows log-softmax normalised over j. ``log_Z`` must be on the tempered scale
+    (``hfr_log_partition(U_ref, temperature)``), so adding a constant c to every utility
+    of task j (U[:, j] and its reference utilities) shifts log Z_j by c / temperature and
+    leaves q unchanged. The reference samples at temperature 1 on Q values that carry the
+    reward scale (REFERENCE-CODE.md §5).
+    """
+    if not temperature > 0:
+        raise ValueError(f"temperature must be > 0, got {temperature}")
+    U = np.asarray(U, dtype=np.float64)
+    log_Z = np.asarray(log_Z, dtype=np.float64)
+    if U.ndim != 2 or log_Z.shape != (U.shape[1],):
+        raise ValueError(f"hfr_log_probs: U must be [B, J] and log_Z [J], got {U.shape} and {log_Z.shape}")
+    logits = U / temperature - log_Z[None, :]
+    return logits - _np_logsumexp(logits, axis=1)
