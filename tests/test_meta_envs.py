@@ -143,6 +143,7 @@ def test_env_reward_equals_family_reward(name: str) -> None:
         T = len(roll.rewards)
         own = np.repeat(task[None], T, axis=0)
         np.testing.assert_allclose(roll.rewards, fam.rewards_for(roll.steps, own), rtol=1e-12, atol=1e-12)
+        np.testing.assert_allclose(roll.rewards, fam.rewards(roll.steps, task[None])[:, 0], rtol=1e-12, atol=1e-12)
         np.testing.assert_array_equal(roll.terminated, fam.terminals_for(roll.steps, own))
         assert roll.steps.obs.shape == (T, fam.obs_dim)
         np.testing.assert_array_equal(roll.steps.obs[1:], roll.steps.next_obs[:-1])
