@@ -21,8 +21,12 @@ family's widths instead of being simulated.
   one trajectory (the percentile/selection part is timed whole); reported as such.
 
 Also: AIR on a non-linear family (``point_reacher``, the GH settings N = 500, K = 100,
-T = 20), and the rate of every other strategy on a family it applies to (HER on
-``reacher_goal``), each with and without ``to_transitions``.
+T = 20), with fresh candidates per request (GH) and with the shared candidate pool
+(``air_candidates="pool"``, ``strategies/pool.py``), and the rate of every other strategy
+on a family it applies to (HER on ``reacher_goal``), each with and without
+``to_transitions``. ``capacity``: each strategy's rate over what the rollout workers of
+the family's deploy config produce (measured here: one worker with the policy in the
+loop, times the number of workers).
 """
 
 from __future__ import annotations
@@ -127,21 +131,29 @@ def _naive_air_seconds_per_trajectory(
 
 
 def _air_block(
-    family_name: str, N: int, K: int, T: int, batch_sizes: Sequence[int], reps: int, naive_pairs: int
+    family_name: str, N: int, K: int, T: int, batch_sizes: Sequence[int], reps: int, naive_pairs: int,
+    candidates: str = "fresh",
 ) -> dict[str, Any]:
     family = get_family(family_name)
     rng = np.random.default_rng(0)
-    stream = synth_trajectories(family, N + reps * max(batch_sizes), T, rng, prefix=family_name)
+    # the pool's steady state needs a few refresh periods of requests to be representative
+    steady_reps = reps if candidates == "fresh" else max(reps, 24)
+    stream = synth_trajectories(family, N + (steady_reps + 1) * max(batch_sizes), T, rng, prefix=family_name)
     reference = stream[:N]
-    cfg = StrategyConfig(num_candidates=K)
-    out: dict[str, Any] = {"family": family_name, "linear": family.linear, "N": N, "K": K, "T": T}
+    cfg = StrategyConfig(num_candidates=K, air_candidates=candidates)
+    out: dict[str, Any] = {
+        "family": family_name, "linear": family.linear, "N": N, "K": K, "T": T, "air_candidates": candidates,
+    }
     for M in batch_sizes:
         # cold: no cache, every reference trajectory's returns computed inside the call
         new = reference[:M]  # the reference set includes the new trajectories (GH Alg. 2)
         request = RelabelRequest(family, new, discount=family.discount, reference=reference)
-        cold = _median_seconds(lambda: STRATEGIES["air"](request, np.random.default_rng(1), cfg), reps)
+        # (a fresh make_strategy per call: an empty pool / cache, as on a worker's first call)
+        cold = _median_seconds(lambda: make_strategy("air", dataclasses.replace(cfg, feature_cache_size=0))(
+            request, np.random.default_rng(1)), reps)
         cold_full = _median_seconds(
-            lambda: to_transitions(family, new, STRATEGIES["air"](request, np.random.default_rng(1), cfg)),
+            lambda: to_transitions(family, new, make_strategy("air", dataclasses.replace(cfg, feature_cache_size=0))(
+                request, np.random.default_rng(1))),
             reps,
         )
         # steady state of a relabel worker: the strategy from make_strategy (feature-sum
@@ -151,7 +163,7 @@ def _air_block(
         strategy(RelabelRequest(family, reference[:M], discount=family.discount, reference=reference),
                  np.random.default_rng(0))
         times = []
-        for r in range(reps):
+        for r in range(steady_reps):
             hi = N + (r + 1) * M
             new_r, ref_r = stream[hi - M : hi], stream[hi - N : hi]
             req = RelabelRequest(family, new_r, discount=family.discount, reference=ref_r)
@@ -224,16 +236,86 @@ def run(quick: bool = False, strategies: Sequence[str] | None = None) -> dict[st
             NONLINEAR_FAMILY, N=500, K=100, T=20, batch_sizes=(1, 16), reps=reps,
             naive_pairs=500 if quick else 5000,
         )
+        # the shared candidate pool (StrategyConfig.air_candidates="pool")
+        result["air_nonlinear_pool"] = _air_block(
+            NONLINEAR_FAMILY, N=500, K=100, T=20, batch_sizes=(1, 16), reps=reps,
+            naive_pairs=500 if quick else 5000, candidates="pool",
+        )
+        result["air_linear_pool"] = _air_block(
+            AIR_FAMILY, N=500, K=100, T=1000, batch_sizes=(1, 16), reps=reps,
+            naive_pairs=200 if quick else 1000, candidates="pool",
+        )
         # headline: one new HalfCheetah trajectory per request (the GH cheetah setting),
         # a relabel worker in steady state, transitions included
         result["ratio"] = result["air_linear"]["M=1"]["steady_speedup_vs_naive"]
         result["ratio_cold_M1"] = result["air_linear"]["M=1"]["cold_speedup_vs_naive"]
         result["ratio_cold_M16"] = result["air_linear"]["M=16"]["cold_speedup_vs_naive"]
         result["target_ratio"] = 200.0
+        speedups = {
+            f"{block}/M={M}/{kind}": result[block][f"M={M}"][f"{kind}_speedup_vs_naive"]
+            for block in ("air_linear", "air_nonlinear", "air_nonlinear_pool", "air_linear_pool")
+            for M in (1, 16) for kind in ("steady", "cold")
+        }
+        result["speedups"] = speedups
+        # every case the issue names: M = 16 cold and steady everywhere, M = 1 with the pool
+        result["min_speedup_required_cases"] = min(
+            v for k, v in speedups.items() if "M=16" in k or "pool" in k or k.startswith("air_linear/")
+        )
     result["strategies"] = _strategy_rates(names, M=16, reps=reps, quick=quick)
     if strategies is None or "hipi_rl" in strategies:
         result["strategies"]["hipi_rl"] = _hipi_rl_rates(reps=3 if quick else 5, quick=quick)
+    result["capacity"] = _capacity(result, quick)
     return result
+
+
+#: the deploy config whose rollout settings (workers x envs) count as the paper setting
+_CONFIG_OF = {AIR_FAMILY: "half_cheetah_mo", GOAL_FAMILY: "reacher_goal", NONLINEAR_FAMILY: "point_reacher"}
+
+
+def _rollout_trajectories_per_s(family_name: str) -> dict[str, Any]:
+    """What the rollout workers of the family's deploy config produce: one worker with its
+    envs and the policy in the loop, timed over one round, times the number of workers
+    (each on its own core)."""
+    import torch
+
+    from actors.rollout import RolloutWorker
+    from hindsight.config import load_config
+
+    torch.set_num_threads(1)
+    cfg = load_config(_CONFIG_OF[family_name])
+    W, E = cfg.rollout.num_workers, cfg.rollout.envs_per_worker
+    worker = RolloutWorker(worker_id=0, family=family_name, num_envs=E, net_cfg=cfg.learner.sac, seed=0)
+    worker.collect_episodes()  # warm-up
+    t0 = time.perf_counter()
+    trajs, _ = worker.collect_episodes()
+    per_worker = len(trajs) / (time.perf_counter() - t0)
+    return {"config": _CONFIG_OF[family_name], "workers": W, "envs_per_worker": E,
+            "trajectories_per_s": round(W * per_worker, 2)}
+
+
+def _capacity(result: dict[str, Any], quick: bool) -> dict[str, Any]:
+    """Relabel capacity (one relabel worker, trajectories/s with transitions, 16 new
+    trajectories per call) over what the rollout workers produce at the deploy config's
+    settings, per strategy (target >= 5)."""
+    production = {f: _rollout_trajectories_per_s(f) for f in (AIR_FAMILY, GOAL_FAMILY, NONLINEAR_FAMILY)}
+    rows: dict[str, Any] = {}
+
+    def row(name: str, family_name: str, rate: float) -> None:
+        made = production[family_name]["trajectories_per_s"]
+        rows[name] = {"family": family_name, "relabel_trajectories_per_s": rate,
+                      "rollout_trajectories_per_s": made, "ratio": round(rate / made, 1)}
+
+    for name, r in result.get("strategies", {}).items():
+        if name != "hipi_rl":
+            row(name, r["family"], r["trajectories_per_s_with_transitions"])
+    if "air_linear" in result:
+        # M = 16 new trajectories per request: what a relabel worker takes per call once
+        # trajectories arrive faster than it relabels them (batch_trajectories per shard)
+        for block, fam in (("air_linear", AIR_FAMILY), ("air_nonlinear", NONLINEAR_FAMILY),
+                           ("air_nonlinear_pool", NONLINEAR_FAMILY)):
+            row(f"{block} (M=16)", fam, result[block]["M=16"]["steady_trajectories_per_s_with_transitions"])
+    return {"production": production, "strategies": rows,
+            "min_ratio": min((r["ratio"] for r in rows.values()), default=None), "target_ratio": 5.0}
 
 
 def _hipi_rl_rates(reps: int, quick: bool) -> dict[str, Any]:

@@ -18,7 +18,7 @@ from typing import Any, Callable, Sequence
 import numpy as np
 
 from envs import get_family
-from relabel_service.core import RelabelRequest, TransitionBatch, ValueFn
+from relabel_service.core import RelabelRequest, Trajectory, TransitionBatch, ValueFn
 from relabel_service.strategies import make_strategy
 from relabel_service.strategies.config import StrategyConfig
 from relabel_service.strategies.transitions import to_transitions
@@ -30,6 +30,19 @@ ValueFnFactory = Callable[[Any], ValueFn]
 NEEDS_VALUE = {"advantage"}
 #: strategies whose tie-break uses V when it is available
 USES_VALUE = {"air", "advantage"}
+
+
+def most_recent(trajs: Sequence[Trajectory], n: int) -> list[Trajectory]:
+    """The n most recent of ``trajs`` by ``created_at``, oldest first, each episode_id once.
+
+    A stable sort: trajectories created at the same instant keep their given order, so
+    with the store's oldest-first ``recent`` followed by the newly read ones the later
+    arrivals count as newer."""
+    seen: dict[str, Trajectory] = {}
+    for t in trajs:
+        seen.setdefault(t.episode_id, t)
+    ordered = sorted(seen.values(), key=lambda t: t.created_at)
+    return ordered[max(0, len(ordered) - n) :] if n > 0 else []
 
 
 class RelabelWorker:
@@ -94,10 +107,10 @@ class RelabelWorker:
         if self.cfg.reference_size > 0 and self.strategy_name == "air":
             if self.calls % self.reference_refresh == 0 or not self.reference:
                 self.reference = self.store.recent(self.cfg.reference_size)
-            # The N most recent trajectories include the new ones (GH Alg. 2).
-            new_ids = {t.episode_id for t in trajs}
-            older = [t for t in self.reference if t.episode_id not in new_ids]
-            reference = (list(trajs) + older)[: self.cfg.reference_size]
+            # GH Alg. 2: the N most recent trajectories, the new ones included. Between
+            # refreshes the trajectories read since join the set and the oldest leave it.
+            self.reference = most_recent([*self.reference, *trajs], self.cfg.reference_size)
+            reference = self.reference
         self.calls += 1
         request = RelabelRequest(
             family=self.family,

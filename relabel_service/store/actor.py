@@ -190,7 +190,7 @@ class TrajectoryStore:
         """The n newest trajectories over all shards by ``created_at``, oldest first."""
         trajs = [codec.decode(p) for recs in self._gather([(s, "recent", (n,)) for s in range(self.num_shards)]) for p in recs]
         trajs.sort(key=lambda t: t.created_at)
-        return trajs[len(trajs) - n :] if n > 0 else []
+        return trajs[max(0, len(trajs) - n) :] if n > 0 else []
 
     def sample(self, n: int, seed: int | None = None) -> list[Trajectory]:
         """min(n, total) distinct trajectories drawn uniformly over all shards (seeded)."""
@@ -207,7 +207,7 @@ class TrajectoryStore:
         calls = [(s, "by_task", (family, task, n, atol)) for s in range(self.num_shards)]
         trajs = [codec.decode(p) for recs in self._gather(calls) for p in recs]
         trajs.sort(key=lambda t: t.created_at)
-        return trajs if n is None else trajs[len(trajs) - n :] if n > 0 else []
+        return trajs if n is None else trajs[max(0, len(trajs) - n) :] if n > 0 else []
 
     def stats(self) -> dict[str, Any]:
         """Per-shard stats plus totals (records, bytes, per-family records and steps)."""

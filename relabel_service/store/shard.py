@@ -261,7 +261,7 @@ class Shard:
             ]
         seqs = sorted(s for t in tids for s in self._tasks[t].seqs)
         if n is not None:
-            seqs = seqs[len(seqs) - n :] if n > 0 else []
+            seqs = seqs[max(0, len(seqs) - n) :] if n > 0 else []
         return self._read_positions([self._pos(s) for s in seqs])
 
     def task_counts(self) -> list[tuple[str, list[float], int]]:

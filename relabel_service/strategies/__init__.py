@@ -33,6 +33,7 @@ from envs.core import TaskFamily
 from relabel_service.core import RelabelRequest, RelabelResult, RelabelStrategy, Trajectory, concat_steps
 from relabel_service.strategies import kernels
 from relabel_service.strategies.config import StrategyConfig
+from relabel_service.strategies.pool import CandidatePool
 from relabel_service.strategies.transitions import to_transitions
 
 __all__ = [
@@ -169,6 +170,7 @@ def relabel_air(
     rng: np.random.Generator,
     cfg: StrategyConfig = _DEFAULT,
     cache: kernels.FeatureSumCache | None = None,
+    pool: CandidatePool | None = None,
 ) -> RelabelResult:
     """Approximate IRL relabeling (GH Alg. 2, Eq. 4; REFERENCE-CODE §2).
 
@@ -182,19 +184,44 @@ def relabel_air(
     (the GH buffer stores that duplicate too). ``cache`` (bound by ``make_strategy``)
     keeps linear families' discounted feature sums between requests; it never changes
     the result.
+
+    ``pool`` (bound by ``make_strategy`` when ``cfg.air_candidates == "pool"``): the K - M
+    prior samples come from a ``CandidatePool`` shared by consecutive requests, which also
+    keeps the reference trajectories' returns under them (``strategies/pool.py``); the
+    decision for the candidates used is the same.
     """
     family, new = _check(request, "air")
     if not new:
         return RelabelResult(copies=[], keep_original=True)
     M = len(new)
     own = _own_tasks(family, new)
-    n_fresh = max(cfg.num_candidates - M, 0)
-    candidates = np.concatenate([family.sample_tasks(rng, n_fresh), own]) if n_fresh else own
-    K = len(candidates)
     reference = _unique(request.reference) or new
-    R_new, R_ref = _returns_new_and_reference(
-        family, new, reference, candidates, request.discount, cfg.max_reward_elements, cache
-    )
+    if pool is not None:
+        candidates, R_new, R_ref = pool.returns(
+            family, new, reference, own, request.discount, rng, cfg.num_candidates,
+            cfg.max_reward_elements, cache,
+        )
+    else:
+        n_fresh = max(cfg.num_candidates - M, 0)
+        candidates = np.concatenate([family.sample_tasks(rng, n_fresh), own]) if n_fresh else own
+        R_new, R_ref = _returns_new_and_reference(
+            family, new, reference, candidates, request.discount, cfg.max_reward_elements, cache
+        )
+    return _air_decide(request, new, reference, candidates, R_new, R_ref, cfg)
+
+
+def _air_decide(
+    request: RelabelRequest,
+    new: Sequence[Trajectory],
+    reference: Sequence[Trajectory],
+    candidates: np.ndarray,
+    R_new: np.ndarray,
+    R_ref: np.ndarray,
+    cfg: StrategyConfig,
+) -> RelabelResult:
+    """AIR's choice given the candidates [K, Z] (the own M tasks last) and the returns of
+    the new [M, K] and reference [N, K] trajectories under them."""
+    M, K = len(new), len(candidates)
     percentiles = kernels.air_percentiles(R_new, R_ref)  # [M, K]
     if request.value_fn is not None:
         V = _values(request, new, np.repeat(candidates[None], M, axis=0))  # tasks [M, K, Z]
@@ -202,7 +229,7 @@ def relabel_air(
         V = np.zeros((M, K))
     advantages = kernels.advantage_scores(R_new, V)
     chosen = kernels.air_select(percentiles, advantages, min(cfg.num_to_take, K))  # [M, m]
-    own_index = n_fresh + np.arange(M)
+    own_index = K - M + np.arange(M)
     rows = np.arange(M)[:, None]
     return RelabelResult(
         copies=_trajectory_copies(new, candidates[chosen]),
@@ -425,9 +452,12 @@ def make_strategy(name: str, cfg: StrategyConfig | None = None) -> RelabelStrate
 
     For air it also binds a fresh ``FeatureSumCache`` (``cfg.feature_cache_size``), so a
     worker holding the strategy computes each reference trajectory's discounted feature
-    sum once; the decisions are the same as without it."""
+    sum once (the decisions are the same as without it), and with
+    ``cfg.air_candidates == "pool"`` a ``CandidatePool`` of K - 1 prior tasks."""
     fn = get_strategy(name)
     cfg = cfg if cfg is not None else _DEFAULT
-    if fn is relabel_air and cfg.feature_cache_size > 0:
-        return functools.partial(fn, cfg=cfg, cache=kernels.FeatureSumCache(cfg.feature_cache_size))
+    if fn is relabel_air:
+        cache = kernels.FeatureSumCache(cfg.feature_cache_size) if cfg.feature_cache_size > 0 else None
+        pool = CandidatePool(max(cfg.num_candidates - 1, 0), cfg.air_pool_refresh) if cfg.air_candidates == "pool" else None
+        return functools.partial(fn, cfg=cfg, cache=cache, pool=pool)
     return functools.partial(fn, cfg=cfg)

@@ -11,6 +11,7 @@ Every strategy reads only the fields it needs; the defaults are the papers' sett
 from __future__ import annotations
 
 import dataclasses
+from typing import Literal
 
 from hindsight.configtools import check_ranges, field
 
@@ -25,10 +26,22 @@ class StrategyConfig:
     """m: relabeled copies per trajectory for air / advantage / max_reward (GH uses 1)."""
     reference_size: int = field(500, ge=0)
     """N: size of the reference set the relabel worker puts in ``request.reference`` for
-    air (the N most recent trajectories, including the new ones; GH ``--cache``). Strategies
+    air (the N most recent trajectories by creation time, the new ones included; GH
+    ``--cache``). Strategies
     use whatever reference they are given; this field only tells the worker how many to
     fetch. 0: no reference set, air ranks among the request's own trajectories (GH without
     ``--cache``)."""
+    air_candidates: Literal["fresh", "pool"] = "fresh"
+    """air: where the K - M prior candidates come from. ``fresh`` (default; GH Alg. 2 and the
+    GH code): new prior samples in every request, so all N reference trajectories are
+    re-rewarded under all K candidates each time. ``pool``: a pool of K - 1 prior samples
+    shared by consecutive requests, rolled over every ``air_pool_refresh`` requests, with
+    the reference trajectories' returns under it kept between requests (a trajectory
+    entering the reference set adds a row, one leaving it drops its row); the decision for
+    the candidates a request uses is the same AIR decision (``strategies/pool.py``)."""
+    air_pool_refresh: int = field(8, ge=1)
+    """air with ``air_candidates="pool"``: every request redraws ceil((K - 1) / this) pool
+    tasks (the oldest), so the whole pool is renewed every this many requests."""
     temperature: float = field(1.0, gt=0)
     """hipi / hipi_rl: logits are divided by the temperature (the paper's Eq. 7 and the HIPI
     code use 1)."""
@@ -66,3 +79,5 @@ class StrategyConfig:
 
     def __post_init__(self) -> None:
         check_ranges(self)
+        if self.air_candidates not in ("fresh", "pool"):
+            raise ValueError(f"air_candidates must be 'fresh' or 'pool', got {self.air_candidates!r}")

@@ -1,0 +1,148 @@
+"""AIR's shared candidate pool (``air_candidates="pool"``) and the relabel worker's reference set.
+
+The pool keeps the reference trajectories' returns under shared prior candidates between
+requests; every number it hands to the AIR decision must equal the returns computed from
+scratch for the same candidates, and the decision must be AIR's (percentile, then
+advantage) for those candidates. The reference set must be the N most recent
+trajectories, the new ones included, across the worker's refreshes (issue 10).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import uuid
+
+import numpy as np
+import pytest
+import ray
+
+from envs.testing import TestGoal, TestLinear
+from relabel_service.core import RelabelRequest, Trajectory
+from relabel_service.strategies import StrategyConfig, make_strategy
+from relabel_service.strategies import kernels as K
+from relabel_service.strategies.pool import CandidatePool
+from relabel_service.worker import RelabelWorker, most_recent
+
+GOAL, LINEAR = TestGoal(), TestLinear()
+
+
+def random_trajs(family, n: int, seed: int, t0: float = 0.0, prefix: str = "t") -> list[Trajectory]:
+    """n trajectories of random steps (ragged lengths), created at t0, t0 + 1, ..."""
+    rng = np.random.default_rng(seed)
+    tasks = family.sample_tasks(rng, n)
+    out = []
+    for i in range(n):
+        T = int(rng.integers(1, family.horizon + 1))
+        out.append(Trajectory(
+            episode_id=f"{prefix}{seed}-{i}", worker_id=0, policy_version=0, family=family.name,
+            task=tasks[i], obs=rng.uniform(-1, 1, (T + 1, family.obs_dim)),
+            actions=rng.uniform(-1, 1, (T, family.action_dim)), rewards=np.zeros(T),
+            terminated=np.zeros(T, dtype=bool), truncated=True,
+            reward_inputs=np.zeros((T, family.reward_input_dim)), created_at=t0 + i,
+        ))
+    return out
+
+
+@pytest.mark.parametrize("family", [GOAL, LINEAR], ids=["nonlinear", "linear"])
+def test_pool_returns_equal_returns_from_scratch(family):
+    """Sliding window of N = 12 references, M = 3 new per request, K = 9, refresh 4."""
+    trajs = random_trajs(family, 40, seed=1)
+    pool = CandidatePool(size=8, refresh=4)
+    rng = np.random.default_rng(0)
+    seen_tasks = []
+    for hi in range(12, 40, 3):
+        new, reference = trajs[hi - 3 : hi], trajs[hi - 12 : hi]
+        own = np.stack([t.task for t in new])
+        cands, R_new, R_ref = pool.returns(family, new, reference, own, 0.9, rng, num_candidates=9)
+        assert cands.shape == (9, family.task_dim)
+        np.testing.assert_array_equal(cands[-3:], own)  # the batch's own tasks come last
+        np.testing.assert_allclose(R_ref, K.discounted_returns(family, reference, cands, 0.9), rtol=1e-12, atol=1e-12)
+        np.testing.assert_allclose(R_new, K.discounted_returns(family, new, cands, 0.9), rtol=1e-12, atol=1e-12)
+        seen_tasks.append(pool.tasks.copy())
+    # incremental: after the first request only the 3 new rows and 2 = ceil(8/4) columns per request
+    requests = len(seen_tasks)
+    assert pool.rows_computed == 12 + 3 * (requests - 1)
+    assert pool.columns_computed == math.ceil(8 / 4) * (requests - 1)
+    # the whole pool is renewed every `refresh` requests, and only the oldest tasks change
+    first, after_one, after_four = seen_tasks[0], seen_tasks[1], seen_tasks[4]
+    assert (np.any(first != after_one, axis=1)).sum() == 2
+    assert np.all(np.any(first != after_four, axis=1))
+
+
+def naive_air_choice(family, new, reference, cands, discount):
+    R_ref = K.discounted_returns_naive(family, reference, cands, discount)
+    out = []
+    for traj in new:
+        R = K.discounted_returns_naive(family, [traj], cands, discount)[0]
+        out.append(max(range(len(cands)), key=lambda k: (np.sum(R[k] >= R_ref[:, k]) / len(reference), R[k], -k)))
+    return out
+
+
+@pytest.mark.parametrize("family", [GOAL, LINEAR], ids=["nonlinear", "linear"])
+def test_air_pool_decides_as_air_on_its_candidates(family):
+    trajs = random_trajs(family, 30, seed=2)
+    cfg = StrategyConfig(num_candidates=10, air_candidates="pool", air_pool_refresh=3)
+    strategy = make_strategy("air", cfg)
+    for hi in range(8, 30, 2):
+        new, reference = trajs[hi - 2 : hi], trajs[max(0, hi - 8) : hi]
+        result = strategy(RelabelRequest(family, new, discount=family.discount, reference=reference),
+                          np.random.default_rng(hi))
+        cands = strategy.keywords["pool"].tasks[:8]
+        cands = np.concatenate([cands, np.stack([t.task for t in new])])
+        expect = naive_air_choice(family, new, reference, cands, family.discount)
+        np.testing.assert_array_equal(result.stats["chosen_index"][:, 0], expect)
+        np.testing.assert_allclose(result.stats["chosen_tasks"][:, 0], cands[expect])
+        assert result.stats["num_candidates"] == 10
+
+
+def test_pool_config_is_checked():
+    with pytest.raises(ValueError, match="air_candidates"):
+        StrategyConfig(air_candidates="shared")
+    with pytest.raises(ValueError, match="air_pool_refresh"):
+        StrategyConfig(air_pool_refresh=0)
+
+
+def test_most_recent_keeps_the_newest_oldest_first():
+    trajs = random_trajs(GOAL, 6, seed=3)
+    shuffled = [trajs[i] for i in (4, 0, 5, 2, 1, 3)] + trajs[:2]  # duplicates count once
+    assert [t.episode_id for t in most_recent(shuffled, 4)] == [t.episode_id for t in trajs[2:]]
+    assert [t.episode_id for t in most_recent(trajs[:3], 10)] == [t.episode_id for t in trajs[:3]]
+    assert most_recent(trajs, 0) == []
+
+
+# ---- the relabel worker on a real store ----------------------------------------------------------
+@pytest.fixture(scope="module")
+def ray_session():
+    ray.init(address="local", num_cpus=1, include_dashboard=False, log_to_driver=False, configure_logging=False)
+    yield
+    ray.shutdown()
+
+
+@pytest.mark.ray
+def test_worker_reference_is_the_n_most_recent_across_refreshes(ray_session, tmp_path):
+    """N = 10, 4 new trajectories per call, a refresh every 3 calls: before every call the
+    store holds exactly what the worker has read, so the reference set must be the store's
+    10 newest (the new ones included) whether or not the call refreshed."""
+    from relabel_service.store.actor import start_store
+
+    store = start_store(tmp_path, 2, name_prefix=f"pool-{uuid.uuid4().hex[:8]}")
+    try:
+        worker = RelabelWorker(
+            worker_id=0, family="test_goal", strategy="air",
+            strategy_cfg=StrategyConfig(num_candidates=6, reference_size=10), store=store,
+            shard_ids=[0, 1], discount=0.9, seed=0, batch_trajectories=4, reference_refresh=3,
+        )
+        everything: list[Trajectory] = []
+        for call in range(7):
+            batch = random_trajs(GOAL, 4, seed=10 + call, t0=100.0 * call, prefix="c")
+            store.append_many(batch)
+            everything += batch
+            out, stats = worker.relabel(wait_s=5.0)
+            # read all 4 (2 shards x up to 4 each), relabeled against the 10 newest
+            assert stats["trajectories"] == 4, stats
+            newest = sorted(everything, key=lambda t: t.created_at)[-10:]
+            assert [t.episode_id for t in worker.reference] == [t.episode_id for t in newest], call
+            assert stats["strategy_stats"]["num_reference"] == float(min(10, len(everything)))
+    finally:
+        store.shutdown()
