@@ -6,7 +6,8 @@
     family_table()                              # rows for ``hindsight envs``
 
 Registered: the GH point envs (``envs.point``), the MuJoCo families
-(``envs.mujoco_families``), HFR's meta-RL families (``envs.meta_families``) and, when
+(``envs.mujoco_families``), HFR's meta-RL families (``envs.meta_families``), HIPI's 2-D
+navigation mazes (``envs.maze``) and discrete reacher (``envs.discrete``) and, when
 present, the tiny test families of ``envs.testing``.
 """
 
@@ -14,11 +15,14 @@ from __future__ import annotations
 
 import difflib
 import importlib
+import re
 from typing import Any, NamedTuple
 
 from envs.bias import RewardBias, with_reward_bias
 from envs.core import StepBatch, TaskFamily, UnknownFamilyError
 from envs.meta_families import AntGoalSparse, CheetahHighdim, CheetahVel, CheetahVelSparse, FourCorners
+from envs.discrete import ReacherDiscrete, discrete_from_kwargs
+from envs.maze import Maze
 from envs.mujoco_families import AntDirection, HalfCheetahMultiObjective, ReacherGoal, WalkerLinear
 from envs.point import PointReacher, PointTrajectory
 
@@ -68,6 +72,7 @@ def _register_module(module: str) -> None:
 _BUILTIN = (
     PointTrajectory, PointReacher, HalfCheetahMultiObjective, AntDirection, WalkerLinear, ReacherGoal,
     CheetahVel, CheetahVelSparse, CheetahHighdim, AntGoalSparse, FourCorners,
+    Maze, ReacherDiscrete,
 )
 for _cls in _BUILTIN:
     register(_cls)
@@ -83,7 +88,15 @@ def get_family(name: str, **kwargs: Any) -> TaskFamily:
     """A new instance of the family ``name``; raises UnknownFamilyError naming the nearest.
 
     The ``envs.bias.BIAS_KWARGS`` (``reward_bias``, ``bias_tasks``, ...) wrap the family in a
-    reward bias (HIPI Fig. 8) instead of reaching its constructor, so every family has them."""
+    reward bias (HIPI Fig. 8) instead of reaching its constructor, so every family has them;
+    likewise ``envs.discrete.DISCRETE_KWARGS`` (``discrete_tasks``, ``discrete_task_list``)
+    restrict it to a fixed task list, and ``<base>_discrete<N>`` names that family with N
+    tasks drawn with seed 0 (the name discrete families give their trajectories)."""
+    kwargs = dict(kwargs)
+    m = re.fullmatch(r"(.+)_discrete(\d+)", str(name))
+    if name not in FAMILIES and m and m.group(1) in FAMILIES and "discrete_task_list" not in kwargs:
+        name = m.group(1)
+        kwargs.setdefault("discrete_tasks", int(m.group(2)))
     try:
         cls = FAMILIES[name]
     except KeyError:
@@ -94,7 +107,8 @@ def get_family(name: str, **kwargs: Any) -> TaskFamily:
             f"unknown task family {name!r}; {hint}registered: {', '.join(names)}"
         ) from None
     bias = RewardBias.from_kwargs(kwargs)
-    return with_reward_bias(cls(**kwargs), bias)
+    family = discrete_from_kwargs(cls, kwargs)
+    return with_reward_bias(family if family is not None else cls(**kwargs), bias)
 
 
 class FamilyRow(NamedTuple):

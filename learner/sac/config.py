@@ -10,6 +10,7 @@ HIPI ``hipi/train_eval.py``).
 from __future__ import annotations
 
 import dataclasses
+import re
 from typing import Any
 
 from hindsight.configtools import RangeError, check_ranges, field
@@ -117,6 +118,8 @@ _FAMILY_DEFAULTS: dict[str, dict[str, Any]] = {
     "reacher_goal": {
         "hidden_sizes": (256, 256), "batch_size": 256, "task_to_all_layers": False, **_lr(3e-4),
     },
+    # HIPI appendix C.1: (32, 32) networks for 2-D navigation, batch 32, task as extra inputs
+    "maze": {"hidden_sizes": (32, 32), "batch_size": 32, "task_to_all_layers": False, **_lr(3e-4)},
 }
 #: the tiny families of ``envs/testing.py``: small nets, fast learning rate
 _TEST_DEFAULTS: dict[str, Any] = {"hidden_sizes": (64, 64), "batch_size": 128, **_lr(3e-3)}
@@ -133,10 +136,11 @@ def sac_defaults(family_name: str) -> dict[str, Any]:
     """
     from envs import FAMILIES  # the registry imports simulators; only needed here
 
+    table_name = re.sub(r"_discrete\d+$", "", family_name)  # a discrete set keeps its base's row
     if family_name.startswith("test_"):
         out = dict(_TEST_DEFAULTS)
     else:
-        out = dict(_FAMILY_DEFAULTS.get(family_name, _GENERIC_DEFAULTS))
+        out = dict(_FAMILY_DEFAULTS.get(table_name, _GENERIC_DEFAULTS))
     if family_name in FAMILIES:
         out["discount"] = float(FAMILIES[family_name].discount)
     return out
