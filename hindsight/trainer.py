@@ -113,6 +113,8 @@ class Trainer:
             segment_bytes=sc.segment_bytes,
             max_segments=sc.max_segments,
             num_cpus=sc.num_cpus,
+            # a resumed run's cursors floor the shards' seqs: no reader skips new records
+            min_next_seq={int(k): int(v) for k, v in self.state.get("cursors", {}).items()},
         )
         strategy = cfg.relabel.strategy
         batch_relabeler = None

@@ -5,12 +5,17 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import subprocess
+import sys
+import tempfile
 import time
 import zlib
 from pathlib import Path
 
 import numpy as np
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from helpers_store import assert_traj_equal, family_lookup, make_traj
 from relabel_service.store import codec, tools
@@ -214,19 +219,24 @@ def test_torn_tail_is_dropped_reported_and_the_rest_kept(tmp_path, cut) -> None:
     size = last.stat().st_size
     frame_len = size - acks[-1].offset
     cut = frame_len - 1 if cut == "all-but-one" else cut
-    os.truncate(last, size - cut)  # a crash in the middle of the last write
+    os.truncate(last, size - cut)  # the last record loses its end (e.g. a truncated copy)
     assert not tools.verify(tmp_path).ok
     with shard(tmp_path) as sh:
         r = sh.recovery_report
         assert [p.kind for p in r.problems] == ["torn_tail"]
         p = r.problems[0]
-        assert (p.offset, p.seq, p.dropped_bytes) == (acks[-1].offset, 22, frame_len - cut)
+        assert (p.offset, p.seq, p.dropped_bytes, p.action) == (acks[-1].offset, 22, frame_len - cut, "cut")
+        assert p.records == 1 and r.dropped_records == 1  # the clean close knew seq 22 was issued
         assert (tmp_path / p.moved_to).stat().st_size == frame_len - cut
         assert seqs_of(sh) == list(range(22))
         for t, got in zip(trajs[:22], read_all(sh)):
             assert_traj_equal(got, t)
         assert last.stat().st_size == acks[-1].offset  # truncated to the last good record
-        assert sh.append(trajs[-1]).seq == 22  # the torn record was never acknowledged
+        # seq 22 was acknowledged (a reader may have passed it): it is never issued again
+        assert sh.append(trajs[-1]).seq == 23
+    report = tools.verify(tmp_path)
+    assert not report.ok and [q.kind for _, q in report.problems] == ["dropped_file"]  # the loss stays visible
+    os.unlink(tmp_path / p.moved_to)
     assert tools.verify(tmp_path).ok
 
 
@@ -240,42 +250,131 @@ def test_torn_tail_is_logged(tmp_path, caplog) -> None:
     assert "torn_tail" in caplog.text and last.name in caplog.text
 
 
-def _flip(path: Path, offset: int) -> None:
+def _flip(path: Path, offset: int, xor: int = 0xFF) -> None:
     data = bytearray(path.read_bytes())
-    data[offset] ^= 0xFF
+    data[offset] ^= xor
     path.write_bytes(bytes(data))
 
 
-def test_flipped_byte_in_an_older_segment_drops_that_record_onward_in_it(tmp_path) -> None:
+def test_flipped_byte_in_an_older_segment_skips_that_record_only(tmp_path) -> None:
     with shard(tmp_path) as sh:
         trajs, acks = fill(sh, 40)
     seg1 = [a for a in acks if a.segment == 1]
     assert len(seg1) >= 3
     victim = seg1[1]
     path = tmp_path / "seg-00000001.log"
+    size = path.stat().st_size
     _flip(path, victim.offset + 8 + 20)  # inside the payload
+    damaged = path.read_bytes()[victim.offset : seg1[2].offset]
     report = tools.verify(tmp_path)
     assert not report.ok and [p.kind for _, p in report.problems] == ["crc_mismatch"]
     with shard(tmp_path) as sh:
         r = sh.recovery_report
-        assert [(p.kind, p.segment, p.offset, p.seq) for p in r.problems] == [("crc_mismatch", 1, victim.offset, victim.seq)]
-        lost = {a.seq for a in seg1[1:]}
-        assert seqs_of(sh) == [s for s in range(40) if s not in lost]  # later segments keep their seqs
-        for got in read_all(sh):
-            assert_traj_equal(got, trajs[int(got.episode_id.split("-e")[1])])
+        assert [(p.kind, p.segment, p.offset, p.seq, p.action, p.records) for p in r.problems] == [
+            ("crc_mismatch", 1, victim.offset, victim.seq, "skipped", 1)
+        ]
+        assert r.dropped_records == 1 and r.dropped_bytes == seg1[2].offset - victim.offset
+        # every intact record after it is kept, with its seq
+        assert seqs_of(sh) == [s for s in range(40) if s != victim.seq]
+        got = read_all(sh)
+        assert len(got) == 39
+        for g in got:
+            assert_traj_equal(g, trajs[int(g.episode_id.split("-e")[1])])
         assert sh.append(make_traj(np.random.default_rng(1), 99)).seq == 40
-        assert path.stat().st_size == victim.offset
-    assert tools.verify(tmp_path).ok
+        assert path.stat().st_size == size  # the frame was replaced in place by a tombstone
+        assert (tmp_path / r.problems[0].moved_to).read_bytes() == damaged  # the bytes are kept aside
+    with shard(tmp_path) as sh:  # the skip is durable: nothing new to report, seqs unchanged
+        assert sh.recovery_report.ok and seqs_of(sh)[:40] == [s for s in range(41) if s != victim.seq][:40]
+    report = tools.verify(tmp_path)
+    assert [p.kind for _, p in report.problems] == ["dropped_file"]
+    assert report.shards[0].skipped == 1 and "1 record(s) skipped" in tools.format_verify(report)
 
 
-def test_flipped_byte_in_the_last_segment(tmp_path) -> None:
+def test_flipped_crc_field_in_the_last_segment_keeps_later_records(tmp_path) -> None:
     with shard(tmp_path, segment_bytes=1 << 20) as sh:
         trajs, acks = fill(sh, 10)
     _flip(_last_segment(tmp_path), acks[6].offset + 5)  # in the crc field
     with shard(tmp_path, segment_bytes=1 << 20) as sh:
-        assert [p.kind for p in sh.recovery_report.problems] == ["crc_mismatch"]
-        assert seqs_of(sh) == list(range(6))
-        assert sh.append(trajs[6]).seq == 6
+        assert [(p.kind, p.seq, p.action) for p in sh.recovery_report.problems] == [("crc_mismatch", 6, "skipped")]
+        assert seqs_of(sh) == [0, 1, 2, 3, 4, 5, 7, 8, 9]
+        assert sh.append(make_traj(np.random.default_rng(5), 50)).seq == 10
+
+
+def test_corrupt_final_record_ending_at_eof_is_skipped_alone(tmp_path) -> None:
+    with shard(tmp_path, segment_bytes=1 << 20) as sh:
+        trajs, acks = fill(sh, 5)
+    _flip(_last_segment(tmp_path), acks[4].offset + 30)
+    with shard(tmp_path, segment_bytes=1 << 20) as sh:
+        assert [(p.kind, p.seq, p.action) for p in sh.recovery_report.problems] == [("crc_mismatch", 4, "skipped")]
+        assert seqs_of(sh) == [0, 1, 2, 3] and sh.next_seq == 5
+
+
+def test_damaged_length_field_is_repaired_and_nothing_is_lost(tmp_path) -> None:
+    with shard(tmp_path, segment_bytes=1 << 20) as sh:
+        trajs, acks = fill(sh, 10)
+    last = _last_segment(tmp_path)
+    _flip(last, acks[3].offset + 1, 0x40)  # length field: the frame seems 16 KB longer
+    assert [p.kind for _, p in tools.verify(tmp_path).problems] == ["bad_length"]
+    with shard(tmp_path, segment_bytes=1 << 20) as sh:
+        r = sh.recovery_report
+        assert [(p.kind, p.seq, p.action, p.records) for p in r.problems] == [("bad_length", 3, "repaired", 0)]
+        assert r.records == 10 and seqs_of(sh) == list(range(10))
+        for t, got in zip(trajs, read_all(sh)):
+            assert_traj_equal(got, t)
+    assert [p.kind for _, p in tools.verify(tmp_path).problems] == ["dropped_file"]  # the old header, kept aside
+
+
+def _damage_length_and_payload(path: Path, offset: int) -> None:
+    _flip(path, offset + 2, 0x01)  # length field off by 64 KB
+    _flip(path, offset + 8 + 12)  # and the payload: no single CRC-checked frame spans the gap
+
+
+def test_damaged_length_in_an_older_segment_is_placed_by_the_next_segments_first_seq(tmp_path) -> None:
+    with shard(tmp_path) as sh:
+        trajs, acks = fill(sh, 40)
+    seg1 = [a for a in acks if a.segment == 1]
+    victim = seg1[1]
+    _damage_length_and_payload(tmp_path / "seg-00000001.log", victim.offset)
+    with shard(tmp_path) as sh:
+        r = sh.recovery_report
+        assert [(p.kind, p.seq, p.action, p.records) for p in r.problems] == [("bad_length", victim.seq, "skipped", 1)]
+        assert seqs_of(sh) == [s for s in range(40) if s != victim.seq]
+
+
+def test_damaged_length_in_the_last_segment_cuts_the_rest_of_it(tmp_path) -> None:
+    # documented limit: nothing tells how many records the damaged bytes held, so the
+    # records after them cannot keep their seqs; they go to a .dropped file
+    with shard(tmp_path, segment_bytes=1 << 20) as sh:
+        trajs, acks = fill(sh, 10)
+    _damage_length_and_payload(_last_segment(tmp_path), acks[6].offset)
+    with shard(tmp_path, segment_bytes=1 << 20) as sh:
+        r = sh.recovery_report
+        assert [(p.kind, p.seq, p.action, p.records) for p in r.problems] == [("bad_length", 6, "cut", 4)]
+        assert seqs_of(sh) == list(range(6)) and sh.next_seq == 10
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.data())
+def test_any_flipped_byte_loses_at_most_its_own_record(data: st.DataObject) -> None:
+    """Property: one flipped byte anywhere after the header of a segment, old or last,
+    costs at most the record it hit; every other record keeps its seq."""
+    with tempfile.TemporaryDirectory() as d:
+        with shard(d) as sh:
+            trajs, acks = fill(sh, 12, seed=3)
+        segs = sorted({a.segment for a in acks})
+        seg = data.draw(st.sampled_from(segs), label="segment")
+        mine = [a for a in acks if a.segment == seg]
+        path = Path(d) / f"seg-{seg:08d}.log"
+        k = data.draw(st.integers(0, len(mine) - 1), label="record")
+        end = mine[k + 1].offset if k + 1 < len(mine) else path.stat().st_size
+        pos = data.draw(st.integers(mine[k].offset, end - 1), label="byte")
+        _flip(path, pos, data.draw(st.integers(1, 255), label="xor"))
+        with shard(d) as sh:
+            kept = seqs_of(sh)
+            assert set(range(12)) - set(kept) <= {mine[k].seq}
+            for got in read_all(sh):
+                assert_traj_equal(got, trajs[int(got.episode_id.split("-e")[1])])
+            assert sh.append(make_traj(np.random.default_rng(9), 77)).seq == 12
 
 
 def test_zero_filled_tail_is_dropped(tmp_path) -> None:
@@ -474,3 +573,72 @@ def test_one_writer_per_shard_directory(tmp_path) -> None:
         assert tools.verify(tmp_path).ok  # readers need no lock
     with shard(tmp_path) as sh:  # released on close
         assert len(sh) == 2
+
+
+# ---- seqs never rewind (a reader's cursor never passes unread records) --------------------
+
+
+def _crash_after_appending(directory: Path, n: int) -> int:
+    """Append n records in another process that reads them all back and dies without
+    closing (a killed actor); the reader's cursor after reading."""
+    code = (
+        "import os, sys, numpy as np\n"
+        f"sys.path.insert(0, {str(Path(__file__).parent)!r})\n"
+        "from helpers_store import make_traj\n"
+        "from relabel_service.store import Shard\n"
+        f"sh = Shard({str(directory)!r}, fsync='never', segment_bytes={SMALL})\n"
+        "rng = np.random.default_rng(0)\n"
+        f"sh.append_many([make_traj(rng, i) for i in range({n})])\n"
+        "print(sh.read(0, 10**6)[1], flush=True)\n"
+        "os._exit(0)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], check=True, timeout=120, capture_output=True, text=True)
+    return int(out.stdout.split()[-1])
+
+
+def test_a_reader_past_a_lost_tail_still_sees_new_records_after_a_crash(tmp_path) -> None:
+    cursor = _crash_after_appending(tmp_path, 20)  # a relabel worker had read everything
+    assert cursor == 20
+    last = _last_segment(tmp_path)
+    os.truncate(last, last.stat().st_size - 50)  # and the tail is damaged (a record cut mid-way)
+    with shard(tmp_path) as sh:
+        r = sh.recovery_report
+        assert r.clean is False and [p.kind for p in r.problems] == ["torn_tail"]
+        assert r.recovered_next_seq == 19  # the segments alone would rewind below the cursor
+        assert r.next_seq >= cursor  # seqs issued before the crash are never issued again
+        new = sh.append(make_traj(np.random.default_rng(1), 100))
+        assert new.seq >= cursor
+        recs, _ = sh.read(cursor, 100)
+        assert [codec.decode(p).episode_id for p in recs] == ["w1-e100"]  # the reader gets it
+
+
+def test_the_client_floor_holds_when_the_seq_file_is_lost(tmp_path) -> None:
+    with shard(tmp_path) as sh:
+        fill(sh, 20)
+        _, cursor = sh.read(0, 100)
+    last = _last_segment(tmp_path)
+    os.truncate(last, last.stat().st_size - 50)
+    os.unlink(tmp_path / "seqs.json")  # e.g. a store written before it existed
+    with shard(tmp_path, min_next_seq=cursor) as sh:
+        assert sh.recovery_report.seq_floor == 20 and sh.next_seq == 20
+        assert sh.append(make_traj(np.random.default_rng(1), 100)).seq == 20
+        assert len(sh.read(cursor, 100)[0]) == 1
+    with pytest.raises(ValueError, match="min_next_seq"):
+        shard(tmp_path / "x", min_next_seq=-1)
+
+
+def test_a_lost_last_segment_does_not_rewind_seqs(tmp_path) -> None:
+    with shard(tmp_path) as sh:
+        fill(sh, 30)
+    last = _last_segment(tmp_path)
+    _flip(last, 12)  # its header: the whole segment is unusable
+    with shard(tmp_path) as sh:
+        r = sh.recovery_report
+        assert [(p.kind, p.action) for p in r.problems] == [("bad_header", "moved")]
+        assert r.recovered_next_seq < 30 and sh.next_seq == 30 and r.dropped_records == 30 - r.recovered_next_seq
+
+
+def test_restarts_without_damage_do_not_pile_up_segments(tmp_path) -> None:
+    for _ in range(3):
+        _crash_after_appending(tmp_path, 0)
+    assert len(list_segments(tmp_path)) == 1

@@ -260,6 +260,7 @@ def start_store(
     pin_to_node: bool = True,
     family_lookup: Callable[[str], Any] | None = None,
     timeout_s: float | None = 120.0,
+    min_next_seq: Mapping[int, int] | None = None,
 ) -> TrajectoryStore:
     """Create (or, by name, re-attach to) S shard actors over ``root_dir/shard-NNN``.
 
@@ -272,6 +273,10 @@ def start_store(
     affinity), where their files are: a restarted shard must find its directory. Leave it
     False only when ``root_dir`` is on storage every node mounts. ``namespace``/
     ``detached``: set them so that other Ray jobs can ``TrajectoryStore.connect``.
+
+    ``min_next_seq``: {shard: seq} floors for the shards' next seqs, e.g. the cursors a
+    resumed run saved: appends never reuse a seq a reader has passed, even when recovery
+    lost the tail of a shard and its seq file (see ``segments``, "Sequence numbers").
     """
     if num_shards < 1:
         raise ValueError(f"num_shards must be >= 1, got {num_shards}")
@@ -304,6 +309,7 @@ def start_store(
             fsync_interval_s=fsync_interval_s,
             max_segments=max_segments,
             max_bytes=max_bytes_per_shard,
+            min_next_seq=int((min_next_seq or {}).get(i, 0)),
         )
         for i in range(num_shards)
     ]

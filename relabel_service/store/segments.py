@@ -9,6 +9,7 @@ On disk, one directory per shard::
 
     seg-00000000.log seg-00000001.log ...      append-only segment files
     seg-00000003.log.dropped-000000001234      bytes that recovery cut off (kept, never read)
+    seqs.json                                  seq reservation / next seq at a clean close
     .lock                                      flock of the one writer
 
     segment := frame(header) frame(record) frame(record) ...
@@ -18,9 +19,23 @@ On disk, one directory per shard::
 
 Sequence numbers. Record k (0, 1, ...) of a segment has seq ``first_seq + k``; a new
 segment starts at the shard's next seq. Seqs are therefore stable across restarts and
-survive dropped segments and dropped corrupt records (they leave gaps). A reader's cursor
+survive dropped segments and skipped corrupt records (they leave gaps). A reader's cursor
 is a seq: ``read(cursor)`` returns records with seq >= cursor; a cursor older than the
 oldest retained record starts at the oldest.
+
+Seqs never rewind. A reader may have passed any seq that was ever acknowledged, so after
+a recovery appends continue at ``max(recovered end, floor)``, in a new segment when that
+is past the end of the last one. The floor is the larger of:
+  * ``seqs.json`` (``SEQ_FILE``): a clean close records the exact next seq; while the log
+    is open it holds a reservation ``R`` (PostgreSQL logs its sequences ahead the same
+    way), rewritten once per ``SEQ_RESERVE`` appends and always before a seq >= R is
+    handed out. After a crash appends continue at R: up to SEQ_RESERVE seqs are left
+    unused, and a tail lost to damage (torn, truncated, a lost last segment) can never
+    make its seqs reappear;
+  * ``min_next_seq`` from the client (``start_store(min_next_seq={shard: cursor})``: a
+    resumed run passes its saved cursors), which holds even when ``seqs.json`` is lost.
+Without the floor, a truncated tail would let new records take seqs that a saved relabel
+cursor had already passed: they would never be read.
 
 Durability (``fsync``). ``append`` returns after ``write(2)`` of the whole frame, so an
 acknowledged record survives a crash of the process (the Ray actor) under every policy.
@@ -33,15 +48,28 @@ Against power loss / kernel crash:
 Rolling to a new segment always syncs the old one, the new header and the directory
 (except under ``"never"``), so a segment's identity is never lost.
 
-Recovery. On start a Shard scans its segments in order and rebuilds its index. The first
-bad frame of a segment (torn tail: truncated record; corrupt: CRC mismatch or bad length)
-ends that segment: the bytes from there on are moved to a ``.dropped-OFFSET`` file, the
-segment is truncated to its last good record, and the loss is logged (WARNING) and listed
-in ``Shard.recovery_report``. Everything before the bad frame, and every other segment,
-is kept with its original seqs. A segment whose header frame is unreadable is moved
-aside whole; a record with a good CRC that does not decode is skipped alone. A torn tail
-of the last segment is the normal result of a crash during a write: that record was never
-acknowledged.
+Recovery. On start a Shard scans its segments in order and rebuilds its index. Every
+loss is logged (WARNING), listed in ``Shard.recovery_report`` (``RecoveryReport.summary``
+is the operator's line), and its bytes are copied to ``NAME.log.dropped-OFFSET`` (never
+read again; ``tools.verify`` fails while such files exist, so the damage stays visible).
+  * A bad frame whose length field is sane and is followed by a valid frame, or ends
+    exactly at the end of the file, is skipped alone: it is overwritten in place by a
+    tombstone frame of the same size (a payload starting with 0xc1, a byte msgpack never
+    uses), so it keeps consuming its seq and every later record keeps its offset and seq.
+    A frame ending at EOF is included: a full-length frame with wrong bytes is rot or a
+    block the filesystem extended but never wrote; nothing after it can be lost by
+    skipping it, and its seq may have been acknowledged.
+  * A damaged length field: the scan re-enters the log at the next CRC-checked frame
+    (``_resync``). If the bytes in between are one record whose CRC matches, only the
+    length was hit: it is rewritten (``repaired``, nothing lost). Otherwise, if the next
+    segment's ``first_seq`` tells how many records the region held, they become that many
+    tombstones. If nothing tells (the last segment), the records after it cannot keep
+    their seqs, and the segment is cut there (a documented limit).
+  * A torn tail (the file ends inside a frame, and no valid frame follows) is cut: the
+    segment is truncated to its last good record. In the last segment this is the normal
+    result of a crash during a write: that record was never acknowledged.
+  * A segment whose header frame is unreadable is moved aside whole; a record with a good
+    CRC that does not decode is skipped alone.
 
 Capacity. ``max_segments`` and/or ``max_bytes`` bound a shard; when rolling, the oldest
 segments are deleted WHOLE until both bounds hold (the active segment is never dropped).
@@ -61,6 +89,7 @@ import collections
 import dataclasses
 import errno
 import fcntl
+import json
 import logging
 import os
 import re
@@ -72,6 +101,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterator, Literal, NamedTuple, Sequence
 
 import msgpack
+import numpy as np
 
 from relabel_service.store import codec
 
@@ -146,6 +176,25 @@ class Ack(NamedTuple):
 
 # ---- scanning (read-only; shared by recovery and tools) ------------------------------
 
+#: first payload byte of a tombstone: 0xc1 is the one byte msgpack never uses, so no
+#: encoded trajectory (a msgpack array, 0x9N) can start with it
+TOMBSTONE_TAG = 0xC1
+
+
+def tombstone_frames(size: int, count: int) -> bytes:
+    """``count`` valid frames filling exactly ``size`` bytes whose payloads mark skipped
+    records. Recovery writes them over a damaged region so that it keeps its place (the
+    offsets of later frames) and its seqs (one frame per record it held)."""
+    if count < 1 or size < (_HDR + 1) * count:
+        raise ValueError(f"cannot fill {size} bytes with {count} frame(s) of at least {_HDR + 1} bytes")
+    last = size - (_HDR + 1) * (count - 1) - _HDR
+    payloads = [bytes([TOMBSTONE_TAG])] * (count - 1) + [bytes([TOMBSTONE_TAG]) + bytes(last - 1)]
+    return b"".join(codec.frame(p) for p in payloads)
+
+
+def is_tombstone(payload: Any) -> bool:
+    return len(payload) > 0 and payload[0] == TOMBSTONE_TAG
+
 
 @dataclasses.dataclass(frozen=True)
 class Problem:
@@ -155,7 +204,14 @@ class Problem:
     ``bad_header`` (the segment's header frame is unreadable: the whole file is unusable),
     ``seq_overlap`` (a header whose first_seq goes backwards), ``undecodable`` (a frame
     with a good CRC whose payload is not a trajectory; only that record is skipped),
-    ``invalid`` (tools.verify: a decodable trajectory that fails codec.validate).
+    ``invalid`` (tools.verify: a decodable trajectory that fails codec.validate),
+    ``dropped_file`` (tools.verify: bytes an earlier recovery moved aside).
+
+    action: what recovery does (or did) about it: ``skipped`` (the region is replaced by
+    tombstones, each consuming one seq; the records after it are kept), ``repaired`` (only
+    the length field was wrong; the record is kept), ``cut`` (everything from ``offset`` to
+    the end of the segment is moved aside), ``moved`` (the whole file is moved aside).
+    records: the seqs the damage consumed (None: unknown).
     """
 
     segment: int
@@ -165,73 +221,245 @@ class Problem:
     dropped_bytes: int = 0
     seq: int | None = None
     moved_to: str | None = None
+    action: str = ""
+    records: int | None = None
 
     def describe(self) -> str:
         where = f"{segment_name(self.segment)} @ {self.offset}"
         if self.seq is not None:
             where += f" (seq {self.seq})"
         tail = f"; {self.dropped_bytes} bytes dropped" if self.dropped_bytes else ""
+        if self.action:
+            n = "" if self.records is None else f" {self.records} record(s)"
+            tail += f"; {self.action}{n}"
         tail += f", moved to {self.moved_to}" if self.moved_to else ""
         return f"{where}: {self.kind}: {self.detail}{tail}"
 
 
 @dataclasses.dataclass
 class SegmentScan:
-    """One segment file read whole: its header, good frames, and the first bad one."""
+    """One segment file read whole: its header, good frames, and the damage found.
+
+    ``frames``/``seqs``: the records after the header (tombstones excluded) and their seqs.
+    ``end_seq``: one past the last seq this segment accounts for (records, tombstones and
+    skipped regions). ``holes``: damaged regions skipped or repaired (later records keep
+    their place). ``problem``: the tail from ``valid_end`` on that must be cut (torn tail,
+    or damage no later frame boundary could be found after), or an unusable header.
+    """
 
     index: int
     path: Path
     data: bytes
     first_seq: int | None  # None: bad or torn header
-    frames: list[tuple[int, int]]  # (frame offset, payload length) after the header
-    valid_end: int  # offset just past the last good frame (0 with a bad header)
+    frames: list[tuple[int, int]]  # (frame offset, payload length)
+    valid_end: int  # offset just past the last kept frame (0 with a bad header)
     problem: Problem | None
+    seqs: list[int] = dataclasses.field(default_factory=list)
+    end_seq: int = 0
+    holes: list[Problem] = dataclasses.field(default_factory=list)
+    tombstones: int = 0
 
     def payload(self, offset: int, length: int) -> memoryview:
         return memoryview(self.data)[offset + _HDR : offset + _HDR + length]
 
     def records(self) -> Iterator[tuple[int, int, memoryview]]:
-        """(seq, frame offset, payload view) of every good frame after the header."""
+        """(seq, frame offset, payload view) of every record after the header."""
         assert self.first_seq is not None
-        for k, (off, n) in enumerate(self.frames):
-            yield self.first_seq + k, off, self.payload(off, n)
+        for seq, (off, n) in zip(self.seqs, self.frames):
+            yield seq, off, self.payload(off, n)
+
+    @property
+    def problems(self) -> list[Problem]:
+        return self.holes + ([self.problem] if self.problem is not None else [])
 
 
-def scan_segment(index: int, path: str | os.PathLike) -> SegmentScan:
-    """Read one segment file and check its framing (not its payloads). Never modifies it."""
+def _frame_at(mv: memoryview, pos: int) -> int:
+    """Payload length of a valid frame at ``pos`` (sane length, inside the buffer, CRC
+    matches), else -1."""
+    size = len(mv)
+    if size - pos < _HDR:
+        return -1
+    n, crc = codec.FRAME_HEADER.unpack_from(mv, pos)
+    if n == 0 or n > codec.MAX_RECORD_BYTES or pos + _HDR + n > size:
+        return -1
+    return n if zlib.crc32(mv[pos + _HDR : pos + _HDR + n]) == crc else -1
+
+
+def _resync(mv: memoryview, start: int, chunk: int = 1 << 20) -> int | None:
+    """The first offset >= ``start`` where a valid frame begins, or None.
+
+    A length-prefixed log cannot be walked past a damaged length field, but it can be
+    re-entered: a CRC-checked frame found at an offset is a frame boundary (a false match
+    needs a 1-in-2^32 CRC coincidence). The length field of every candidate offset is
+    computed vectorised; only plausible lengths get a CRC check."""
+    size = len(mv)
+    stop = size - _HDR  # a candidate needs a header and at least one payload byte
+    a = np.frombuffer(mv, dtype=np.uint8)
+    for c0 in range(start, stop, chunk):
+        c1 = min(c0 + chunk, stop)
+        b = a[c0 : c1 + 3].astype(np.int64)
+        n = b[: c1 - c0] | b[1 : c1 - c0 + 1] << 8 | b[2 : c1 - c0 + 2] << 16 | b[3 : c1 - c0 + 3] << 24
+        pos = np.arange(c0, c1)
+        for q in pos[(n > 0) & (pos + _HDR + n <= size)].tolist():
+            if _frame_at(mv, q) > 0:
+                return q
+    return None
+
+
+def scan_segment(index: int, path: str | os.PathLike, next_first_seq: int | None = None) -> SegmentScan:
+    """Read one segment file and check its framing (not its payloads). Never modifies it.
+
+    ``next_first_seq``: the first seq of the following segment when it has a readable
+    header; it tells how many records a damaged region of unknown extent held.
+
+    A bad frame whose length field is sane and is followed by a valid frame (or ends
+    exactly at the end of the file) is skipped alone: its seq stays consumed. Otherwise
+    the scan re-enters the log at the next valid frame: if the skipped bytes hold exactly
+    one frame with a matching CRC only the length field was damaged (repaired); if the
+    following segment's first_seq tells how many records the region held, it is skipped
+    with that many seqs. When neither holds, the records after the damage cannot keep
+    their seqs, and the segment is cut there like a torn tail.
+    """
     with open(path, "rb") as f:
         data = f.read()
-    frames = codec.iter_frames(data)
-    it = iter(frames)
+    frames_it = codec.iter_frames(data)
+    it = iter(frames_it)
     first = next(it, None)
     if first is None:
-        p = frames.problem
+        p = frames_it.problem
         kind = "torn_tail" if p is None or p.is_torn_tail else "bad_header"
         detail = "empty segment (no header)" if p is None else f"header frame: {p.detail}"
-        return SegmentScan(index, Path(path), data, None, [], 0, Problem(index, 0, kind, detail, len(data)))
+        return SegmentScan(index, Path(path), data, None, [], 0, Problem(index, 0, kind, detail, len(data), action="moved"))
     try:
         first_seq = decode_segment_header(first[1])
     except ValueError as exc:
         return SegmentScan(
-            index, Path(path), data, None, [], 0, Problem(index, 0, "bad_header", str(exc), len(data))
+            index, Path(path), data, None, [], 0, Problem(index, 0, "bad_header", str(exc), len(data), action="moved")
         )
-    out = [(off, len(p)) for off, p in it]
-    problem = None
-    if frames.problem is not None:
-        fp = frames.problem
-        problem = Problem(index, fp.offset, fp.kind, fp.detail, fp.dropped_bytes, seq=first_seq + len(out))
-    return SegmentScan(index, Path(path), data, first_seq, out, frames.end, problem)
+    mv = memoryview(data)
+    size = len(data)
+    pos = first[0] + _HDR + len(first[1])
+    frames: list[tuple[int, int]] = []
+    seqs: list[int] = []
+    holes: list[Problem] = []
+    k = 0  # seqs accounted for after the header
+    tombstones = 0
+    unknown: list[tuple[int, int, int, int, int]] = []  # (pos, hole index, frames before, k before, tombstones before)
+    tail: Problem | None = None
+    while pos < size:
+        n = _frame_at(mv, pos)
+        if n > 0:
+            if is_tombstone(mv[pos + _HDR : pos + _HDR + 1]):
+                tombstones += 1
+            else:
+                frames.append((pos, n))
+                seqs.append(first_seq + k)
+            k += 1
+            pos += _HDR + n
+            continue
+        if size - pos < _HDR:
+            tail = Problem(index, pos, "torn_tail", f"{size - pos} bytes left, a frame header needs {_HDR}", size - pos, seq=first_seq + k)
+            break
+        length, crc = codec.FRAME_HEADER.unpack_from(mv, pos)
+        end = pos + _HDR + length
+        sane = 0 < length <= codec.MAX_RECORD_BYTES
+        if sane and end <= size and (end == size or _frame_at(mv, end) > 0):
+            # a corrupt payload (or CRC field) inside an intact frame: skip it alone
+            detail = f"crc32 {zlib.crc32(mv[pos + _HDR : end]):#010x} != stored {crc:#010x}"
+            holes.append(Problem(index, pos, "crc_mismatch", detail, end - pos, seq=first_seq + k, action="skipped", records=1))
+            k += 1
+            pos = end
+            continue
+        kind = "bad_length" if not sane else "torn_tail" if end > size else "crc_mismatch"
+        detail = (
+            f"length field {length} outside (0, {codec.MAX_RECORD_BYTES}]" if not sane
+            else f"record of {length} bytes but only {size - pos - _HDR} remain" if end > size
+            else f"crc32 mismatch and no frame boundary after the record ({length} bytes)"
+        )
+        q = _resync(mv, pos + _HDR + 1)
+        if q is None:
+            # nothing valid follows: a write cut short (the normal crash case), or damage
+            # that runs to the end of the file
+            tail = Problem(index, pos, kind, detail, size - pos, seq=first_seq + k)
+            break
+        if kind == "torn_tail":  # the length runs past the end, yet valid frames follow
+            kind, detail = "bad_length", f"length field {length} runs past the end of the file"
+        if zlib.crc32(mv[pos + _HDR : q]) == crc:
+            # the bytes up to the next frame are one record with a matching CRC: only its
+            # length field is damaged
+            holes.append(Problem(
+                index, pos, "bad_length", f"length field {length}, the record holds {q - pos - _HDR} bytes",
+                0, seq=first_seq + k, action="repaired", records=0,
+            ))
+            frames.append((pos, q - pos - _HDR))
+            seqs.append(first_seq + k)
+            k += 1
+            pos = q
+            continue
+        unknown.append((pos, len(holes), len(frames), k, tombstones))
+        holes.append(Problem(index, pos, kind, detail + "; resynchronised at the next valid frame", q - pos,
+                             seq=first_seq + k, action="skipped"))
+        pos = q
+    if unknown:
+        upos, h, nframes, k_before, tomb_before = unknown[0]
+        count = None if next_first_seq is None else next_first_seq - first_seq - k
+        region = holes[h].dropped_bytes
+        if len(unknown) == 1 and tail is None and count is not None and count >= 1 and region >= (_HDR + 1) * count:
+            # the next segment's first_seq says how many records the region held
+            holes[h] = dataclasses.replace(holes[h], records=count)
+            seqs[nframes:] = [s + count for s in seqs[nframes:]]
+            holes[h + 1 :] = [dataclasses.replace(p, seq=p.seq + count) for p in holes[h + 1 :]]
+            k += count
+        else:
+            # how many records the region held is unknown: the records after it cannot be
+            # given their seqs, so the segment ends there
+            why = "no following segment tells" if count is None else "the following segment does not tell"
+            old = holes[h]
+            tail = Problem(index, upos, old.kind, f"{old.detail.split(';')[0]}; how many records the damaged bytes held is unknown ({why})",
+                           size - upos, seq=old.seq)
+            del frames[nframes:], seqs[nframes:], holes[h:]
+            k, tombstones = k_before, tomb_before
+    valid_end = tail.offset if tail is not None else size
+    if tail is not None:
+        tail = dataclasses.replace(tail, action="cut")
+    scan = SegmentScan(index, Path(path), data, first_seq, frames, valid_end, tail, seqs, first_seq + k, holes, tombstones)
+    return scan
 
 
 def scan_shard(directory: str | os.PathLike) -> Iterator[SegmentScan]:
     """Scans of every segment of a shard directory, oldest first, one file in memory at a time."""
-    for index, path in list_segments(directory):
-        yield scan_segment(index, path)
+    found = list_segments(directory)
+    for i, (index, path) in enumerate(found):
+        nxt = peek_first_seq(found[i + 1][1]) if i + 1 < len(found) else None
+        yield scan_segment(index, path, nxt)
+
+
+def peek_first_seq(path: str | os.PathLike) -> int | None:
+    """first_seq from a segment's header frame, or None when it is unreadable."""
+    try:
+        with open(path, "rb") as f:
+            head = f.read(_HDR)
+            if len(head) < _HDR:
+                return None
+            n, _ = codec.FRAME_HEADER.unpack(head)
+            if not 0 < n <= 4096:
+                return None
+            rest = f.read(n)
+        if _frame_at(memoryview(head + rest), 0) != n:
+            return None
+        return decode_segment_header(rest)
+    except (OSError, ValueError):
+        return None
 
 
 @dataclasses.dataclass
 class RecoveryReport:
-    """What a Shard found when it rebuilt its index from disk."""
+    """What a Shard found when it rebuilt its index from disk.
+
+    ``recovered_next_seq``: one past the last seq the segments account for;
+    ``next_seq``: where appends continue, never below ``seq_floor`` (see "Sequence
+    numbers" in the module doc); ``clean``: whether the last writer closed the log
+    (None: no seq file, e.g. a new directory)."""
 
     directory: str
     shard: int = 0
@@ -240,6 +468,9 @@ class RecoveryReport:
     bytes: int = 0
     first_seq: int | None = None
     next_seq: int = 0
+    recovered_next_seq: int = 0
+    seq_floor: int = 0
+    clean: bool | None = None
     elapsed_s: float = 0.0
     problems: list[Problem] = dataclasses.field(default_factory=list)
 
@@ -247,10 +478,54 @@ class RecoveryReport:
     def ok(self) -> bool:
         return not self.problems
 
+    @property
+    def dropped_bytes(self) -> int:
+        """Bytes moved to ``.dropped-*`` files by this recovery."""
+        return sum(p.dropped_bytes for p in self.problems)
+
+    @property
+    def dropped_records(self) -> int:
+        """Records known lost: skipped frames, undecodable records, and records of cut
+        tails or moved segments where their number is known (see ``Problem.records``)."""
+        return sum(p.records or 0 for p in self.problems)
+
+    def summary(self) -> str:
+        """One line for an operator: what was lost and where the bytes went."""
+        kinds = collections.Counter(p.kind for p in self.problems)
+        moved = sorted({p.moved_to for p in self.problems if p.moved_to})
+        return (
+            f"store shard {self.shard} ({self.directory}): recovery found {len(self.problems)} damaged region(s) "
+            f"({', '.join(f'{k} x{n}' for k, n in sorted(kinds.items()))}): {self.dropped_records} record(s) lost, "
+            f"{self.dropped_bytes} bytes moved to {', '.join(moved) or '-'}; {self.records} records kept, "
+            f"appends continue at seq {self.next_seq}"
+        )
+
     def to_dict(self) -> dict[str, Any]:
         d = dataclasses.asdict(self)
-        d["ok"] = self.ok
+        d.update(ok=self.ok, dropped_bytes=self.dropped_bytes, dropped_records=self.dropped_records)
         return d
+
+
+#: per shard directory: {"reserved": R, "next_seq": N or null}; see "Sequence numbers"
+SEQ_FILE = "seqs.json"
+#: seqs reserved ahead in SEQ_FILE (one small file write per this many appends)
+SEQ_RESERVE = 4096
+
+
+def read_seq_file(directory: str | os.PathLike) -> tuple[int, int | None] | None:
+    """(reserved, next_seq at a clean close or None) from a shard's SEQ_FILE; None when
+    there is none (a new directory, or one written before the file existed)."""
+    path = Path(directory) / SEQ_FILE
+    try:
+        d = json.loads(path.read_text())
+        reserved = int(d["reserved"])
+        nxt = None if d.get("next_seq") is None else int(d["next_seq"])
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        log.warning("%s: unreadable (%r); seqs are floored by the segments and the client only", path, exc)
+        return None
+    return reserved, nxt
 
 
 @dataclasses.dataclass
@@ -286,6 +561,7 @@ class SegmentLog:
         on_record: Callable[[int, int, int, memoryview], str | None] | None = None,
         on_drop: Callable[[int], None] | None = None,
         lock_timeout_s: float = 10.0,
+        min_next_seq: int = 0,
     ):
         if fsync not in FSYNC_POLICIES:
             raise ValueError(f"fsync must be one of {FSYNC_POLICIES}, got {fsync!r}")
@@ -295,6 +571,8 @@ class SegmentLog:
             raise ValueError(f"max_segments must be >= 1 or None, got {max_segments}")
         if fsync_interval_s < 0:
             raise ValueError(f"fsync_interval_s must be >= 0, got {fsync_interval_s}")
+        if min_next_seq < 0:
+            raise ValueError(f"min_next_seq must be >= 0, got {min_next_seq}")
         self.directory = Path(directory)
         self.directory.mkdir(parents=True, exist_ok=True)
         self.segment_bytes = segment_bytes
@@ -306,6 +584,7 @@ class SegmentLog:
         self._on_drop = on_drop
         self.segments: list[SegmentInfo] = []
         self.next_seq = 0
+        self._reserved = 0  # seqs below this may have been issued (SEQ_FILE)
         self.fsyncs = 0
         self.dropped_segments = 0
         self._fd = -1  # write fd of the active (last) segment
@@ -314,13 +593,15 @@ class SegmentLog:
         self._dirty = False
         self._last_sync = clock()
         self._closed = True  # until the lock is held
+        self._ready = False
         self._syncer: threading.Thread | None = None
         self._stop = threading.Event()
         self._lock_fd = _lock_directory(self.directory, lock_timeout_s)
         self._closed = False
         try:
-            self.recovery_report = self._recover(on_record)
+            self.recovery_report = self._recover(on_record, min_next_seq)
             self._enforce_capacity()
+            self._ready = True  # close() may record a clean close from now on
         except BaseException:
             self.close()
             raise
@@ -333,71 +614,147 @@ class SegmentLog:
             )
             self._syncer.start()
 
-    # ---- recovery ----------------------------------------------------------------------
-    def _recover(self, on_record: Callable | None) -> RecoveryReport:
+    # ---- recovery ------------------------------------------------------------------------
+    def _recover(self, on_record: Callable | None, min_next_seq: int) -> RecoveryReport:
         t0 = time.perf_counter()
         report = RecoveryReport(str(self.directory))
+        seq_file = read_seq_file(self.directory)
         found = list_segments(self.directory)
+        last_end: int | None = None  # end_seq of the last segment kept, when it is the last file
         for i, (index, path) in enumerate(found):
             last = i == len(found) - 1
-            scan = scan_segment(index, path)
+            scan = scan_segment(index, path, None if last else peek_first_seq(found[i + 1][1]))
             report.segments += 1
             if scan.first_seq is not None and scan.first_seq < self.next_seq:
                 scan.problem = Problem(
                     index, 0, "seq_overlap",
                     f"first_seq {scan.first_seq} < {self.next_seq} reached by older segments",
-                    len(scan.data),
+                    len(scan.data), action="moved",
                 )
-                scan.first_seq, scan.frames, scan.valid_end = None, [], 0
+                scan.first_seq, scan.frames, scan.seqs, scan.holes, scan.valid_end = None, [], [], [], 0
             if scan.first_seq is None:
                 if last and scan.problem.kind == "torn_tail" and len(scan.data) < 64:
-                    # crash while creating this segment: not a loss, reinitialise it
+                    # crash while creating this segment: not a loss; it is re-created below
                     log.info("%s: %s; re-creating it", path, scan.problem.detail)
                     os.unlink(path)
-                    self._create_segment(index)
                     continue
-                report.problems.append(self._cut(scan, 0))
+                report.problems.append(self._move_aside(scan, scan.problem, 0, len(scan.data)))
                 continue
+            for hole in scan.holes:
+                report.problems.append(self._patch(scan, hole))
             for seq, off, payload in scan.records():
                 why = on_record(seq, index, off, payload) if on_record else None
                 if why is not None:
-                    p = Problem(index, off, "undecodable", why, 0, seq=seq)
+                    p = Problem(index, off, "undecodable", why, 0, seq=seq, action="skipped", records=1)
                     log.warning("shard %s: skipping record: %s", self.directory, p.describe())
                     report.problems.append(p)
                 else:
                     report.records += 1
             if scan.problem is not None:
-                report.problems.append(self._cut(scan, scan.valid_end))
+                report.problems.append(self._move_aside(scan, scan.problem, scan.valid_end, len(scan.data)))
             self.segments.append(SegmentInfo(index, scan.first_seq, scan.valid_end, Path(path)))
-            self.next_seq = scan.first_seq + len(scan.frames)
-        if not self.segments or self.segments[-1].index != (found[-1][0] if found else -1):
-            # no usable segment, or the last one was unusable: start a fresh one after it
+            self.next_seq = scan.end_seq
+            last_end = scan.end_seq if last else None
+        report.recovered_next_seq = self.next_seq
+        # the seq floor: never hand out again a seq that may have been issued before
+        floor = min_next_seq
+        if seq_file is not None:
+            reserved, clean_next = seq_file
+            report.clean = clean_next is not None
+            floor = max(floor, clean_next if clean_next is not None else reserved)
+        report.seq_floor = floor
+        if floor > self.next_seq:
+            if report.problems or report.clean:
+                log.warning(
+                    "shard %s: the segments end at seq %d but seqs up to %d were issued before (%s); "
+                    "appends continue at %d so that no seq is reused",
+                    self.directory, self.next_seq, floor - 1,
+                    "clean close" if report.clean else "client floor or seq reservation", floor,
+                )
+            tail = [k for k, p in enumerate(report.problems) if p.action in ("cut", "moved")]
+            if report.clean and tail and report.problems[tail[-1]].records is None:
+                # a clean close knew the exact end: the records lost at the tail are these
+                p = report.problems[tail[-1]]
+                report.problems[tail[-1]] = dataclasses.replace(p, records=floor - self.next_seq)
+            self.next_seq = floor
+        if self.segments and last_end is not None and last_end == self.next_seq:
+            pass  # appends continue in the last segment
+        elif self.segments and last_end is not None and self.segments[-1].first_seq == last_end:
+            # the last segment holds nothing (a header): start it again at the new seq
+            seg = self.segments.pop()
+            os.unlink(seg.path)
+            self._create_segment(seg.index)
+        else:
             self._create_segment(found[-1][0] + 1 if found else 0)
         self._open_active()
+        self._write_seq_file(self.next_seq + SEQ_RESERVE, None)
         report.bytes = sum(s.size for s in self.segments)
         report.first_seq = self.segments[0].first_seq if self.segments else None
         report.next_seq = self.next_seq
         report.elapsed_s = time.perf_counter() - t0
         return report
 
-    def _cut(self, scan: SegmentScan, at: int) -> Problem:
-        """Move bytes [at:] of a damaged segment aside and truncate it there."""
-        p = scan.problem
-        moved = scan.path.with_name(f"{scan.path.name}.dropped-{at:012d}")
+    def _save_aside(self, scan: SegmentScan, start: int, end: int) -> Path:
+        """Copy bytes [start:end) of a segment to ``NAME.dropped-START[.k]``."""
+        moved = scan.path.with_name(f"{scan.path.name}.dropped-{start:012d}")
         k = 1
         while moved.exists():
-            moved = scan.path.with_name(f"{scan.path.name}.dropped-{at:012d}.{k}")
+            moved = scan.path.with_name(f"{scan.path.name}.dropped-{start:012d}.{k}")
             k += 1
         with open(moved, "wb") as f:
-            f.write(memoryview(scan.data)[at:])
+            f.write(memoryview(scan.data)[start:end])
+            if self.fsync != "never":
+                _fdatasync(f.fileno())
+        return moved
+
+    def _move_aside(self, scan: SegmentScan, p: Problem, at: int, end: int) -> Problem:
+        """Move bytes [at:] of a damaged segment aside and truncate it there (delete it at 0)."""
+        moved = self._save_aside(scan, at, end)
         if at == 0:
             os.unlink(scan.path)
         else:
             os.truncate(scan.path, at)
         self._sync_dir()
-        p = dataclasses.replace(p, dropped_bytes=len(scan.data) - at, moved_to=moved.name)
+        p = dataclasses.replace(p, dropped_bytes=end - at, moved_to=moved.name)
         log.warning("shard %s: recovery dropped data: %s", self.directory, p.describe())
         return p
+
+    def _patch(self, scan: SegmentScan, hole: Problem) -> Problem:
+        """Skip a damaged region in place: its bytes go aside, and tombstone frames (one
+        per record it held, so later records keep their seqs) or a repaired length field
+        take its place. The file's size and every other frame's offset stay as they are."""
+        if hole.action == "repaired":
+            n = dict(scan.frames)[hole.offset]
+            moved = self._save_aside(scan, hole.offset, hole.offset + _HDR)  # the damaged frame header
+            patch = n.to_bytes(4, "little")
+        else:
+            moved = self._save_aside(scan, hole.offset, hole.offset + hole.dropped_bytes)
+            patch = tombstone_frames(hole.dropped_bytes, hole.records or 1)
+        fd = os.open(scan.path, os.O_WRONLY)
+        try:
+            os.pwrite(fd, patch, hole.offset)
+            if self.fsync != "never":
+                _fdatasync(fd)
+        finally:
+            os.close(fd)
+        self._sync_dir()
+        p = dataclasses.replace(hole, moved_to=moved.name)
+        log.warning("shard %s: recovery %s damaged data: %s", self.directory, hole.action, p.describe())
+        return p
+
+    def _write_seq_file(self, reserved: int, next_seq: int | None) -> None:
+        """Persist the seq reservation (and, at a clean close, the exact next seq)."""
+        path = self.directory / SEQ_FILE
+        tmp = path.with_name(SEQ_FILE + ".tmp")
+        with open(tmp, "w") as f:
+            f.write(json.dumps({"reserved": reserved, "next_seq": next_seq}) + "\n")
+            f.flush()
+            if self.fsync != "never":
+                os.fsync(f.fileno())
+        os.replace(tmp, path)
+        if self.fsync != "never":
+            self._sync_dir()
+        self._reserved = reserved
 
     # ---- segments -------------------------------------------------------------------------
     def _create_segment(self, index: int) -> None:
@@ -461,6 +818,8 @@ class SegmentLog:
         """Write records in order: one writev (and one fsync under "always") per segment
         touched. Returns (segment, offset, seq) per record once all are written."""
         self._check_open()
+        if self.next_seq + len(payloads) > self._reserved:
+            self._write_seq_file(self.next_seq + len(payloads) + SEQ_RESERVE, None)
         out: list[tuple[int, int, int]] = []
         batch: list[Any] = []
         pending = 0
@@ -606,6 +965,11 @@ class SegmentLog:
                     self._sync_fd(self._fd)
                 os.close(self._fd)
                 self._fd = -1
+        if self._ready:
+            try:  # a clean close records the exact next seq
+                self._write_seq_file(self._reserved, self.next_seq)
+            except OSError as exc:
+                log.warning("%s: could not record the clean close (%s)", self.directory, exc)
         for fd in self._read_fds.values():
             os.close(fd)
         self._read_fds.clear()

@@ -48,6 +48,7 @@ class Shard:
         background_sync: bool = True,
         clock: Callable[[], float] = time.monotonic,
         lock_timeout_s: float = 10.0,
+        min_next_seq: int = 0,
     ):
         self.shard_id = shard_id
         self.directory = Path(directory)
@@ -74,6 +75,7 @@ class Shard:
             on_record=self._index_recovered,
             on_drop=self._drop_segment,
             lock_timeout_s=lock_timeout_s,
+            min_next_seq=min_next_seq,
         )
         self.recovery_report = self._log.recovery_report
         self.recovery_report.shard = shard_id

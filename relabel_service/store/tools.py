@@ -15,6 +15,7 @@ import collections
 import dataclasses
 import json
 import os
+import re
 from pathlib import Path
 from typing import Any, Callable
 
@@ -22,24 +23,59 @@ import numpy as np
 
 from relabel_service.store import codec
 from relabel_service.core import Trajectory
-from relabel_service.store.segments import SEGMENT_RE, STORE_META, Problem, list_segments, scan_shard, shard_dir
+from relabel_service.store.segments import (
+    SEGMENT_RE,
+    STORE_META,
+    Problem,
+    list_segments,
+    scan_shard,
+    segment_name,
+    shard_dir,
+)
+
+
+class StoreNotFoundError(FileNotFoundError):
+    """The path is not a store directory (the CLI exits 2 on it: a usage error)."""
 
 
 def _shard_dirs(path: str | os.PathLike) -> tuple[list[Path], list[str]]:
     """(shard folders, names of shards that store.json promises but are missing)."""
     root = Path(path)
     if not root.is_dir():
-        raise FileNotFoundError(f"{root}: no such store directory")
+        raise StoreNotFoundError(f"{root}: no such store directory")
     if (root / STORE_META).exists():
-        n = json.loads((root / STORE_META).read_text())["num_shards"]
+        try:
+            n = int(json.loads((root / STORE_META).read_text())["num_shards"])
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            raise StoreNotFoundError(f"{root / STORE_META}: unreadable ({exc!r})") from None
         dirs = [shard_dir(root, i) for i in range(n)]
         return [d for d in dirs if d.is_dir()], [d.name for d in dirs if not d.is_dir()]
     if any(SEGMENT_RE.match(p.name) for p in root.iterdir()):
         return [root], []
     dirs = sorted(d for d in root.iterdir() if d.is_dir() and list_segments(d))
     if not dirs:
-        raise FileNotFoundError(f"{root}: neither a store root (store.json) nor a shard (seg-*.log)")
+        raise StoreNotFoundError(f"{root}: neither a store root (store.json) nor a shard (seg-*.log)")
     return dirs, []
+
+
+DROPPED_RE = re.compile(r"^seg-(\d{8,})\.log\.dropped-(\d+)(?:\.\d+)?$")
+
+
+def dropped_files(directory: str | os.PathLike) -> list[Problem]:
+    """The ``.dropped-*`` files of a shard folder (bytes an earlier recovery moved aside),
+    as problems of kind ``dropped_file``: the damage stays visible until an operator
+    has looked at them and removed them."""
+    out = []
+    for entry in sorted(os.scandir(directory), key=lambda e: e.name):
+        m = DROPPED_RE.match(entry.name)
+        if m and entry.is_file():
+            size = entry.stat().st_size
+            out.append(Problem(
+                int(m.group(1)), int(m.group(2)), "dropped_file",
+                "bytes an earlier recovery moved aside (inspect, then delete to clear)",
+                size, moved_to=entry.name,
+            ))
+    return out
 
 
 # ---- verify -----------------------------------------------------------------------------
@@ -53,13 +89,16 @@ class ShardCheck:
     bytes: int = 0
     first_seq: int | None = None
     next_seq: int = 0
-    dropped_files: int = 0  # .dropped-* files left by earlier recoveries (information)
+    dropped_files: int = 0  # .dropped-* files left by earlier recoveries (each also a problem)
+    dropped_bytes: int = 0
+    skipped: int = 0  # tombstones: records an earlier recovery skipped (their seqs stay used)
     problems: list[Problem] = dataclasses.field(default_factory=list)
 
 
 @dataclasses.dataclass
 class VerifyReport:
-    """Result of ``verify``: ``ok`` is False when any record is torn, corrupt or invalid."""
+    """Result of ``verify``: ``ok`` is False when any record is torn, corrupt or invalid,
+    or an earlier recovery left ``.dropped-*`` files (data was lost)."""
 
     root: str
     shards: list[ShardCheck]
@@ -99,7 +138,10 @@ def verify(path: str | os.PathLike, family_lookup: Callable[[str], Any] | None =
     shards = []
     for d in dirs:
         check = ShardCheck(str(d))
-        check.dropped_files = sum(".log.dropped-" in p.name for p in d.iterdir())
+        dropped = dropped_files(d)
+        check.dropped_files = len(dropped)
+        check.dropped_bytes = sum(p.dropped_bytes for p in dropped)
+        check.problems += dropped
         for scan in scan_shard(d):
             check.segments += 1
             check.bytes += len(scan.data)
@@ -113,13 +155,15 @@ def verify(path: str | os.PathLike, family_lookup: Callable[[str], Any] | None =
                 continue
             if check.first_seq is None and scan.frames:
                 check.first_seq = scan.first_seq
+            check.skipped += scan.tombstones
+            check.problems += scan.holes
             for seq, off, payload in scan.records():
                 problem = _check_record(scan.index, seq, off, payload, family)
                 if problem is None:
                     check.records += 1
                 else:
                     check.problems.append(problem)
-            check.next_seq = scan.first_seq + len(scan.frames)
+            check.next_seq = scan.end_seq
             if scan.problem is not None:
                 check.problems.append(scan.problem)
         shards.append(check)
@@ -172,7 +216,9 @@ def format_verify(report: VerifyReport) -> str:
         lines.append("  (no family registry: dimensions were not checked against families)")
     for s in report.shards:
         span = f"seq {s.first_seq}..{s.next_seq - 1}" if s.first_seq is not None else "empty"
-        extra = f", {s.dropped_files} .dropped file(s) from earlier recoveries" if s.dropped_files else ""
+        extra = f", {s.skipped} record(s) skipped by an earlier recovery" if s.skipped else ""
+        if s.dropped_files:
+            extra += f", {s.dropped_files} .dropped file(s) ({s.dropped_bytes:,} bytes) from earlier recoveries"
         lines.append(
             f"  {Path(s.directory).name}: {s.records:,} records in {s.segments} segment(s) ({span}), "
             f"{s.bytes / 1e6:.1f} MB{extra}"
@@ -198,15 +244,20 @@ def stats(path: str | os.PathLike, decimals: int = 2, top: int = 10) -> dict[str
     shard_rows = []
     fam: dict[str, dict[str, Any]] = {}
     for d in dirs:
-        row = {"shard": d.name, "records": 0, "bytes": 0, "segments": 0, "first_seq": None, "next_seq": 0, "unreadable": 0}
+        dropped = dropped_files(d)
+        row = {"shard": d.name, "records": 0, "bytes": 0, "segments": 0, "first_seq": None, "next_seq": 0,
+               "unreadable": 0, "skipped": 0, "damaged": [], "dropped_files": [p.moved_to for p in dropped],
+               "dropped_bytes": sum(p.dropped_bytes for p in dropped)}
         for scan in scan_shard(d):
             row["segments"] += 1
             row["bytes"] += len(scan.data)
+            row["damaged"] += [p.describe() for p in scan.problems]
             if scan.first_seq is None:
                 continue
             if row["first_seq"] is None and scan.frames:
                 row["first_seq"] = scan.first_seq
-            row["next_seq"] = scan.first_seq + len(scan.frames)
+            row["next_seq"] = scan.end_seq
+            row["skipped"] += scan.tombstones
             for _, _, payload in scan.records():
                 try:
                     t = codec.decode(payload)
@@ -247,6 +298,7 @@ def stats(path: str | os.PathLike, decimals: int = 2, top: int = 10) -> dict[str
         }
     return {
         "root": str(path),
+        "ok": not missing and not any(r["damaged"] or r["dropped_files"] or r["unreadable"] for r in shard_rows),
         "records": sum(r["records"] for r in shard_rows),
         "bytes": sum(r["bytes"] for r in shard_rows),
         "shards": shard_rows,
@@ -266,12 +318,24 @@ def _max(a: Any, b: Any) -> Any:
 
 def format_stats(st: dict[str, Any]) -> str:
     lines = [f"store {st['root']}: {st['records']:,} records, {st['bytes'] / 1e6:.1f} MB in {len(st['shards'])} shard(s)"]
+    damage = []
     for r in st["shards"]:
         span = f"seq {r['first_seq']}..{r['next_seq'] - 1}" if r["first_seq"] is not None else "empty"
         bad = f", {r['unreadable']} unreadable" if r["unreadable"] else ""
+        bad += f", {r['skipped']} skipped by recovery" if r["skipped"] else ""
         lines.append(f"  {r['shard']}: {r['records']:,} records, {r['segments']} segment(s), {span}, {r['bytes'] / 1e6:.1f} MB{bad}")
+        if r["dropped_files"]:
+            damage.append(
+                f"  {r['shard']}: {len(r['dropped_files'])} .dropped file(s), {r['dropped_bytes']:,} bytes lost to recovery: "
+                + ", ".join(r["dropped_files"])
+            )
+        damage += [f"  {r['shard']}/{d} (not yet recovered)" for d in r["damaged"]]
     for name in st["missing_shards"]:
         lines.append(f"  {name}: MISSING")
+        damage.append(f"  {name}: MISSING")
+    if damage:
+        lines.append(f"DAMAGE ({len(damage)}): run `hindsight store verify` for details")
+        lines += damage
     for name, f in st["families"].items():
         lines.append(
             f"family {name}: {f['records']:,} trajectories, {f['steps']:,} steps (mean length {f['mean_length']:.1f}, "
