@@ -96,13 +96,14 @@ def _envs(args: argparse.Namespace) -> int:
 def _store(args: argparse.Namespace) -> int:
     from relabel_service.store import tools
 
+    # a missing or non-store path raises tools.StoreNotFoundError (a FileNotFoundError): exit 2
     if args.store_cmd == "verify":
         report = tools.verify(args.dir)
         print(tools.format_verify(report))
-        return 0 if tools.verify_ok(report) else 1
+        return EXIT_OK if tools.verify_ok(report) else EXIT_FAILED
     stats = tools.stats(args.dir)
     print(tools.format_stats(stats))
-    return 0
+    return EXIT_OK if stats["ok"] else EXIT_FAILED  # damage found (or left by a recovery): 1, like verify
 
 
 def _scale(args: argparse.Namespace) -> int:
@@ -175,7 +176,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     s = sub.add_parser("store", help="inspect a trajectory store directory")
     ssub = s.add_subparsers(dest="store_cmd", required=True)
-    for name, help_ in (("verify", "check every record; exit 1 on corruption"), ("stats", "counts per shard and task")):
+    for name, help_ in (
+        ("verify", "check every record; exit 1 on corruption or .dropped files left by a recovery"),
+        ("stats", "counts per shard and task; lists damage and exits 1 when there is any"),
+    ):
         x = ssub.add_parser(name, help=help_)
         x.add_argument("dir")
     s.set_defaults(func=_store)

@@ -642,3 +642,44 @@ def test_restarts_without_damage_do_not_pile_up_segments(tmp_path) -> None:
     for _ in range(3):
         _crash_after_appending(tmp_path, 0)
     assert len(list_segments(tmp_path)) == 1
+
+
+# ---- hindsight store verify|stats --------------------------------------------------------
+
+
+@pytest.mark.parametrize("cmd", ["verify", "stats"])
+@pytest.mark.parametrize("what", ["missing", "a file", "an empty dir", "bad store.json"])
+def test_cli_store_on_a_missing_or_wrong_path_is_one_line_exit_2(tmp_path, capsys, cmd, what) -> None:
+    from hindsight.cli import main
+
+    path = tmp_path / "store"
+    if what == "a file":
+        path.write_text("x")
+    elif what == "an empty dir":
+        path.mkdir()
+    elif what == "bad store.json":
+        path.mkdir()
+        (path / "store.json").write_text("{")
+    assert main(["store", cmd, str(path)]) == 2
+    err = capsys.readouterr().err
+    lines = [x for x in err.splitlines() if x.strip()]
+    assert len(lines) == 1 and "Traceback" not in err and str(path) in lines[0]
+
+
+def test_cli_store_stats_and_verify_report_recovery_losses(tmp_path, capsys) -> None:
+    from hindsight.cli import main
+
+    with shard(tmp_path) as sh:
+        _, acks = fill(sh, 20)
+    assert main(["store", "stats", str(tmp_path)]) == 0 and main(["store", "verify", str(tmp_path)]) == 0
+    _flip(tmp_path / "seg-00000001.log", [a for a in acks if a.segment == 1][0].offset + 30)
+    capsys.readouterr()
+    assert main(["store", "stats", str(tmp_path)]) == 1  # damage not yet recovered
+    assert "crc_mismatch" in capsys.readouterr().out
+    shard(tmp_path).close()  # recovery skips the record and keeps its bytes aside
+    assert main(["store", "stats", str(tmp_path)]) == 1
+    out = capsys.readouterr().out
+    assert "DAMAGE" in out and ".dropped file(s)" in out and "bytes lost to recovery" in out
+    assert main(["store", "verify", str(tmp_path)]) == 1  # after recovery the loss is still visible
+    out = capsys.readouterr().out
+    assert "CORRUPT" in out and "dropped_file" in out
