@@ -5,27 +5,47 @@
 
 A worker is a plain class; ``actors.pool`` wraps it with ``ray.remote`` and appends the
 trajectories to the store. Each round runs one episode in every env slot: tasks are
-sampled from the family's prior, every step makes one forward pass over the slots that
-are still running, and finished episodes become ``Trajectory`` records stamped with the
-policy version that produced them.
+sampled from the family's prior, every step makes one forward pass over the slots (tasks
+bound once per round, ``InferencePolicy.begin``), each env writes its step into
+preallocated buffers, and at the end the rewards of all trajectories come from one
+batched ``family.rewards_for`` call; finished episodes become ``Trajectory`` records
+stamped with the policy version that produced them.
 """
 
 from __future__ import annotations
 
 import time
 import uuid
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 import torch
 
 from envs import get_family
-from envs.core import TaskFamily
+from envs.core import StepBatch, TaskFamily
 from learner.sac.networks import InferencePolicy
 from relabel_service.core import Trajectory
 
 #: (version, actor state_dict as numpy arrays)
 Weights = tuple[int, dict[str, np.ndarray]]
+
+
+def _stepper(env: Any) -> Callable[[np.ndarray, np.ndarray, np.ndarray], tuple[bool, bool]]:
+    """``step_into(action, obs_out, reward_inputs_out) -> (terminated, truncated)`` of an env:
+    its own (the MuJoCo families: no Gymnasium wrapper stack, no reward) or, for envs
+    without one, ``step`` with its results copied into the rows."""
+    try:
+        return env.get_wrapper_attr("step_into")
+    except AttributeError:
+        pass
+
+    def step_into(action: np.ndarray, obs_out: np.ndarray, reward_inputs_out: np.ndarray) -> tuple[bool, bool]:
+        o, _, te, tr, info = env.step(action)
+        obs_out[:] = o
+        reward_inputs_out[:] = info["reward_inputs"]
+        return bool(te), bool(tr)
+
+    return step_into
 
 
 class RolloutWorker:
@@ -57,6 +77,13 @@ class RolloutWorker:
         self.policy_version = -1
         self.episodes_done = 0
         self.torch_gen = torch.Generator().manual_seed(int(self.rng.integers(2**62)))
+        # one round's recording buffers [E, H(+1), ...], reused round after round
+        H = fam.horizon
+        self._obs = np.zeros((num_envs, H + 1, fam.obs_dim))
+        self._act = np.zeros((num_envs, H, fam.action_dim))
+        self._rin = np.zeros((num_envs, H, fam.reward_input_dim))
+        self._term = np.zeros((num_envs, H), dtype=bool)
+        self._steppers = [_stepper(env) for env in self.envs]
 
     # ---- weights ---------------------------------------------------------------------
     def set_weights(self, weights: Weights | None) -> None:
@@ -77,7 +104,13 @@ class RolloutWorker:
         reset_seeds: np.ndarray | None = None,
     ) -> tuple[list[Trajectory], dict[str, float]]:
         """One episode per env slot. ``tasks`` [E, Z] and ``reset_seeds`` [E] fix the tasks
-        and initial states (evaluation)."""
+        and initial states (evaluation).
+
+        The hot path allocates nothing per step: the policy writes the actions into the
+        round's [E, H, A] buffer, each env writes its next observation and reward inputs
+        into its rows (``step_into``), and the rewards of every trajectory come from one
+        batched ``family.rewards_for`` call at the end of the round (equal to what the env
+        would have returned step by step: the family's reward of the same steps)."""
         self.set_weights(weights)
         fam, E = self.family, self.num_envs
         if tasks is None:
@@ -87,45 +120,49 @@ class RolloutWorker:
         if n > E:
             raise ValueError(f"worker {self.worker_id}: {n} tasks for {E} env slots")
         t0 = time.perf_counter()
-        # Per-slot Python lists (cheap appends on the hot path), stacked once at the end.
-        obs: list[list[np.ndarray]] = [[] for _ in range(n)]
-        act: list[list[np.ndarray]] = [[] for _ in range(n)]
-        rew: list[list[float]] = [[] for _ in range(n)]
-        term: list[list[bool]] = [[] for _ in range(n)]
-        rin: list[list[np.ndarray]] = [[] for _ in range(n)]
+        obs, act, rin, term = self._obs, self._act, self._rin, self._term
+        H = act.shape[1]
+        lengths = np.zeros(n, dtype=np.int64)
         truncated = np.zeros(n, dtype=bool)
-        current = np.zeros((n, fam.obs_dim))  # latest observation of every slot
         for i in range(n):
             fam.set_env_task(self.envs[i], tasks[i])
             seed = int(self.rng.integers(2**31)) if reset_seeds is None else int(reset_seeds[i])
-            o, _ = self.envs[i].reset(seed=seed)
-            obs[i].append(o)
-            current[i] = o
+            obs[i, 0], _ = self.envs[i].reset(seed=seed)
+        if not random_actions:
+            self.policy.begin(tasks)
+        step = self._steppers
         alive = list(range(n))
+        t = 0
         while alive:
+            if t == H:
+                raise RuntimeError(f"family {fam.name!r}: an episode ran past the horizon {H}")
             if random_actions:
-                a = self.rng.uniform(-1.0, 1.0, size=(len(alive), fam.action_dim))
-            else:  # one batched forward pass for every running slot
-                a = self.policy.act(current[alive], tasks[alive], deterministic=deterministic, generator=self.torch_gen)
-                a = a.astype(np.float64)  # the envs' and the store's dtype: convert once, not per env
+                act[:n, t] = self.rng.uniform(-1.0, 1.0, size=(n, fam.action_dim))
+            else:  # one batched forward pass for every slot (finished ones are ignored)
+                self.policy.act_into(obs[:n, t], act[:n, t], deterministic=deterministic, generator=self.torch_gen)
             still = []
-            for j, i in enumerate(alive):
-                o, r, te, tr, info = self.envs[i].step(a[j])
-                act[i].append(a[j])
-                obs[i].append(o)
-                rew[i].append(r)
-                term[i].append(te)
-                rin[i].append(info["reward_inputs"])
-                current[i] = o
+            for i in alive:
+                te, tr = step[i](act[i, t], obs[i, t + 1], rin[i, t])
+                term[i, t] = te
                 if te or tr:
+                    lengths[i] = t + 1
                     truncated[i] = bool(tr and not te)
                 else:
                     still.append(i)
             alive = still
+            t += 1
+        # every trajectory's rewards in one batched call of the family's reward
+        steps = StepBatch(
+            np.concatenate([obs[i, : lengths[i]] for i in range(n)]),
+            np.concatenate([act[i, : lengths[i]] for i in range(n)]),
+            np.concatenate([obs[i, 1 : lengths[i] + 1] for i in range(n)]),
+            np.concatenate([rin[i, : lengths[i]] for i in range(n)]),
+        )
+        rewards = np.split(fam.rewards_for(steps, np.repeat(tasks, lengths, axis=0)), np.cumsum(lengths)[:-1])
         now = time.time()
         trajs = []
-        I = fam.reward_input_dim
         for i in range(n):
+            L = int(lengths[i])
             trajs.append(
                 Trajectory(
                     episode_id=f"w{self.worker_id}-{self.incarnation}-e{self.episodes_done}",
@@ -133,22 +170,20 @@ class RolloutWorker:
                     policy_version=self.policy_version,
                     family=fam.name,
                     task=tasks[i].copy(),
-                    obs=np.asarray(obs[i], dtype=np.float64),
-                    actions=np.asarray(act[i], dtype=np.float64),
-                    rewards=np.asarray(rew[i], dtype=np.float64),
-                    terminated=np.asarray(term[i], dtype=bool),
+                    obs=obs[i, : L + 1].copy(),
+                    actions=act[i, :L].copy(),
+                    rewards=np.asarray(rewards[i], dtype=np.float64),
+                    terminated=term[i, :L].copy(),
                     truncated=bool(truncated[i]),
-                    reward_inputs=np.asarray(rin[i], dtype=np.float64).reshape(len(rin[i]), I),
+                    reward_inputs=rin[i, :L].copy(),
                     created_at=now,
                 )
             )
             self.episodes_done += 1
-        length = np.array([t.length for t in trajs])
         returns = np.array([t.rewards.sum() for t in trajs])
-        steps = int(length.sum())
         stats = {
             "episodes": float(n),
-            "env_steps": float(steps),
+            "env_steps": float(lengths.sum()),
             "return_mean": float(returns.mean()),
             "policy_version": float(self.policy_version),
             "seconds": time.perf_counter() - t0,

@@ -8,10 +8,18 @@
 Each env is the standard ``gym.make(<id>-v5, max_episode_steps=horizon)`` (default reset
 noise, TimeLimit at the family horizon) inside a ``gym.Wrapper`` that records
 ``info["reward_inputs"]`` [I] each step from ``env.unwrapped.data`` and replaces the reward
-(and termination) with the family's ``rewards_for`` / ``terminals_for`` on the step it just
-took, so env reward == family reward by construction. The wrapped env's own ``info`` keys
+(and termination) with the family's reward / termination of the step it just took
+(``step_reward`` / ``step_terminal``: the family's own reward function on the unbatched
+step), so env reward == family reward by construction. The wrapped env's own ``info`` keys
 (``x_velocity``, ``reward_ctrl``, ...) are passed through unchanged; they describe
 Gymnasium's reward, not the family's.
+
+Rollout workers use ``step_into`` instead of ``step``: the same simulator step
+(``do_simulation``, the same observation and reward inputs, bit for bit) written into
+rows the worker preallocated, without the Gymnasium wrapper stack, the info dict or the
+reward; the worker rewards each whole trajectory with one batched ``rewards_for`` call
+at its end, and only a family whose episodes can end early (``has_terminal``) has its
+termination evaluated per step.
 
 reward_inputs per family (what the observation lacks):
     half_cheetah_mo  [v_x, qpos[1], qvel[2]]                        after the step (I = 3)
@@ -47,6 +55,7 @@ class MujocoTaskEnv(gym.Wrapper):
         self.task = np.zeros(family.task_dim)
         self.set_task(task)
         self._obs = np.zeros(family.obs_dim)
+        self._t = 0  # steps since reset (the time limit of ``step_into``)
 
     @property
     def sim(self) -> MujocoEnv:
@@ -89,6 +98,7 @@ class MujocoTaskEnv(gym.Wrapper):
         inner_obs, info = self.env.reset(seed=seed, options=options)
         self._on_reset()
         self._obs = self._observe(inner_obs)
+        self._t = 0
         return self._obs.copy(), info
 
     def step(self, action: Any) -> tuple[np.ndarray, float, bool, bool, dict[str, Any]]:
@@ -96,14 +106,45 @@ class MujocoTaskEnv(gym.Wrapper):
         before = self._before_step()
         # The wrapped env's reward and termination are replaced by the family's below.
         inner_obs, _, _, truncated, info = self.env.step(action)
+        self._t += 1
         next_obs = self._observe(inner_obs)
         reward_inputs = np.asarray(self._reward_inputs(before), dtype=np.float64)
-        steps = StepBatch(self._obs[None], a[None], next_obs[None], reward_inputs[None])
-        task = self.task[None]
-        reward = float(self.family.rewards_for(steps, task)[0])
-        terminated = bool(self.family.terminals_for(steps, task)[0])
+        fam, task = self.family, self.task
+        reward = fam.step_reward(self._obs, a, next_obs, reward_inputs, task)
+        terminated = fam.step_terminal(self._obs, a, next_obs, reward_inputs, task) if fam.has_terminal else False
         self._obs = next_obs
-        return next_obs.copy(), reward, terminated, bool(truncated), {**info, "reward_inputs": reward_inputs}
+        truncated = bool(truncated) or self._t >= fam.horizon
+        return next_obs.copy(), reward, terminated, truncated, {**info, "reward_inputs": reward_inputs}
+
+    def step_into(self, action: np.ndarray, obs_out: np.ndarray, reward_inputs_out: np.ndarray) -> tuple[bool, bool]:
+        """The rollout workers' step: like ``step`` but writes the next observation [O] and
+        the reward inputs [I] into the given rows and returns only (terminated, truncated).
+
+        The simulator step is the wrapped env's (``do_simulation``), so states, observations
+        and reward inputs equal ``step``'s; the time limit is the family horizon. No reward:
+        the worker computes the trajectory's rewards in one call at its end. Termination is
+        evaluated only for families that have one. Do not mix with ``step`` inside an
+        episode (``step_into`` bypasses the Gymnasium TimeLimit counter)."""
+        sim = self.sim
+        before = self._before_step()
+        sim.do_simulation(action, sim.frame_skip)
+        self._t += 1
+        self._observe_into(obs_out)
+        self._write_reward_inputs(before, reward_inputs_out)
+        fam = self.family
+        terminated = False
+        if fam.has_terminal:
+            terminated = fam.step_terminal(self._obs, action, obs_out, reward_inputs_out, self.task)
+        self._obs[:] = obs_out
+        return terminated, self._t >= fam.horizon
+
+    def _observe_into(self, out: np.ndarray) -> None:
+        """Write the family's observation of the current state into ``out`` [O]."""
+        out[:] = self._observe(self.sim._get_obs())
+
+    def _write_reward_inputs(self, before: Any, out: np.ndarray) -> None:
+        """Write the reward inputs [I] of the step just taken into ``out``."""
+        out[:] = self._reward_inputs(before)
 
 
 class _MujocoFamily(TaskFamily):
@@ -126,13 +167,26 @@ class _MujocoFamily(TaskFamily):
 class HalfCheetahMOEnv(MujocoTaskEnv):
     """HalfCheetah-v5; reward_inputs [v_x, qpos[1], qvel[2]] after the step."""
 
-    def _before_step(self) -> np.ndarray:
-        return self.sim.data.qpos[:1].copy()
+    def _before_step(self) -> float:
+        return float(self.sim.data.qpos[0])
 
-    def _reward_inputs(self, before: np.ndarray) -> np.ndarray:
+    def _reward_inputs(self, before: float) -> np.ndarray:
         data = self.sim.data
-        v_x = (data.qpos[0] - before[0]) / self.sim.dt  # as Gymnasium's info["x_velocity"]
+        v_x = (data.qpos[0] - before) / self.sim.dt  # as Gymnasium's info["x_velocity"]
         return np.array([v_x, data.qpos[1], data.qvel[2]])
+
+    # the hot path without temporaries: HalfCheetah-v5's observation is [qpos[1:], qvel]
+    def _observe_into(self, out: np.ndarray) -> None:
+        data = self.sim.data
+        n = data.qpos.shape[0] - 1
+        out[:n] = data.qpos[1:]
+        out[n:] = data.qvel
+
+    def _write_reward_inputs(self, before: float, out: np.ndarray) -> None:
+        data = self.sim.data
+        out[0] = (data.qpos[0] - before) / self.sim.dt
+        out[1] = data.qpos[1]
+        out[2] = data.qvel[2]
 
 
 class HalfCheetahMultiObjective(_MujocoFamily):

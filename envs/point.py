@@ -66,9 +66,10 @@ class _GHPointEnv(gym.Env):
         a = np.asarray(action, dtype=np.float64).reshape(self.family.action_dim)
         self._t += 1
         next_obs = self._transition(self._obs, np.clip(a, -1.0, 1.0), self._t)
-        steps = StepBatch(self._obs[None], a[None], next_obs[None], _NO_REWARD_INPUTS[None])
-        reward = float(self.family.rewards_for(steps, self.task[None])[0])
-        terminated = bool(self.family.terminals_for(steps, self.task[None])[0])
+        # the family's reward of this one step (unbatched: ``TaskFamily.step_reward``)
+        fam = self.family
+        reward = fam.step_reward(self._obs, a, next_obs, _NO_REWARD_INPUTS, self.task)
+        terminated = fam.has_terminal and fam.step_terminal(self._obs, a, next_obs, _NO_REWARD_INPUTS, self.task)
         truncated = self._t >= self.family.horizon
         self._obs = next_obs
         return next_obs.copy(), reward, terminated, truncated, {"reward_inputs": _NO_REWARD_INPUTS.copy()}

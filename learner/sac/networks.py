@@ -277,6 +277,69 @@ class InferencePolicy:
     def __call__(self, obs: np.ndarray, task: np.ndarray, deterministic: bool = False) -> np.ndarray:
         return self.act(obs, task, deterministic)
 
+    # ---- the rollout hot path: tasks bound once per episode, preallocated buffers ---------
+    def begin(self, tasks: np.ndarray) -> None:
+        """Bind the tasks [W, Z] of the W slots for the ``act_into`` calls that follow (one
+        round of episodes; call again after ``load_state_dict``).
+
+        Each layer's input is [h, tile(z)] (the task on the input, and on every layer with
+        ``task_to_all_layers``), so W_l [h, z] = W_l^h h + W_l^z z and the task part
+        c_l = W_l^z tile(z) + b_l is the same at every step of an episode: it is computed
+        here once, and a step costs one matmul per layer on h alone (into preallocated
+        buffers). Same function as ``act`` up to float32 summation order."""
+        tasks = np.asarray(tasks, dtype=np.float32)
+        w = len(tasks)
+        self._tasks_np = tasks
+        with torch.inference_mode():
+            z = _tile(torch.as_tensor(tasks, device=self.device), self.actor.net.task_repeat)
+            self._fast: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = []
+            net = self.actor.net
+            for i, layer in enumerate(net.layers):
+                weight, bias = layer.weight.detach(), layer.bias.detach()  # [out, in], [out]
+                takes_task = i == 0 or net.task_to_all_layers
+                width = weight.shape[1] - (z.shape[1] if takes_task else 0)
+                w_h = weight[:, :width].t().contiguous()  # [in_h, out]
+                c = (z @ weight[:, width:].t() + bias) if takes_task else bias.expand(w, -1)
+                self._fast.append((w_h, c.contiguous(), torch.empty(w, weight.shape[0], device=self.device)))
+            self._x = torch.empty(w, self.actor.net.layers[0].weight.shape[1] - z.shape[1], device=self.device)
+            self._eps = torch.empty(w, self._fast[-1][2].shape[1] // 2, device=self.device)
+        self._rows = w
+
+    @torch.inference_mode()
+    def act_into(self, obs: np.ndarray, out: np.ndarray, deterministic: bool = False,
+                 generator: torch.Generator | None = None) -> None:
+        """Actions for obs [W, O] (any float dtype, may be a strided view) of the tasks bound
+        by ``begin``, written into ``out`` [W, A] (float64 or float32). The noise is the same
+        draw as ``act`` with the same generator. On CPU nothing is allocated per call
+        beyond torch's own bookkeeping."""
+        if len(obs) != self._rows:
+            raise ValueError(f"act_into: {len(obs)} observations for {self._rows} bound tasks")
+        if self.device.type != "cpu":
+            out[:] = self.act(obs, self._tasks_np, deterministic, generator)
+            return
+        x = self._x
+        x.numpy()[:] = obs  # cast into the float32 input buffer
+        h = x
+        last = len(self._fast) - 1
+        for i, (w_h, c, buf) in enumerate(self._fast):
+            torch.addmm(c, h, w_h, out=buf)
+            if i < last:
+                buf.relu_()
+            h = buf
+        res = h.numpy()  # [W, 2A]: mean, log-std
+        a = res.shape[1] // 2
+        mean, log_std = res[:, :a], res[:, a:]
+        if deterministic:
+            np.tanh(mean, out=out)
+            return
+        gen = self.generator if generator is None else generator
+        torch.randn(self._eps.shape, generator=gen, out=self._eps)
+        np.clip(log_std, self.actor.log_std_min, self.actor.log_std_max, out=log_std)
+        np.exp(log_std, out=log_std)
+        log_std *= self._eps.numpy()
+        log_std += mean
+        np.tanh(log_std, out=out)
+
 
 class ValueFunction:
     """V(s0, z) = min_e Q_e(s0, tanh mu(s0, z), z) for relabeling (GH Advantage, Eq. 7; AIR
