@@ -22,6 +22,8 @@ pytestmark = pytest.mark.ray
 def ray_session():
     # address="local": never join another Ray instance running on this machine
     ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False, configure_logging=False)
+    # tests/ is not on the workers' path: the family lookup travels by value to the shards
+    ray.cloudpickle.register_pickle_by_value(helpers_store)
     yield
     ray.shutdown()
 
@@ -105,13 +107,35 @@ def test_invalid_trajectories_are_refused_before_sending(ray_session, tmp_path) 
     assert shard_dir(tmp_path, 1).is_dir()
 
 
+def test_the_shard_actor_validates_what_reaches_it_directly(ray_session, tmp_path) -> None:
+    store = _start(tmp_path)
+    good = make_traj(np.random.default_rng(5), 1, T=6, episode_id="w0-e5")
+    s = shard_for(good.episode_id, 2)
+    actor = store.shards[s]  # a writer that skips the client's check
+    rewards = good.rewards.copy()
+    rewards[2] = np.nan
+    cases = [
+        (dataclasses.replace(good, rewards=rewards), "field 'rewards' contains NaN at step 2"),
+        (dataclasses.replace(good, obs=np.zeros((7, 5), np.float32)), "field 'obs'"),
+        (dataclasses.replace(good, family="no_such_family"), "field 'family': unknown family 'no_such_family'"),
+    ]
+    for bad, message in cases:
+        with pytest.raises(codec.InvalidTrajectoryError, match=f"shard {s} refused trajectory w0-e5: {message}"):
+            ray.get(actor.append.remote(codec.encode(bad)))
+        with pytest.raises(codec.InvalidTrajectoryError, match=message):  # one bad record refuses the batch
+            ray.get(actor.append_many.remote([codec.encode(good), codec.encode(bad)]))
+    with pytest.raises(codec.InvalidTrajectoryError, match=f"shard {s}: record is not an encoded trajectory"):
+        ray.get(actor.append.remote(b"\x00garbage"))
+    assert ray.get(actor.count.remote()) == 0  # nothing was written
+    assert ray.get(actor.append.remote(codec.encode(good))).seq == 0
+
+
 @ray.remote(num_cpus=0.1)
 def _append_from_a_task(store: TrajectoryStore, trajs: list) -> list:
     return store.append_many(trajs)
 
 
 def test_the_client_travels_to_other_actors_and_tasks(ray_session, tmp_path) -> None:
-    ray.cloudpickle.register_pickle_by_value(helpers_store)  # tests/ is not on the workers' path
     store = _start(tmp_path)
     trajs = [make_traj(np.random.default_rng(3), i) for i in range(6)]
     acks = ray.get(_append_from_a_task.remote(store, trajs))  # e.g. a rollout worker holding the client

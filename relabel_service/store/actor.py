@@ -310,6 +310,8 @@ def start_store(
             max_segments=max_segments,
             max_bytes=max_bytes_per_shard,
             min_next_seq=int((min_next_seq or {}).get(i, 0)),
+            validate=True,  # a second line behind the client's check: writers may call the actor directly
+            family_lookup=family_lookup,
         )
         for i in range(num_shards)
     ]

@@ -5,6 +5,7 @@ from __future__ import annotations
 import bisect
 import collections
 import dataclasses
+import functools
 import logging
 import os
 import time
@@ -30,6 +31,12 @@ class _TaskEntry:
 class Shard:
     """One shard of the trajectory store: a SegmentLog plus an index rebuilt on start.
 
+    ``validate``: check every appended record with ``codec.validate`` (families from
+    ``family_lookup``, default envs.get_family) and refuse it with an error naming the
+    field. The shard actor does; the client validates too, before sending, so a bad
+    trajectory normally never leaves its worker (this is the second line: any writer
+    that reaches the actor directly).
+
     Index (in memory, per retained record): seq -> (segment, offset, payload length),
     episode id (appends are idempotent per episode id), task (exact per-task sets) and
     T. Built from each record's header (``codec.peek_header``), never a full decode.
@@ -49,8 +56,13 @@ class Shard:
         clock: Callable[[], float] = time.monotonic,
         lock_timeout_s: float = 10.0,
         min_next_seq: int = 0,
+        validate: bool = False,
+        family_lookup: Callable[[str], Any] | None = None,
     ):
         self.shard_id = shard_id
+        self.validate = validate
+        lookup = family_lookup or (codec.default_family_lookup() if validate else None)
+        self._lookup = functools.lru_cache(maxsize=None)(lookup) if lookup is not None else None
         self.directory = Path(directory)
         # the index: parallel columns, rows [_start:] retained, ascending seq
         self._start = 0
@@ -140,11 +152,18 @@ class Shard:
     def _payload(self, record: Any) -> tuple[Any, codec.RecordHeader]:
         payload = codec.encode(record) if isinstance(record, Trajectory) else record
         try:
-            return payload, codec.peek_header(payload)
+            header = codec.peek_header(payload)
+            traj = codec.decode(payload) if self.validate else None
         except (codec.CodecError, TypeError) as exc:
             raise codec.InvalidTrajectoryError(
                 f"shard {self.shard_id}: record is not an encoded trajectory: {exc}"
             ) from None
+        if traj is not None:
+            try:
+                codec.validate(traj, lookup=self._lookup)
+            except codec.InvalidTrajectoryError as exc:
+                raise codec.InvalidTrajectoryError(f"shard {self.shard_id} refused {exc}") from None
+        return payload, header
 
     def append(self, record: bytes | Trajectory) -> Ack:
         """Store one record (an encoded trajectory, or a Trajectory to encode).
