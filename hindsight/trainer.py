@@ -93,7 +93,7 @@ class Trainer:
         if self.address:
             ray.init(address=self.address, include_dashboard=False, log_to_driver=False)
         else:
-            ray.init(num_cpus=max(2, os.cpu_count() or 2), include_dashboard=False, log_to_driver=False)
+            ray.init(address="local", num_cpus=max(2, os.cpu_count() or 2), include_dashboard=False, log_to_driver=False)
         return True
 
     def _gpus_for_learner(self) -> float:

@@ -224,7 +224,7 @@ def test_every_relabeler_runs_over_a_finite_task_set(strategy):
 # ---- HER and HIPI on a maze, real local Ray ----------------------------------------------
 @pytest.fixture(scope="module")
 def ray_session():
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)
     yield
     ray.shutdown()
 
