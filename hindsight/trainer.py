@@ -266,6 +266,7 @@ class _Driver:
         self.t_start = time.perf_counter()
         self.wall_before = float(st.get("wall_time_s", 0.0))
         self.cursors: dict[int, int] = {int(k): int(v) for k, v in st.get("cursors", {}).items()}
+        self._store_losses(trainer.store.stats())  # on-disk damage the shards' recovery found
         # in-flight work
         self.inflight: dict[Any, tuple] = {}
         self.idle_rollout = set(trainer.pool.actors)
@@ -479,6 +480,15 @@ class _Driver:
         self.bar.set_postfix_str(f"eval {result['return_mean']:.2f}", refresh=False)
 
     # ---- logging, checkpoints, the end ------------------------------------------------------
+    def _store_losses(self, stats: dict) -> None:
+        """One console WARNING per damaged shard recovery (bytes moved to .dropped files), and
+        the running totals in TensorBoard: store/recovered_dropped_{records,bytes}."""
+        lines, records, nbytes = self.t.store.recovery_losses(stats)
+        for line in lines:
+            log.warning("%s (see `hindsight store verify %s`)", line, self.t.run_dir / "store")
+        self.tb.scalar("store/recovered_dropped_records", records, self.env_steps)
+        self.tb.scalar("store/recovered_dropped_bytes", nbytes, self.env_steps)
+
     def _log(self, force: bool = False) -> None:
         now = time.perf_counter()
         if now - self.last_log <= 2.0 and not force:
@@ -514,6 +524,7 @@ class _Driver:
             tb.scalar("store/bytes", stats["bytes"], step)
             tb.scalar("store/ingest_traj_per_s", (total - last_total) / (now - last_t), step)
             self.last_store = (now, total)
+            self._store_losses(stats)  # a shard restarted by Ray recovers again
         eval_text = f", eval {self.last_eval['return_mean']:.2f}" if self.last_eval else ""
         self.bar.set_postfix_str(f"{ups:.0f} upd/s{eval_text}", refresh=False)
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import os
 import uuid
 
 import numpy as np
@@ -166,3 +167,48 @@ def store_name_prefix(root) -> str:
     from relabel_service.store.actor import default_name_prefix
 
     return default_name_prefix(root)
+
+
+@pytest.mark.slow  # two short trainings (~1-2 min on 2 busy cores)
+@pytest.mark.timeout(900)  # before the seq floor this resume waited forever
+def test_resume_after_on_disk_damage_finishes_and_reports_the_loss(ray_session, tmp_path, caplog) -> None:
+    import json
+    from pathlib import Path
+
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    from hindsight.config import load_config
+    from hindsight.trainer import STATE_FILE, Trainer
+    from relabel_service.store.segments import list_segments, scan_segment
+
+    cfg = load_config("smoke", [f"logdir={tmp_path}", "env_steps=500", "relabel.strategy=none"])
+    first = Trainer(cfg, progress=False).run()
+    run_dir = Path(first["run_dir"])
+    cursors = json.loads((run_dir / STATE_FILE).read_text())["cursors"]
+    store_dir = run_dir / "store"
+    # shard 0: its last record cut mid-way (the saved relabel cursor is past it)
+    seg0 = list_segments(shard_dir(store_dir, 0))[-1][1]
+    scan = scan_segment(0, seg0)
+    assert int(cursors["0"]) == scan.end_seq  # everything stored was delivered
+    os.truncate(seg0, seg0.stat().st_size - 10)
+    # shard 1: one flipped byte inside its first record
+    seg1 = list_segments(shard_dir(store_dir, 1))[0][1]
+    data = bytearray(seg1.read_bytes())
+    data[scan_segment(0, seg1).frames[0][0] + 20] ^= 0xFF
+    seg1.write_bytes(bytes(data))
+
+    with caplog.at_level("WARNING", logger="hindsight.trainer"):
+        resumed = Trainer(load_config(str(run_dir / "config.yaml"), ["env_steps=1000"]), run_dir=run_dir,
+                          resume=True, progress=False).run()
+    assert resumed["env_steps"] >= 1000  # it finished: every new record was read and relabeled
+    lines = [r.getMessage() for r in caplog.records if r.name == "hindsight.trainer" and r.levelname == "WARNING"]
+    damaged = [m for m in lines if "recovery found" in m]
+    assert len(damaged) == 2, lines  # one line per damaged shard
+    assert any("store shard 0" in m and "torn_tail" in m for m in damaged)
+    assert any("store shard 1" in m and "crc_mismatch" in m and "1 record(s) lost" in m for m in damaged)
+    acc = EventAccumulator(str(run_dir / "tb"), size_guidance={"scalars": 0})
+    acc.Reload()
+    assert acc.Scalars("store/recovered_dropped_records")[-1].value == 2  # shard 0's cut record + shard 1's
+    assert acc.Scalars("store/recovered_dropped_bytes")[-1].value > 0
+    report = tools.verify(store_dir)
+    assert not report.ok and {p.kind for _, p in report.problems} == {"dropped_file"}

@@ -74,6 +74,7 @@ class TrajectoryStore:
         self.retries = retries
         self._family_lookup = family_lookup
         self._lookup = self._cached_lookup(family_lookup)
+        self._recoveries: dict[tuple[int, float], tuple[int, int]] = {}  # see recovery_losses
 
     @staticmethod
     def _cached_lookup(family_lookup: Callable[[str], Any] | None) -> Callable[[str], Any] | None:
@@ -227,6 +228,26 @@ class TrajectoryStore:
             "families": families,
             "shards": shards,
         }
+
+    def recovery_losses(self, stats: dict[str, Any] | None = None) -> tuple[list[str], int, int]:
+        """What the shards' recoveries lost on disk, for the driver's console and TensorBoard.
+
+        Returns (one summary line per damaged recovery not returned before, records lost
+        and bytes moved aside over every shard start this client has seen). A shard
+        restarted by Ray recovers again; its new report is picked up on the next call.
+        ``stats``: a ``stats()`` result to reuse.
+        """
+        stats = stats or self.stats()
+        new = []
+        for st in stats["shards"]:
+            rec = st["recovery"]
+            key = (int(st["shard"]), float(rec["started_at"]))
+            if key not in self._recoveries:
+                self._recoveries[key] = (int(rec["dropped_records"]), int(rec["dropped_bytes"]))
+                if not rec["ok"]:
+                    new.append(rec["summary"])
+        records = sum(r for r, _ in self._recoveries.values())
+        return new, records, sum(b for _, b in self._recoveries.values())
 
     def sync(self) -> None:
         """fsync every shard's active segment now."""

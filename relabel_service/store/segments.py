@@ -472,6 +472,7 @@ class RecoveryReport:
     seq_floor: int = 0
     clean: bool | None = None
     elapsed_s: float = 0.0
+    started_at: float = dataclasses.field(default_factory=time.time)  # wall clock: tells restarts apart
     problems: list[Problem] = dataclasses.field(default_factory=list)
 
     @property
@@ -502,7 +503,7 @@ class RecoveryReport:
 
     def to_dict(self) -> dict[str, Any]:
         d = dataclasses.asdict(self)
-        d.update(ok=self.ok, dropped_bytes=self.dropped_bytes, dropped_records=self.dropped_records)
+        d.update(ok=self.ok, dropped_bytes=self.dropped_bytes, dropped_records=self.dropped_records, summary=self.summary())
         return d
 
 
