@@ -1,9 +1,10 @@
 """The elastic rollout pool: W Ray actors running ``RolloutWorker``, replaced when they die.
 
     pool = RolloutPool(make_actor, size=4)
-    ref = pool.submit(wid, version, weights_ref, random_actions=False)
+    ref, gen = pool.submit(wid, version, weights_ref, random_actions=False)
     pool.resize(8)               # grow or shrink while training runs
     pool.replace(wid)            # after its actor died
+    pool.is_current(wid, gen)    # False once wid was removed or replaced since the round began
 
 Each actor appends the trajectories it collects to the store itself, so the driver only
 sees small stats; weights arrive as one object ref per published version and are fetched
@@ -26,13 +27,35 @@ class RolloutActor(RolloutWorker):
         super().__init__(**kwargs)
         self.store = store
 
-    def run_round(self, version: int, weights_box: list, random_actions: bool) -> dict[str, float]:
-        """Collect one episode per env slot and append them; returns stats after the acks."""
+    def run_round(self, version: int, weights_box: list, random_actions: bool) -> dict[str, Any]:
+        """Collect one episode per env slot and append them; returns stats after the acks.
+
+        A trajectory the store's validation rejects (a NaN reward from a faulty env, say)
+        is dropped with its reason in ``stats["rejected"]``; the valid ones of the round
+        are still appended, so one bad episode never costs the others.
+        """
         weights = ray.get(weights_box[0]) if weights_box and version > self.policy_version else None
         trajs, stats = self.collect_episodes(weights, random_actions=random_actions)
-        self.store.append_many(trajs)
+        rejected: list[str] = []
+        try:
+            self.store.append_many(trajs)
+        except ValueError:  # validation runs before anything is sent: find the bad ones
+            good = []
+            for t in trajs:
+                try:
+                    self.store.encode(t)
+                    good.append(t)
+                except ValueError as e:
+                    rejected.append(f"{t.episode_id}: {e}")
+            self.store.append_many(good)
+            trajs = good
         stats["worker_id"] = float(self.worker_id)
         stats["returns"] = [float(t.rewards.sum()) for t in trajs]
+        # acknowledged by the store: the driver's ledger (lost = acknowledged, never learned)
+        stats["episode_ids"] = [t.episode_id for t in trajs]
+        stats["episodes"] = float(len(trajs))
+        stats["env_steps"] = float(sum(t.length for t in trajs))
+        stats["rejected"] = rejected
         return stats
 
     def evaluate_remote(self, weights_box: list, tasks: Any, seed: int) -> dict[str, Any]:
@@ -40,13 +63,19 @@ class RolloutActor(RolloutWorker):
 
 
 class RolloutPool:
-    """Keeps ``size`` rollout actors alive; ids are stable, actors are replaceable."""
+    """Keeps ``size`` rollout actors alive; ids are stable, actors are replaceable.
+
+    Every actor has a generation (``gen[wid]``, bumped by ``replace``): a round submitted
+    to generation g whose result or death arrives after the worker was removed or
+    replaced is stale (``is_current`` is False) and is dropped by the caller.
+    """
 
     def __init__(self, make_actor: Callable[[int], Any], size: int):
         if size < 0:
             raise ValueError(f"rollout pool size must be >= 0, got {size}")
         self.make_actor = make_actor
         self.actors: dict[int, Any] = {}
+        self.gen: dict[int, int] = {}
         self.replaced = 0
         self._next_id = 0
         self.resize(size)
@@ -62,28 +91,41 @@ class RolloutPool:
             wid = self._next_id
             self._next_id += 1
             self.actors[wid] = self.make_actor(wid)
+            self.gen[wid] = 0
             added.append(wid)
         while len(self.actors) > size:
             wid = max(self.actors)
-            ray.kill(self.actors.pop(wid), no_restart=True)
+            self._kill(self.actors.pop(wid))
+            del self.gen[wid]
             removed.append(wid)
         return added, removed
+
+    def is_current(self, wid: int, gen: int) -> bool:
+        """Whether ``wid`` is still in the pool and still runs generation ``gen``."""
+        return self.gen.get(wid) == gen
+
+    @staticmethod
+    def _kill(actor: Any) -> None:
+        try:
+            ray.kill(actor, no_restart=True)
+        except Exception:  # already dead, or its node is gone
+            pass
 
     def replace(self, wid: int) -> None:
         """Start a new actor under the same id (its episode ids stay unique: new incarnation)."""
         if wid in self.actors:
-            try:
-                ray.kill(self.actors[wid], no_restart=True)
-            except Exception:  # already dead
-                pass
+            self._kill(self.actors[wid])
             self.actors[wid] = self.make_actor(wid)
+            self.gen[wid] += 1
             self.replaced += 1
 
-    def submit(self, wid: int, version: int, weights_ref: Any, random_actions: bool) -> Any:
+    def submit(self, wid: int, version: int, weights_ref: Any, random_actions: bool) -> tuple[Any, int]:
+        """Start a round on ``wid``: (result ref, the generation that runs it)."""
         box = [weights_ref] if weights_ref is not None else []
-        return self.actors[wid].run_round.remote(version, box, random_actions)
+        return self.actors[wid].run_round.remote(version, box, random_actions), self.gen[wid]
 
     def shutdown(self) -> None:
         for a in self.actors.values():
-            ray.kill(a, no_restart=True)
+            self._kill(a)
         self.actors.clear()
+        self.gen.clear()

@@ -10,7 +10,8 @@
 
 Errors are one line on stderr (``hindsight --debug ...`` shows the traceback) and the
 exit code says what kind: 0 ok; 1 the run failed or corruption was found; 2 usage,
-config error or missing path; 130 interrupted.
+config error or missing path; 130 or 143 stopped by SIGINT or SIGTERM (after a final
+checkpoint; the run directory resumes).
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import signal
 import sys
 from pathlib import Path
 
@@ -55,6 +57,15 @@ def _train(args: argparse.Namespace) -> int:
         resumable = (trainer.run_dir / "config.yaml").exists()
         hint = f"; resume with: hindsight train --resume {trainer.run_dir}" if resumable else ""
         raise RunFailed(f"{_one_line(e)}{hint}") from e
+    if summary.get("interrupted"):
+        sig = summary["interrupted"]
+        saved = "checkpoint written" if summary["checkpointed"] else "no new checkpoint (the previous one stands)"
+        print(
+            f"{sig}: stopped at {summary['env_steps']} env steps, {saved}; "
+            f"resume with: hindsight train --resume {summary['run_dir']}",
+            file=sys.stderr,
+        )
+        return 128 + int(getattr(signal.Signals, sig, signal.SIGINT))
     fe = summary["final_eval"]
     print(
         f"run dir: {summary['run_dir']}\n"

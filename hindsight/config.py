@@ -37,6 +37,9 @@ class RolloutConfig:
     """Ray CPUs reserved per rollout worker (fractional on small machines)."""
     random_steps: int = field(1000, ge=0)
     """Env steps (over all workers) taken with uniform random actions before the policy."""
+    round_timeout_s: float = field(600.0, ge=0)
+    """A worker whose round (one episode per env) runs longer is replaced (a hung env);
+    0 turns the check off."""
     autoscale: tuple[int, ...] = field((), ge=1)
     """[min, max]: grow the pool (up to max) while the learner waits for data, shrink it
     (down to min) while the rate limiter holds collection back; asks the Ray autoscaler

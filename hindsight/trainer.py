@@ -20,6 +20,8 @@ from __future__ import annotations
 import json
 import logging
 import os
+import signal
+import threading
 import time
 from collections import deque
 from pathlib import Path
@@ -27,7 +29,7 @@ from typing import Any
 
 import numpy as np
 import ray
-from ray.exceptions import RayActorError
+from ray.exceptions import ActorUnavailableError, RayActorError, RayError
 from tqdm import tqdm
 
 from actors.pool import RolloutActor, RolloutPool
@@ -46,6 +48,37 @@ CONTROL_FILE = "control.json"
 STATE_FILE = "trainer_state.json"
 #: strategies that run inside the learner on sampled batches instead of in the service
 IN_LEARNER = {"hipi_rl"}
+#: an actor that is gone (its process or its node): the driver replaces it, never crashes
+ACTOR_GONE = (RayActorError, ActorUnavailableError)
+
+
+class StopSignals:
+    """SIGINT/SIGTERM ask the driver to stop cleanly (final checkpoint, Ray shut down).
+
+    The first signal only sets ``requested``; the loop sees it within one iteration. A
+    second SIGINT raises KeyboardInterrupt for an impatient user. Handlers are installed
+    only in the main thread (elsewhere Python refuses them) and restored on exit.
+    """
+
+    def __init__(self) -> None:
+        self.requested: str | None = None
+        self._old: dict[int, Any] = {}
+
+    def _handle(self, signum: int, frame: Any) -> None:
+        if self.requested == "SIGINT" and signum == signal.SIGINT:
+            raise KeyboardInterrupt
+        self.requested = signal.Signals(signum).name
+        log.warning("%s: stopping after a final checkpoint (Ctrl-C again to abort)", self.requested)
+
+    def __enter__(self) -> "StopSignals":
+        if threading.current_thread() is threading.main_thread():
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                self._old[sig] = signal.signal(sig, self._handle)
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        for sig, old in self._old.items():
+            signal.signal(sig, old)
 
 
 def new_run_dir(cfg: ExperimentConfig) -> Path:
@@ -85,6 +118,7 @@ class Trainer:
         self.state: dict[str, Any] = {"env_steps": 0, "episodes": 0, "cursors": {}, "eval_history": []}
         if resume and (self.run_dir / STATE_FILE).exists():
             self.state.update(json.loads((self.run_dir / STATE_FILE).read_text()))
+        self.stop = StopSignals()
 
     # ---- set-up -------------------------------------------------------------------------
     def _start_ray(self) -> bool:
@@ -93,6 +127,8 @@ class Trainer:
         if self.address:
             ray.init(address=self.address, include_dashboard=False, log_to_driver=False)
         else:
+            # address="local": always a fresh instance of our own, even when another Ray
+            # runs on this machine (ray.init would otherwise try to join it and refuse num_cpus)
             ray.init(address="local", num_cpus=max(2, os.cpu_count() or 2), include_dashboard=False, log_to_driver=False)
         return True
 
@@ -116,6 +152,8 @@ class Trainer:
             # a resumed run's cursors floor the shards' seqs: no reader skips new records
             min_next_seq={int(k): int(v) for k, v in self.state.get("cursors", {}).items()},
         )
+        if self.resume:
+            self._counters_from_store()
         strategy = cfg.relabel.strategy
         batch_relabeler = None
         if strategy in IN_LEARNER:
@@ -155,16 +193,21 @@ class Trainer:
             )
 
         self.pool = RolloutPool(make_rollout, cfg.rollout.num_workers)
-        self.eval_actor = remote_rollout.options(num_cpus=0.05).remote(
-            store=None,
-            worker_id=10_000,
-            family=cfg.env.family,
-            family_kwargs=cfg.env.family_kwargs,
-            num_envs=min(8, cfg.eval.episodes),
-            net_cfg=net_cfg,
-            seed=cfg.seed,
-            num_threads=1,
-        )
+
+        def make_eval_actor() -> Any:
+            return remote_rollout.options(num_cpus=0.05).remote(
+                store=None,
+                worker_id=10_000,
+                family=cfg.env.family,
+                family_kwargs=cfg.env.family_kwargs,
+                num_envs=min(8, cfg.eval.episodes),
+                net_cfg=net_cfg,
+                seed=cfg.seed,
+                num_threads=1,
+            )
+
+        self.make_eval_actor = make_eval_actor
+        self.eval_actor = make_eval_actor()
         service_strategy = "none" if strategy in IN_LEARNER else strategy
         value_factory = make_value_fn_factory(net_cfg, fam.obs_dim, fam.action_dim, fam.task_dim)
         R = max(1, cfg.relabel.num_workers)
@@ -194,26 +237,42 @@ class Trainer:
         self.relabelers = [make_relabeler(r, cursors) for r in range(R)]
         self.needs_value = service_strategy in USES_VALUE
 
+    def _counters_from_store(self) -> None:
+        """On resume, env steps and episodes are what the store holds, not what the last
+        checkpoint said: trajectories stored after it count, so the budget never
+        over-collects. (A store that dropped old segments for capacity holds fewer: the
+        larger of the two is kept.)"""
+        stats = self.store.stats()
+        steps = sum(int(f["steps"]) for f in stats["families"].values())
+        episodes = int(stats["records"])
+        if steps != self.state["env_steps"]:
+            log.info(
+                "resume: the store holds %d env steps in %d episodes (the checkpoint said %d in %d)",
+                steps, episodes, self.state["env_steps"], self.state["episodes"],
+            )
+        self.state["env_steps"] = max(int(self.state["env_steps"]), steps)
+        self.state["episodes"] = max(int(self.state["episodes"]), episodes)
+
     # ---- the loop -----------------------------------------------------------------------
     def run(self) -> dict[str, Any]:
+        """Train to the budget; SIGINT/SIGTERM stop it cleanly (``summary["interrupted"]``)."""
         started_ray = self._start_ray()
         try:
-            self._build()
-            return self._loop()
+            with self.stop:
+                self._build()
+                return self._loop()
         finally:
             self._teardown(started_ray)
 
     def _teardown(self, started_ray: bool) -> None:
         if hasattr(self, "pool"):
             self.pool.shutdown()
-        for name in ("eval_actor", "learner"):
-            if hasattr(self, name):
+        for a in [getattr(self, "eval_actor", None), getattr(self, "learner", None), *getattr(self, "relabelers", [])]:
+            if a is not None:
                 try:
-                    ray.kill(getattr(self, name), no_restart=True)
-                except Exception:
+                    ray.kill(a, no_restart=True)
+                except Exception:  # already gone
                     pass
-        for a in getattr(self, "relabelers", []):
-            ray.kill(a, no_restart=True)
         if hasattr(self, "store"):
             self.store.shutdown()
         if started_ray:
@@ -282,6 +341,7 @@ class _Driver:
         self.ingested = 0  # env steps the learner has acknowledged
         self.collected = self.relabeled = 0
         self.relabel_restarts = 0
+        self.eval_restarts = 0
         lc = cfg.learner
         self.limiter = RateLimiter(lc.samples_per_insert, lc.sac.batch_size, lc.min_replay, lc.spi_tolerance)
         self.steps_base, self.updates_base = self.env_steps, None
@@ -296,6 +356,9 @@ class _Driver:
         self.chosen_tasks: deque[float] = deque(maxlen=2000)
         self.lags: deque[float] = deque(maxlen=500)
         self.last_ckpt_updates = 0
+        self.rejected = 0  # trajectories the store's validation refused (e.g. a NaN reward)
+        self.round_failures = 0  # rollout rounds that raised or timed out
+        self.empty_pool_warned = False
         now = time.perf_counter()
         self.last_log, self.last_control = now, 0.0
         self.last_store = (now, 0)
@@ -306,6 +369,9 @@ class _Driver:
     # ---- the loop -------------------------------------------------------------------------
     def run(self) -> dict[str, Any]:
         while True:
+            if self.t.stop.requested:
+                self.bar.close()
+                return self._interrupted()
             finishing = self._finished()
             if not finishing:
                 self._apply_control()
@@ -358,9 +424,12 @@ class _Driver:
         if may_insert:
             random_actions = self.env_steps < cfg.rollout.random_steps and not t.resume
             for wid in sorted(self.idle_rollout):
-                ref = t.pool.submit(wid, self.weights_version, self.weights_ref, random_actions)
-                self.inflight[ref] = ("rollout", wid)
+                ref, gen = t.pool.submit(wid, self.weights_version, self.weights_ref, random_actions)
+                self.inflight[ref] = ("rollout", wid, gen, time.perf_counter())
             self.idle_rollout.clear()
+            if not t.pool.size and not self.empty_pool_warned:
+                log.warning("the rollout pool is empty: collection waits for `hindsight scale %s N`", t.run_dir)
+                self.empty_pool_warned = True
         for r in self.relabel_inflight:
             actor = t.relabelers[r]
             if t.needs_value and self.value_ref is not None and self.value_sent[r] < self.value_version:
@@ -374,10 +443,14 @@ class _Driver:
             self.inflight[t.learner.train.remote(cfg.learner.updates_per_call)] = ("train",)
             self.train_inflight = True
         if self.env_steps >= self.next_eval and not self.eval_inflight and self.weights_ref is not None:
-            ref = t.eval_actor.evaluate_remote.remote([self.weights_ref], self.eval_tasks, cfg.seed)
-            self.inflight[ref] = ("eval", self.env_steps)
-            self.eval_inflight = True
-            self.next_eval += cfg.eval.every_steps
+            self._submit_eval(self.env_steps, tries=0)
+            # the next multiple of every_steps: one eval even when collection jumped past several
+            self.next_eval = (self.env_steps // cfg.eval.every_steps + 1) * cfg.eval.every_steps
+
+    def _submit_eval(self, step: int, tries: int) -> None:
+        ref = self.t.eval_actor.evaluate_remote.remote([self.weights_ref], self.eval_tasks, self.cfg.seed)
+        self.inflight[ref] = ("eval", step, tries)
+        self.eval_inflight = True
 
     def _collect(self) -> None:
         if not self.inflight:
@@ -388,18 +461,72 @@ class _Driver:
             kind = self.inflight.pop(ref)
             try:
                 result = ray.get(ref)
-            except RayActorError as e:
+            except ACTOR_GONE as e:
                 self._on_actor_death(kind, e)
                 continue
+            except RayError as e:  # the call itself raised: an env that threw, a lost object
+                self._on_task_error(kind, e)
+                continue
             getattr(self, f"_on_{kind[0]}")(kind, result)
+        self._check_stalled_rounds()
+
+    def _check_stalled_rounds(self) -> None:
+        """A rollout round running past ``rollout.round_timeout_s`` (an env that hangs)
+        gets its worker replaced; nothing of an unfinished round was acknowledged."""
+        limit = self.cfg.rollout.round_timeout_s
+        if limit <= 0:
+            return
+        now = time.perf_counter()
+        for ref, kind in list(self.inflight.items()):
+            if kind[0] == "rollout" and now - kind[3] > limit:
+                del self.inflight[ref]
+                log.warning("rollout worker %s: round running for %.0fs (> rollout.round_timeout_s); replacing it",
+                            kind[1], now - kind[3])
+                self.round_failures += 1
+                self._replace_rollout(kind)
+
+    def _replace_rollout(self, kind: tuple) -> None:
+        wid, gen = kind[1], kind[2]
+        if self.t.pool.is_current(wid, gen):
+            self.t.pool.replace(wid)
+            self.idle_rollout.add(wid)
+        # else: removed by a resize or already replaced; its round is dropped
 
     # ---- results ----------------------------------------------------------------------------
+    def _on_task_error(self, kind: tuple, error: Exception) -> None:
+        """A call that raised inside a live actor. Rollout: the round's episodes were never
+        acknowledged, the worker (its envs perhaps broken) is replaced. Eval: retried once
+        on a fresh actor. Relabel: the worker is replaced from the delivered cursors."""
+        cause = str(error).strip().splitlines()[-1] if str(error).strip() else type(error).__name__
+        if kind[0] == "rollout":
+            log.warning("rollout worker %s: round failed (%s); replacing it", kind[1], cause)
+            self.round_failures += 1
+            self._replace_rollout(kind)
+        elif kind[0] in ("eval", "relabel"):
+            self._on_actor_death(kind, error)
+        else:
+            raise RuntimeError(f"the learner's {kind[0]} call failed: {cause}") from error
+
     def _on_actor_death(self, kind: tuple, error: Exception) -> None:
         t = self.t
         if kind[0] == "rollout":
-            log.warning("rollout worker %s died (%s); replacing it", kind[1], type(error).__name__)
-            t.pool.replace(kind[1])
-            self.idle_rollout.add(kind[1])
+            if t.pool.is_current(kind[1], kind[2]):
+                log.warning("rollout worker %s died (%s); replacing it", kind[1], type(error).__name__)
+            self._replace_rollout(kind)
+        elif kind[0] == "eval":
+            step, tries = kind[1], kind[2]
+            try:
+                ray.kill(t.eval_actor, no_restart=True)
+            except Exception:  # already gone
+                pass
+            t.eval_actor = t.make_eval_actor()
+            self.eval_restarts += 1
+            self.eval_inflight = False
+            if tries < 2:
+                log.warning("eval actor failed (%s); replacing it and retrying the eval", type(error).__name__)
+                self._submit_eval(step, tries + 1)
+            else:
+                log.warning("eval at %d env steps failed %d times (%s); skipped", step, tries + 1, error)
         elif kind[0] == "relabel":
             # A new relabel worker resumes from the cursors of the last batch the learner
             # received: nothing in the store is skipped.
@@ -415,8 +542,12 @@ class _Driver:
             raise error
 
     def _on_rollout(self, kind: tuple, result: dict[str, Any]) -> None:
-        if kind[1] in self.t.pool.actors:  # not removed by a resize meanwhile
+        if self.t.pool.is_current(kind[1], kind[2]):  # not removed or replaced meanwhile
             self.idle_rollout.add(kind[1])
+        if result.get("rejected"):
+            self.rejected += len(result["rejected"])
+            log.warning("rollout worker %s: %d trajectories refused by the store: %s",
+                        kind[1], len(result["rejected"]), "; ".join(result["rejected"])[:500])
         steps = int(result["env_steps"])
         self.env_steps += steps
         self.episodes += int(result["episodes"])
@@ -531,11 +662,48 @@ class _Driver:
     def _checkpoint(self) -> None:
         self.t._checkpoint(self.env_steps, self.episodes, self.cursors, self.t_start, self.wall_before)
 
+    def _interrupted(self) -> dict[str, Any]:
+        """SIGINT/SIGTERM: a final checkpoint and the run directory stays resumable."""
+        t = self.t
+        try:
+            self._checkpoint()
+            checkpointed = True
+        except RayError as e:
+            log.warning("no final checkpoint (%s): --resume continues from the previous one", type(e).__name__)
+            checkpointed = False
+        self.tb.close()
+        return {
+            "run_dir": str(t.run_dir),
+            "interrupted": t.stop.requested,
+            "checkpointed": checkpointed,
+            "env_steps": self.env_steps,
+            "episodes": self.episodes,
+            "updates": self.learner_report["updates"],
+        }
+
+    def _final_eval(self, weights_ref: Any) -> dict[str, Any]:
+        """The last evaluation, on a fresh eval actor when the current one is gone."""
+        t = self.t
+        for attempt in range(3):
+            try:
+                return ray.get(t.eval_actor.evaluate_remote.remote([weights_ref], self.eval_tasks, self.cfg.seed))
+            except RayError as e:
+                if attempt == 2:
+                    raise
+                log.warning("final eval failed (%s); retrying on a fresh eval actor", type(e).__name__)
+                try:
+                    ray.kill(t.eval_actor, no_restart=True)
+                except Exception:
+                    pass
+                t.eval_actor = t.make_eval_actor()
+                self.eval_restarts += 1
+        raise AssertionError("unreachable")
+
     def _finish(self) -> dict[str, Any]:
         """Final evaluation of the last weights, checkpoint, ``summary.json``."""
         t, cfg = self.t, self.cfg
         final_ref = ray.put(ray.get(t.learner.weights.remote()))
-        final = ray.get(t.eval_actor.evaluate_remote.remote([final_ref], self.eval_tasks, cfg.seed))
+        final = self._final_eval(final_ref)
         self._record_eval(self.env_steps, final)
         counters = ray.get(t.learner.counters.remote())
         store_stats = t.store.stats()
@@ -560,6 +728,9 @@ class _Driver:
             "rollout_workers": t.pool.size,
             "workers_replaced": t.pool.replaced,
             "relabel_workers_replaced": self.relabel_restarts,
+            "eval_actors_replaced": self.eval_restarts,
+            "rollout_rounds_failed": self.round_failures,
+            "trajectories_rejected": self.rejected,
             "final_eval": {
                 "return_mean": final["return_mean"],
                 "returns": final["returns"],

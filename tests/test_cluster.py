@@ -1,0 +1,202 @@
+"""Recovery on a real multi-node Ray cluster (``ray.cluster_utils.Cluster``: a head and two
+worker nodes, fractional CPUs so it fits a 2-core machine; one cluster for the module).
+
+Each test kills something real while a training runs (an actor, a node, the driver
+process itself) and checks that the run finishes with nothing acknowledged lost.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+import pytest
+import ray
+from ray.cluster_utils import Cluster
+
+from hindsight.config import load_config
+from hindsight.trainer import Trainer, write_control
+from relabel_service.store import tools
+
+pytestmark = [pytest.mark.ray]
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture(scope="module")
+def cluster():
+    c = Cluster(
+        initialize_head=True,
+        connect=True,
+        head_node_args={"num_cpus": 1, "include_dashboard": False},
+    )
+    workers = [c.add_node(num_cpus=1) for _ in range(2)]
+    c.wait_for_nodes()
+    c.worker_nodes_started = workers  # type: ignore[attr-defined]
+    yield c
+    ray.shutdown()
+    c.shutdown()
+
+
+def _start(trainer: Trainer) -> tuple[threading.Thread, dict[str, Any]]:
+    """Run the trainer in a thread (signals stay with the test's main thread)."""
+    out: dict[str, Any] = {}
+
+    def target() -> None:
+        try:
+            out.update(trainer.run())
+        except BaseException as e:  # surfaced by _join
+            out["error"] = e
+
+    th = threading.Thread(target=target, daemon=True)
+    th.start()
+    return th, out
+
+
+def _wait_for(cond: Callable[[], Any], timeout: float = 120.0, what: str = "condition") -> Any:
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        value = cond()
+        if value:
+            return value
+        time.sleep(0.1)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def _join(th: threading.Thread, out: dict[str, Any], timeout: float = 300.0) -> dict[str, Any]:
+    th.join(timeout=timeout)
+    assert not th.is_alive(), "the run did not finish"
+    if "error" in out:
+        raise out["error"]
+    return out
+
+
+def _smoke(tmp_path: Path, *overrides: str) -> Any:
+    return load_config("smoke", [f"logdir={tmp_path}", *overrides])
+
+
+# ---- actor deaths never crash the driver; shrinking the pool mid-round ------------------------
+
+
+def test_dead_eval_actor_is_replaced_and_pool_shrinks_to_zero_mid_round(cluster, tmp_path):
+    trainer = Trainer(_smoke(tmp_path, "env_steps=2500", "relabel.strategy=none"), progress=False)
+    th, out = _start(trainer)
+    _wait_for(lambda: getattr(trainer, "pool", None) and trainer.pool.actors, what="actors")
+    time.sleep(2.0)
+    ray.kill(trainer.eval_actor, no_restart=True)  # the next eval meets a dead actor
+    # every worker has a round in flight: removing all of them drops those rounds
+    write_control(trainer.run_dir, 0)
+    _wait_for(lambda: trainer.pool.size == 0, what="the pool to shrink")
+    time.sleep(1.5)
+    write_control(trainer.run_dir, 2)
+    summary = _join(th, out)
+    assert summary["env_steps"] >= 2500
+    assert summary["rollout_workers"] == 2
+    assert summary["eval_actors_replaced"] >= 1
+    assert len(summary["eval_history"]) >= 2
+    assert tools.verify_ok(tools.verify(Path(summary["run_dir"]) / "store"))
+
+
+# ---- SIGINT / SIGTERM and a dead driver ------------------------------------------------------
+
+
+def _train_process(logdir: Path, *extra: str) -> subprocess.Popen:
+    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
+    cmd = [sys.executable, "-m", "hindsight.cli", "train", "--config", "smoke", "--no-progress",
+           "--set", f"logdir={logdir}", "--env-steps", "1000000", "--set", "relabel.strategy=none", *extra]
+    return subprocess.Popen(cmd, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def _run_dir_with(logdir: Path, rel: str, proc: subprocess.Popen) -> Path:
+    def find() -> Path | None:
+        assert proc.poll() is None, proc.communicate()
+        hits = list(logdir.glob(f"*/{rel}"))
+        return hits[0].parent if hits and rel.count("/") == 0 else (hits[0].parents[rel.count("/")] if hits else None)
+
+    return _wait_for(find, timeout=180, what=rel)
+
+
+def _descendants(pid: int) -> list[int]:
+    """Every process below ``pid`` (from /proc: parent links)."""
+    parent: dict[int, int] = {}
+    for d in Path("/proc").iterdir():
+        if d.name.isdigit():
+            try:
+                stat = (d / "stat").read_text()
+            except OSError:
+                continue
+            parent[int(d.name)] = int(stat.rsplit(")", 1)[1].split()[1])
+    out, frontier = [], [pid]
+    while frontier:
+        kids = [c for c, p in parent.items() if p in frontier]
+        out += kids
+        frontier = kids
+    return out
+
+
+def _alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state != "Z"
+
+
+def _gone(pids: list[int], timeout: float = 30.0) -> list[int]:
+    """The pids still alive after waiting up to ``timeout`` seconds."""
+    deadline = time.time() + timeout
+    while time.time() < deadline and any(_alive(p) for p in pids):
+        time.sleep(0.2)
+    return [p for p in pids if _alive(p)]
+
+
+def _kill(pids: list[int]) -> None:
+    for p in pids:  # only processes this test started
+        try:
+            os.kill(p, signal.SIGKILL)
+        except OSError:
+            pass
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
+def test_signal_stops_cleanly_with_a_final_checkpoint(tmp_path, sig):
+    proc = _train_process(tmp_path)
+    run_dir = _run_dir_with(tmp_path, "checkpoints/learner.pt", proc)
+    children = _descendants(proc.pid)
+    assert children, "the trainer started no Ray processes"
+    proc.send_signal(sig)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 128 + int(sig), err
+    assert "Traceback" not in err and "KeyboardInterrupt" not in err, err
+    last = err.strip().splitlines()[-1]
+    assert last.startswith(f"{sig.name}: stopped at") and f"--resume {run_dir}" in last, err
+    assert (run_dir / "trainer_state.json").exists() and (run_dir / "checkpoints" / "learner.pt").exists()
+    alive = _gone(children)
+    _kill(alive)  # leave nothing behind even when the assertion fails
+    assert not alive, f"Ray processes left behind: {alive}"
+
+
+def test_resume_after_a_dead_driver_counts_what_the_store_holds(cluster, tmp_path):
+    proc = _train_process(tmp_path, "--set", "learner.checkpoint_every=50")
+    run_dir = _run_dir_with(tmp_path, "trainer_state.json", proc)
+    time.sleep(3.0)  # trajectories stored after the last checkpoint
+    children = _descendants(proc.pid)
+    proc.kill()  # a dead driver: no final checkpoint
+    proc.communicate(timeout=60)
+    _kill(_gone(children))  # Ray ties its processes to the driver; make sure
+    _gone(children)
+    before = tools.stats(run_dir / "store")
+    stored = sum(f["steps"] for f in before["families"].values())
+    cfg = load_config(str(run_dir / "config.yaml"), [f"env_steps={stored + 300}"])
+    summary = Trainer(cfg, run_dir=run_dir, resume=True, progress=False).run()
+    after = tools.load_all(run_dir / "store")
+    # every stored step counted once: nothing the dead driver had collected is collected again
+    assert summary["env_steps"] == sum(t.length for t in after)
+    assert summary["episodes"] == len(after)
+    assert stored + 300 <= summary["env_steps"] < stored + 300 + 2 * 4 * 10 + 1
