@@ -164,8 +164,8 @@ def _kill(pids: list[int]) -> None:
             pass
 
 
-@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
-def test_signal_stops_cleanly_with_a_final_checkpoint(tmp_path, sig):
+def test_sigint_stops_cleanly_with_a_final_checkpoint(tmp_path):
+    sig = signal.SIGINT
     proc = _train_process(tmp_path)
     run_dir = _run_dir_with(tmp_path, "checkpoints/learner.pt", proc)
     children = _descendants(proc.pid)
@@ -180,6 +180,23 @@ def test_signal_stops_cleanly_with_a_final_checkpoint(tmp_path, sig):
     alive = _gone(children)
     _kill(alive)  # leave nothing behind even when the assertion fails
     assert not alive, f"Ray processes left behind: {alive}"
+
+
+def test_sigterm_in_process_returns_a_resumable_interrupted_run(cluster, tmp_path):
+    trainer = Trainer(_smoke(tmp_path, "env_steps=1000000", "relabel.strategy=none"), progress=False)
+
+    def send_when_running() -> None:
+        _wait_for(lambda: (trainer.run_dir / "checkpoints" / "learner.pt").exists(), what="a checkpoint")
+        os.kill(os.getpid(), signal.SIGTERM)
+
+    timer = threading.Thread(target=send_when_running, daemon=True)
+    timer.start()
+    summary = trainer.run()  # main thread: the handler is installed here
+    timer.join()
+    assert summary["interrupted"] == "SIGTERM" and summary["checkpointed"]
+    assert signal.getsignal(signal.SIGTERM) is not trainer.stop._handle  # restored
+    state = (trainer.run_dir / "trainer_state.json").read_text()
+    assert f'"env_steps": {summary["env_steps"]}' in state
 
 
 def test_resume_after_a_dead_driver_counts_what_the_store_holds(cluster, tmp_path):
