@@ -7,6 +7,8 @@
     hindsight bench NAME [--quick] [--json FILE]
     hindsight config [--config NAME]          # the hyperparameter table
     hindsight fidelity --checkpoint RUN_DIR [--num-tasks 100] [--candidates 100] [--out DIR]
+    hindsight collect --checkpoint RUN_DIR --episodes N [--out DIR] [--seed S] [--deterministic]
+    hindsight bc --store STORE_DIR [--relabel none|random|hipi] [--no-partition] [--reward-bias B] ...
 
 Errors are one line on stderr (``hindsight --debug ...`` shows the traceback) and the
 exit code says what kind: 0 ok; 1 the run failed or corruption was found; 2 usage,
@@ -164,6 +166,31 @@ def _fidelity(args: argparse.Namespace) -> int:
     return 0
 
 
+def _collect(args: argparse.Namespace) -> int:
+    from hindsight.bc import run_collect
+
+    meta = run_collect(args.checkpoint, args.episodes, out_dir=args.out, seed=args.seed,
+                       deterministic=args.deterministic)
+    print(json.dumps(meta, indent=2))
+    return 0
+
+
+def _bc(args: argparse.Namespace) -> int:
+    from hindsight.bc import run_bc
+    from learner.bc import BCConfig
+
+    cfg = BCConfig(relabel=args.relabel, partition=not args.no_partition, candidates=args.candidates,
+                   num_candidates=args.num_candidates, relabel_batch=args.relabel_batch,
+                   temperature=args.temperature, epochs=args.epochs, batch_size=args.batch_size, seed=args.seed)
+    s = run_bc(args.store, cfg, out_dir=args.out, reward_bias=args.reward_bias, eval_episodes=args.eval_episodes,
+               eval_every=args.eval_every)
+    fe = s["final_eval"]
+    print(f"{s['variant']}: {s['trajectories']} trajectories, {s['steps']} steps, final loss "
+          f"{s['history'][-1]['loss']:.3f}; eval return {fe['return_mean']:.3f} over {s['eval_episodes']} episodes\n"
+          f"wrote {s['out_dir']}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="hindsight", description="Distributed multi-task RL with hindsight relabeling.")
     p.add_argument("--debug", action="store_true", help="show tracebacks instead of one-line errors")
@@ -221,6 +248,34 @@ def build_parser() -> argparse.ArgumentParser:
     f.add_argument("--reference-size", type=int, help="N: AIR compares with the last N rollouts (default: all)")
     f.add_argument("--out", metavar="DIR", help="where fidelity.json / fidelity.png go (default RUN_DIR/fidelity)")
     f.set_defaults(func=_fidelity)
+
+    co = sub.add_parser("collect", help="roll a trained policy out on N prior tasks into a new store (demos)")
+    co.add_argument("--checkpoint", required=True, metavar="RUN_DIR", help="run directory (or its checkpoints/learner.pt)")
+    co.add_argument("--episodes", type=int, required=True, help="N: episodes, one prior task each")
+    co.add_argument("--out", metavar="DIR", help="writes DIR/store and DIR/demos.json (default RUN_DIR/demos-N)")
+    co.add_argument("--seed", type=int, default=0)
+    co.add_argument("--deterministic", action="store_true", help="roll out tanh(mean) instead of sampling")
+    co.set_defaults(func=_collect)
+
+    bc = sub.add_parser("bc", help="HIPI-BC: behaviour cloning on a store's trajectories relabeled by inverse RL")
+    bc.add_argument("--store", required=True, metavar="STORE_DIR", help="a store directory (task labels are ignored)")
+    bc.add_argument("--relabel", choices=("none", "random", "hipi"), default="hipi",
+                    help="none: task-agnostic BC; random: prior tasks; hipi: HIPI Eq. 7")
+    bc.add_argument("--no-partition", action="store_true", help="hipi without log Z (HIPI Fig. 8 ablation)")
+    bc.add_argument("--candidates", choices=("prior", "eval"), default="prior",
+                    help="hipi's tasks: fresh prior samples per batch, or the family's fixed eval list")
+    bc.add_argument("--num-candidates", type=int, default=100, help="K prior samples per relabel batch")
+    bc.add_argument("--relabel-batch", type=int, default=1000, help="trajectories sharing candidates and log Z")
+    bc.add_argument("--temperature", type=float, default=1.0)
+    bc.add_argument("--reward-bias", type=float, default=0.0,
+                    help="add B to the first eval task's reward in the relabeling only (HIPI Fig. 8)")
+    bc.add_argument("--epochs", type=int, default=30)
+    bc.add_argument("--batch-size", type=int, default=256)
+    bc.add_argument("--eval-episodes", type=int, default=25, help="as a training run's eval.episodes")
+    bc.add_argument("--eval-every", type=int, default=0, help="also evaluate every N epochs (0: at the end only)")
+    bc.add_argument("--seed", type=int, default=0)
+    bc.add_argument("--out", metavar="DIR", help="default: beside the store, bc-<variant>-s<seed>")
+    bc.set_defaults(func=_bc)
     return p
 
 
