@@ -1,6 +1,11 @@
 """Benchmarks: each reports a ratio against a baseline measured in the same run.
 
     hindsight bench rollout|store|learner|relabel|all [--quick] [--json FILE]
+    hindsight bench learner --device cuda       # eager vs CUDA-graph updates on the GPU
+    hindsight bench e2e [--quick]               # training vs Stable-Baselines3 SAC (not in "all")
+
+Each result records the machine and its load average at the start, so a figure measured
+on a busy machine says so.
 """
 
 from __future__ import annotations
@@ -13,6 +18,8 @@ from typing import Any
 import os
 
 NAMES = ("rollout", "store", "learner", "relabel")
+#: run by name only (minutes long): not part of "all"
+EXTRA = ("e2e",)
 
 
 def machine() -> dict[str, Any]:
@@ -24,18 +31,23 @@ def machine() -> dict[str, Any]:
         "python": platform.python_version(),
         "torch": torch.__version__,
         "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
+        "load_average_1_5_15": [round(x, 2) for x in os.getloadavg()],
     }
 
 
-def run_benchmark(name: str, quick: bool = False) -> dict[str, Any]:
+def run_benchmark(name: str, quick: bool = False, device: str | None = None) -> dict[str, Any]:
     if name == "all":
         return {n: run_benchmark(n, quick) for n in NAMES}
-    if name not in NAMES:
-        raise KeyError(f"unknown benchmark {name!r} (known: {', '.join(NAMES)}, all)")
+    if name not in NAMES + EXTRA:
+        raise KeyError(f"unknown benchmark {name!r} (known: {', '.join(NAMES + EXTRA)}, all)")
+    if device is not None and name != "learner":
+        raise ValueError(f"--device applies to the learner benchmark only, not {name!r}")
     t0 = time.perf_counter()
-    result = importlib.import_module(f"benchmarks.{name}").run(quick=quick)
+    load = machine()["load_average_1_5_15"]
+    kwargs: dict[str, Any] = {"device": device} if device is not None else {}
+    result = importlib.import_module(f"benchmarks.{name}").run(quick=quick, **kwargs)
     result["benchmark"] = name
     result["quick"] = quick
     result["seconds"] = round(time.perf_counter() - t0, 2)
-    result["machine"] = machine()
+    result["machine"] = {**machine(), "load_average_at_start": load}
     return result

@@ -1,4 +1,4 @@
-"""Learner throughput: our SAC ``update`` vs a plain PyTorch SAC step, same run, one thread.
+"""Learner throughput: our SAC ``update`` vs a plain PyTorch SAC step and vs its FLOP ceiling.
 
     from benchmarks.learner import run; print(run(quick=True))
 
@@ -13,10 +13,21 @@ each is reported, with the ratio ours / plain.
 Ours is measured twice: with the default ``task_to_all_layers=True`` (slightly more FLOPs:
 the task is re-appended to every hidden layer) and with the task on the input only, which
 is exactly the baseline's architecture.
+
+FLOP ceiling (``ratio_of_flop_ceiling``): every matmul one update runs (forward and
+backward, recorded with a dispatch mode) is timed alone on operands of the same shapes in
+the same run; their summed time is the fastest an update could be if everything but its
+matmuls were free. Reported at one thread and, as the learner runs by default, at every
+core of the machine (``all_cores``).
+
+``--device cuda``: eager updates and CUDA-graph launches of k = 1, 8, 32 updates
+(``learner/sac/graphed.py``, replay sampling on the device) at batch 256, 256x256, with
+TF32 off and on; the ceiling likewise from the GPU's own matmul timings.
 """
 
 from __future__ import annotations
 
+import os
 import statistics
 import time
 from typing import Any, Callable
@@ -142,45 +153,210 @@ def _rate(step: Callable[[Batch], Any], batches: list[Batch], n: int) -> float:
     return n / (time.perf_counter() - start)
 
 
-def run(quick: bool = False) -> dict[str, Any]:
-    """Updates/s of ours (two task-conditioning variants) and of the plain step; ratios."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        reps, n, warmup = (3, 40, 10) if quick else (7, 150, 30)
-        batches = _batches(8, seed=0)
+# ---- the FLOP ceiling ------------------------------------------------------------------------
+_MATMULS = None
+
+
+def _matmul_ops() -> set:
+    global _MATMULS
+    if _MATMULS is None:
+        aten = torch.ops.aten
+        _MATMULS = {aten.mm.default, aten.addmm.default, aten.bmm.default, aten.baddbmm.default}
+    return _MATMULS
+
+
+def _recorded_matmuls(step: Callable[[], Any]) -> list[tuple[str, tuple[tuple[int, ...], ...]]]:
+    """(op, operand shapes) of every matmul one call of ``step`` runs, backward included."""
+    from torch.utils._python_dispatch import TorchDispatchMode
+
+    ops: list[tuple[str, tuple[tuple[int, ...], ...]]] = []
+    mm = _matmul_ops()
+
+    class Record(TorchDispatchMode):
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):  # type: ignore[override]
+            if func in mm:
+                # the two matrix operands (addmm / baddbmm carry the bias first)
+                a, b = (args[1], args[2]) if func.__name__.startswith(("addmm", "baddbmm")) else (args[0], args[1])
+                ops.append(("bmm" if a.dim() == 3 else "mm", (tuple(a.shape), tuple(b.shape))))
+            return func(*args, **(kwargs or {}))
+
+    with Record():
+        step()
+    return ops
+
+
+def _flops(kind: str, shapes: tuple[tuple[int, ...], ...]) -> float:
+    a, b = shapes
+    return 2.0 * (a[0] if kind == "bmm" else 1) * a[-2] * a[-1] * b[-1]
+
+
+def flop_ceiling(step: Callable[[], Any], device: torch.device, reps: int) -> dict[str, float]:
+    """The update's matmul FLOPs and the update rate if it ran only its matmuls at the speed
+    this machine gives them: every recorded (op, shapes) timed here on fresh contiguous
+    operands, ``reps`` times, median, summed with multiplicity."""
+    ops = _recorded_matmuls(step)
+    counts: dict[tuple, int] = {}
+    for op in ops:
+        counts[op] = counts.get(op, 0) + 1
+    total_s = 0.0
+    for (kind, (sa, sb)), count in counts.items():
+        x, y = torch.randn(sa, device=device), torch.randn(sb, device=device)
+        fn = torch.bmm if kind == "bmm" else torch.mm
+        out = fn(x, y)
+        for _ in range(3):
+            fn(x, y, out=out)
+        times = []
+        for _ in range(reps):
+            _sync(device)
+            t0 = time.perf_counter()
+            for _ in range(10):
+                fn(x, y, out=out)
+            _sync(device)
+            times.append((time.perf_counter() - t0) / 10)
+        total_s += count * statistics.median(times)
+    flops = sum(_flops(k, s) for k, s in ops)
+    return {
+        "matmuls_per_update": len(ops),
+        "flops_per_update": flops,
+        "matmul_seconds_per_update": total_s,
+        "ceiling_updates_per_s": 1.0 / total_s,
+        "matmul_gflops": flops / total_s / 1e9,
+    }
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+# ---- the run ------------------------------------------------------------------------------------
+def _cpu_block(threads: int, quick: bool, with_plain: bool) -> dict[str, Any]:
+    torch.set_num_threads(threads)
+    reps, n, warmup = (2, 8, 3) if quick else (7, 150, 30)
+    batches = _batches(8, seed=0)
+    ours_all = init_state(OBS, ACT, TASK, SACConfig(hidden_sizes=(HIDDEN, HIDDEN)), "cpu", seed=0)
+    steps: dict[str, Callable[[Batch], Any]] = {
+        # metrics read every 100 updates, as a trainer would
+        "ours_all_layers": lambda b: update(ours_all, b, with_metrics=ours_all.step % 100 == 0),
+    }
+    if with_plain:
         plain = PlainSAC(seed=0)
-        ours_all = init_state(OBS, ACT, TASK, SACConfig(hidden_sizes=(HIDDEN, HIDDEN)), "cpu", seed=0)
         ours_input = init_state(OBS, ACT, TASK, SACConfig(hidden_sizes=(HIDDEN, HIDDEN), task_to_all_layers=False),
                                 "cpu", seed=0)
-        steps: dict[str, Callable[[Batch], Any]] = {
-            "plain": plain.step,
-            # metrics read every 100 updates, as a trainer would
-            "ours_all_layers": lambda b: update(ours_all, b, with_metrics=ours_all.step % 100 == 0),
-            "ours_input_only": lambda b: update(ours_input, b, with_metrics=ours_input.step % 100 == 0),
-        }
-        for step in steps.values():
-            _rate(step, batches, warmup)
-        rates: dict[str, list[float]] = {k: [] for k in steps}
-        names = list(steps)
-        for r in range(reps):
-            for name in names[r % len(names):] + names[: r % len(names)]:  # rotate the order
-                rates[name].append(_rate(steps[name], batches, n))
-        med = {k: statistics.median(v) for k, v in rates.items()}
-        return {
-            "device": "cpu",
-            "threads": 1,
-            "batch_size": BATCH,
-            "hidden": [HIDDEN, HIDDEN],
-            "dims": {"obs": OBS, "action": ACT, "task": TASK},
-            "updates_per_rep": n,
-            "reps": reps,
+        steps["plain"] = plain.step
+        steps["ours_input_only"] = lambda b: update(ours_input, b, with_metrics=ours_input.step % 100 == 0)
+    for step in steps.values():
+        _rate(step, batches, warmup)
+    rates: dict[str, list[float]] = {k: [] for k in steps}
+    names = list(steps)
+    for r in range(reps):
+        for name in names[r % len(names):] + names[: r % len(names)]:  # rotate the order
+            rates[name].append(_rate(steps[name], batches, n))
+    med = {k: statistics.median(v) for k, v in rates.items()}
+    ceiling = flop_ceiling(lambda: update(ours_all, batches[0], with_metrics=False), torch.device("cpu"),
+                           reps=2 if quick else 15)
+    out: dict[str, Any] = {
+        "threads": threads,
+        "ours_updates_per_s": med["ours_all_layers"],
+        **ceiling,
+        "ratio_of_flop_ceiling": med["ours_all_layers"] / ceiling["ceiling_updates_per_s"],
+        "all_rates": rates,
+    }
+    if with_plain:
+        out.update({
             "plain_updates_per_s": med["plain"],
-            "ours_updates_per_s": med["ours_all_layers"],
             "ours_input_only_updates_per_s": med["ours_input_only"],
             "ratio": med["ours_all_layers"] / med["plain"],
             "ratio_input_only": med["ours_input_only"] / med["plain"],
-            "all_rates": rates,
-        }
+        })
+    return out
+
+
+def _cuda_block(quick: bool) -> dict[str, Any]:
+    """Eager updates and CUDA-graph launches (k updates each, replay sampling on the device)
+    at batch 256, 256x256, on the first GPU; TF32 off and on."""
+    from learner.replay import Replay
+    from learner.sac.graphed import GraphedUpdates, set_tf32
+    from relabel_service.core import TransitionBatch
+
+    device = torch.device("cuda")
+    g = torch.Generator().manual_seed(0)
+    n_rows = 100_000
+    rows = TransitionBatch(
+        torch.randn(n_rows, OBS, generator=g).numpy(), (torch.rand(n_rows, ACT, generator=g) * 2 - 1).numpy(),
+        torch.randn(n_rows, generator=g).numpy(), torch.randn(n_rows, OBS, generator=g).numpy(),
+        (torch.rand(n_rows, generator=g) < 0.01).numpy().astype("float32"), torch.randn(n_rows, TASK, generator=g).numpy(),
+        torch.zeros(n_rows, 0).numpy(),
+    )
+    out: dict[str, Any] = {"device": torch.cuda.get_device_name(0), "replay_rows": n_rows}
+    seconds = 2.0 if quick else 8.0
+    for tf32 in (False, True):
+        set_tf32(tf32)
+        key = "tf32" if tf32 else "fp32"
+        replay = Replay(n_rows, OBS, ACT, TASK, device, 0)
+        replay.add(rows)
+        eager_state = init_state(OBS, ACT, TASK, SACConfig(hidden_sizes=(HIDDEN, HIDDEN)), device, seed=0)
+        gen = torch.Generator(device=device).manual_seed(0)
+
+        def eager_step() -> None:
+            update(eager_state, replay.sample(BATCH, gen), with_metrics=False)
+
+        eager = _timed_rate(eager_step, device, seconds, per_call=1)
+        res: dict[str, Any] = {"eager_updates_per_s": eager}
+        for k in (1, 8, 32):
+            state = init_state(OBS, ACT, TASK, SACConfig(hidden_sizes=(HIDDEN, HIDDEN)), device, seed=0)
+            graphed = GraphedUpdates(state, replay, updates_per_launch=k)
+            graphed.run(2)  # warm-up launch + capture + one replay
+            res[f"graph_k{k}_updates_per_s"] = _timed_rate(lambda: graphed.run(1), device, seconds, per_call=k)
+        ceiling = flop_ceiling(eager_step, device, reps=10)
+        best = max(v for name, v in res.items() if name.startswith("graph_"))
+        res.update({**ceiling, "best_updates_per_s": best, "ratio_of_flop_ceiling": best / ceiling["ceiling_updates_per_s"]})
+        out[key] = res
+    set_tf32(False)
+    out["updates_per_s"] = out["fp32"]["best_updates_per_s"]
+    out["updates_per_s_tf32"] = out["tf32"]["best_updates_per_s"]
+    out["ratio_of_flop_ceiling"] = out["fp32"]["ratio_of_flop_ceiling"]
+    out["target_updates_per_s"] = 3000
+    return out
+
+
+def _timed_rate(step: Callable[[], Any], device: torch.device, seconds: float, per_call: int) -> float:
+    for _ in range(3):
+        step()
+    _sync(device)
+    n, t0 = 0, time.perf_counter()
+    while time.perf_counter() - t0 < seconds:
+        for _ in range(10):
+            step()
+        n += 10
+        _sync(device)
+    return n * per_call / (time.perf_counter() - t0)
+
+
+def run(quick: bool = False, device: str = "cpu") -> dict[str, Any]:
+    """CPU: updates/s of ours at 1 thread and at every core, the plain step (1 thread), and
+    each against the FLOP ceiling measured in the same run. CUDA: eager vs CUDA-graph rates."""
+    base = {"batch_size": BATCH, "hidden": [HIDDEN, HIDDEN], "dims": {"obs": OBS, "action": ACT, "task": TASK}}
+    if device.startswith("cuda"):
+        if not torch.cuda.is_available():
+            raise RuntimeError("bench learner --device cuda: torch sees no CUDA device")
+        return {**base, "device": "cuda", **_cuda_block(quick)}
+    threads = torch.get_num_threads()
+    cores = os.cpu_count() or 1
+    try:
+        one = _cpu_block(1, quick, with_plain=True)
+        out: dict[str, Any] = {**base, "device": "cpu", "one_thread": one}
+        # headline fields as before (one thread), plus the ceiling ratio
+        for k in ("plain_updates_per_s", "ours_updates_per_s", "ours_input_only_updates_per_s", "ratio",
+                  "ratio_input_only"):
+            out[k] = one[k]
+        out["ratio_of_flop_ceiling"] = one["ratio_of_flop_ceiling"]
+        if cores > 1:
+            every = _cpu_block(cores, quick, with_plain=False)
+            out["all_cores"] = every
+            out["ratio_of_flop_ceiling_all_cores"] = every["ratio_of_flop_ceiling"]
+            out["speedup_all_cores"] = every["ours_updates_per_s"] / one["ours_updates_per_s"]
+        out["target_ratio_of_flop_ceiling"] = 0.8
+        return out
     finally:
         torch.set_num_threads(threads)

@@ -4,7 +4,7 @@
     hindsight envs
     hindsight store verify DIR | hindsight store stats DIR
     hindsight scale RUN_DIR N
-    hindsight bench NAME [--quick] [--json FILE]
+    hindsight bench NAME [--quick] [--json FILE] [--device cuda]
     hindsight config [--config NAME]          # the hyperparameter table
     hindsight fidelity --checkpoint RUN_DIR [--num-tasks 100] [--candidates 100] [--out DIR]
     hindsight collect --checkpoint RUN_DIR --episodes N [--out DIR] [--seed S] [--deterministic]
@@ -134,7 +134,7 @@ def _scale(args: argparse.Namespace) -> int:
 def _bench(args: argparse.Namespace) -> int:
     from benchmarks import run_benchmark
 
-    result = run_benchmark(args.name, quick=args.quick)
+    result = run_benchmark(args.name, quick=args.quick, device=args.device)
     text = json.dumps(result, indent=2)
     print(text)
     if args.json:
@@ -227,10 +227,11 @@ def build_parser() -> argparse.ArgumentParser:
     sc.add_argument("workers", type=int)
     sc.set_defaults(func=_scale)
 
-    b = sub.add_parser("bench", help="run a benchmark (rollout, store, learner, relabel, all)")
+    b = sub.add_parser("bench", help="run a benchmark (rollout, store, learner, relabel, all; e2e)")
     b.add_argument("name")
     b.add_argument("--quick", action="store_true", help="smaller sizes (for CI)")
     b.add_argument("--json", help="write the result to this file")
+    b.add_argument("--device", help="learner only: cpu (default) or cuda")
     b.set_defaults(func=_bench)
 
     c = sub.add_parser("config", help="print every config key with its default and meaning")

@@ -107,8 +107,10 @@ class LearnerConfig:
     """auto (CUDA when Ray gives the learner a GPU), cpu or cuda."""
     num_gpus: float = field(-1.0, ge=-1)
     """GPUs to ask Ray for; -1: one if the cluster has any, else 0."""
-    num_cpus: float = field(1.0, gt=0)
-    """Ray CPUs for the learner; also its torch thread count (at least 1)."""
+    num_cpus: float = field(0.0, ge=0)
+    """Ray CPUs for the learner; its torch thread count is this rounded up (at least 1).
+    0: what the cluster has left after the rollout, relabel, store and eval actors'
+    reservations (``learner_cpus``), so on one box the learner uses every idle core."""
     replay_capacity: int = field(200_000, ge=1)
     """Transitions held in the device-resident replay."""
     min_replay: int = field(1000, ge=0)
@@ -126,6 +128,15 @@ class LearnerConfig:
     """Publish policy weights every this many updates."""
     checkpoint_every: int = field(5000, ge=1)
     """Checkpoint every this many updates (and at the end)."""
+    cuda_graph: bool = True
+    """On CUDA: capture ``updates_per_launch`` whole updates (device replay sampling, losses,
+    backward, fused capturable Adam, Polyak) in one CUDA graph and replay it
+    (``learner/sac/graphed.py``); eager updates otherwise, and always on CPU or with
+    in-learner relabeling (hipi_rl)."""
+    updates_per_launch: int = field(8, ge=1)
+    """On CUDA with ``cuda_graph``: SAC updates per graph launch."""
+    tf32: bool = False
+    """On CUDA: allow TF32 tensor-core matmuls (float32 accumulation, ~10-bit products)."""
     sac: SACConfig = dataclasses.field(default_factory=SACConfig)
     """Multi-task SAC hyperparameters (family defaults fill what the config leaves unset)."""
 
@@ -172,6 +183,20 @@ class ExperimentConfig:
 
     def __post_init__(self) -> None:
         check_ranges(self)
+
+
+def learner_cpus(cfg: "ExperimentConfig", cluster_cpus: float) -> float:
+    """The learner's Ray CPUs: ``learner.num_cpus``, or when 0 what ``cluster_cpus`` leaves
+    after the other actors' reservations (at least 1)."""
+    if cfg.learner.num_cpus > 0:
+        return cfg.learner.num_cpus
+    others = (
+        cfg.rollout.num_workers * cfg.rollout.num_cpus
+        + cfg.relabel.num_workers * cfg.relabel.num_cpus
+        + cfg.store.num_shards * cfg.store.num_cpus
+        + 0.05  # the eval actor
+    )
+    return max(1.0, round(cluster_cpus - others, 2))
 
 
 def resolve_config_path(name_or_path: str) -> Path:

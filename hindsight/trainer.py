@@ -17,6 +17,7 @@ busy actor is never flooded and back-pressure comes for free.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import os
@@ -34,7 +35,7 @@ from tqdm import tqdm
 
 from actors.pool import RolloutActor, RolloutPool
 from envs import get_family
-from hindsight.config import ExperimentConfig, dump_config
+from hindsight.config import ExperimentConfig, dump_config, learner_cpus
 from hindsight.tb import TBWriter
 from learner.actor import Learner
 from learner.rate_limiter import RateLimiter
@@ -162,14 +163,18 @@ class Trainer:
             batch_relabeler = make_hipi_rl_relabeler(fam, cfg.relabel.strategy_cfg, cfg.env.family_kwargs)
         self.num_gpus = self._gpus_for_learner()
         LearnerActor = ray.remote(Learner)
+        # learner.num_cpus 0: the CPUs the largest node has left after the other actors
+        node_cpus = max((n["Resources"].get("CPU", 0.0) for n in ray.nodes() if n.get("Alive")), default=1.0)
+        learner_cfg = dataclasses.replace(cfg.learner, num_cpus=learner_cpus(cfg, node_cpus))
+        # max_concurrency 2: ingest runs while an update call is in progress (locks inside)
         self.learner = LearnerActor.options(
-            num_cpus=cfg.learner.num_cpus, num_gpus=self.num_gpus, name=None
+            num_cpus=learner_cfg.num_cpus, num_gpus=self.num_gpus, name=None, max_concurrency=2
         ).remote(
             fam.obs_dim,
             fam.action_dim,
             fam.task_dim,
             fam.reward_input_dim,
-            cfg.learner,
+            learner_cfg,
             fam.discount,
             cfg.seed,
             str(self.run_dir / "checkpoints"),

@@ -15,7 +15,9 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import os
+import threading
 import time
 from pathlib import Path
 from typing import Any, Callable
@@ -23,9 +25,10 @@ from typing import Any, Callable
 import numpy as np
 import torch
 
-from learner.core import pick_device
+from learner.core import pick_device, to_torch
 from learner.rate_limiter import RateLimiter
 from learner.replay import Replay
+from learner.sac.graphed import GraphedUpdates, set_tf32
 from learner.sac.update import SACState, init_state, load_state, policy_weights, save_state, update, value_weights
 from relabel_service.core import TransitionBatch
 
@@ -47,9 +50,12 @@ class Learner:
         resume: bool = False,
         batch_relabeler: BatchRelabeler | None = None,
     ):
-        torch.set_num_threads(max(1, int(cfg.num_cpus)))
+        # every core Ray gives the learner: a fractional share counts as a whole thread
+        torch.set_num_threads(max(1, math.ceil(cfg.num_cpus)))
         self.cfg = cfg
         self.device = pick_device(cfg.device)
+        if self.device.type == "cuda":
+            set_tf32(getattr(cfg, "tf32", False))
         sac_cfg = cfg.sac
         sac_cfg = dataclasses.replace(sac_cfg, discount=discount)
         self.state = init_state(obs_dim, action_dim, task_dim, sac_cfg, self.device, seed)
@@ -63,6 +69,15 @@ class Learner:
         self._updates_offset = 0  # updates before a resume do not count against new data
         self.version = 0
         self._published: tuple[int, dict[str, np.ndarray]] = (0, policy_weights(self.state))
+        # On CUDA, k updates per CUDA-graph launch (learner/sac/graphed.py); built lazily
+        self.use_graph = (
+            self.device.type == "cuda" and getattr(cfg, "cuda_graph", False) and batch_relabeler is None
+        )
+        self._graphed: GraphedUpdates | None = None
+        # The actor may serve ingest while train runs (Ray max_concurrency 2): the replay
+        # lock covers writes and samples, the state lock the networks and optimiser.
+        self._replay_lock = threading.Lock()
+        self._state_lock = threading.Lock()
         self.checkpoint_dir = Path(checkpoint_dir) if checkpoint_dir else None
         self._rates = {"ingest_t": time.perf_counter(), "ingest_n": 0, "update_t": time.perf_counter(), "update_n": 0}
         if resume and self.checkpoint_dir is not None and (self.checkpoint_dir / "learner.pt").exists():
@@ -80,7 +95,9 @@ class Learner:
             for name, x in zip(batch._fields, batch):
                 if not np.all(np.isfinite(x)):
                     raise ValueError(f"learner: transition field {name!r} contains NaN or Inf")
-            self.replay.add(batch)
+            tensors = to_torch(batch, self.device)  # converted outside the lock
+            with self._replay_lock:
+                self.replay.add(tensors)
             self.inserted += len(batch) if env_steps is None else int(env_steps)
             self.transitions += len(batch)
             self._rates["ingest_n"] += len(batch)
@@ -95,16 +112,25 @@ class Learner:
             time.sleep(0.02)  # nothing allowed yet: do not spin the driver's loop
         metrics: dict[str, float] = {}
         relabel_stats: dict[str, float] = {}
-        for i in range(n):
-            batch = self.replay.sample(self.cfg.sac.batch_size, self.sample_gen)
-            if self.batch_relabeler is not None:
-                batch, relabel_stats = self.batch_relabeler(self.state, batch, self.sample_gen)
-            self.state, metrics = update(self.state, batch, with_metrics=(i == n - 1))
-            self.updates += 1
-            self._rates["update_n"] += 1
-            if self.updates % self.cfg.publish_every == 0:
-                self.version += 1
-                self._published = (self.version, policy_weights(self.state))
+        with self._state_lock:
+            done = 0
+            k = int(getattr(self.cfg, "updates_per_launch", 1))
+            if self.use_graph and n >= k:
+                if self._graphed is None:
+                    self._graphed = GraphedUpdates(self.state, self.replay, k, self.cfg.sac.batch_size)
+                for _ in range(n // k):
+                    with self._replay_lock:
+                        done += self._graphed.run(1)
+                    self._count_updates(k)
+                metrics = self._graphed.read_metrics()
+            for i in range(n - done):
+                with self._replay_lock:
+                    batch = self.replay.sample(self.cfg.sac.batch_size, self.sample_gen)
+                if self.batch_relabeler is not None:
+                    batch, relabel_stats = self.batch_relabeler(self.state, batch, self.sample_gen)
+                self.state, m = update(self.state, batch, with_metrics=(i == n - done - 1))
+                metrics = m or metrics
+                self._count_updates(1)
         if "q1" in metrics:
             metrics["q_mean"] = 0.5 * (metrics["q1"] + metrics["q2"])
         return {
@@ -116,6 +142,16 @@ class Learner:
             "metrics": metrics,
             "relabel": relabel_stats,
         }
+
+    def _count_updates(self, k: int) -> None:
+        """Count k updates; publish the policy when a multiple of publish_every was passed."""
+        every = self.cfg.publish_every
+        crossed = (self.updates + k) // every > self.updates // every
+        self.updates += k
+        self._rates["update_n"] += k
+        if crossed:
+            self.version += 1
+            self._published = (self.version, policy_weights(self.state))
 
     def counters(self) -> dict[str, Any]:
         now = time.perf_counter()
@@ -139,7 +175,8 @@ class Learner:
 
     def critic_weights(self) -> dict[str, np.ndarray]:
         """Actor and online critic weights (for V(s0, z) in the relabel service)."""
-        return value_weights(self.state)
+        with self._state_lock:
+            return value_weights(self.state)
 
     # ---- checkpoints ---------------------------------------------------------------------
     def checkpoint(self, extra: dict | None = None) -> str:
@@ -147,7 +184,8 @@ class Learner:
         self.checkpoint_dir.mkdir(parents=True, exist_ok=True)
         path = self.checkpoint_dir / "learner.pt"
         tmp = self.checkpoint_dir / "learner.pt.tmp"
-        save_state(self.state, tmp)
+        with self._state_lock:
+            save_state(self.state, tmp)
         os.replace(tmp, path)  # atomic: a crash mid-save keeps the previous checkpoint
         meta = {"updates": self.updates, "inserted": self.inserted, "version": self.version, **(extra or {})}
         (self.checkpoint_dir / "learner.json").write_text(json.dumps(meta))

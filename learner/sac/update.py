@@ -179,8 +179,9 @@ def load_state(path: str | os.PathLike, device: torch.device | str = "cpu") -> S
     state.target_critic.load_state_dict(payload["target_critic"])
     with torch.no_grad():
         state.log_alpha.copy_(payload["log_alpha"])
-    # keep this machine's Adam kernel choice (fused / foreach), not the saving machine's
-    impl = [{k: g[k] for k in ("fused", "foreach")} for g in state.optimizer.param_groups]
+    # keep this machine's Adam kernel choice (fused / foreach / capturable), not the saving
+    # machine's (a CUDA-graph learner saves capturable=True, which a CPU step refuses)
+    impl = [{k: g.get(k) for k in ("fused", "foreach", "capturable")} for g in state.optimizer.param_groups]
     state.optimizer.load_state_dict(payload["optimizer"])
     for group, flags in zip(state.optimizer.param_groups, impl):
         group.update(flags)

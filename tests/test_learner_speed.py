@@ -1,0 +1,101 @@
+"""The learner's fast paths: the CUDA-graph body (k updates with device sampling, checked
+eagerly on CPU), the graph itself (CUDA only), threads = CPUs, the learner's CPU share."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import pytest
+import torch
+
+from hindsight.config import load_config, learner_cpus
+from learner.core import Batch
+from learner.replay import Replay
+from learner.sac.config import SACConfig
+from learner.sac.graphed import GraphedUpdates
+from learner.sac.update import init_state, update
+from relabel_service.core import TransitionBatch
+
+O, A, Z, I = 5, 2, 3, 1
+CFG = SACConfig(hidden_sizes=(32, 32), batch_size=16)
+
+
+def filled_replay(device: str, n: int = 200) -> Replay:
+    rng = np.random.default_rng(0)
+    replay = Replay(500, O, A, Z, device, I)
+    replay.add(TransitionBatch(
+        rng.normal(size=(n, O)), rng.uniform(-1, 1, (n, A)), rng.normal(size=n), rng.normal(size=(n, O)),
+        (rng.random(n) < 0.1).astype(np.float32), rng.normal(size=(n, Z)), rng.normal(size=(n, I)),
+    ))
+    return replay
+
+
+def test_graph_body_is_k_sac_updates_on_uniform_rows():
+    """On CPU the body runs eagerly with state.generator: the same as k calls of ``update`` on
+    rows floor(U * size) drawn from that generator, bit for bit."""
+    replay = filled_replay("cpu")
+    a, b = init_state(O, A, Z, CFG, "cpu", seed=3), init_state(O, A, Z, CFG, "cpu", seed=3)
+    graphed = GraphedUpdates(a, replay, updates_per_launch=3)
+    assert graphed.run(2) == 6 and a.step == 6
+    for _ in range(6):
+        u = torch.rand(CFG.batch_size, generator=b.generator)
+        idx = (u * len(replay)).long()
+        update(b, Batch(*(x[idx] for x in replay._data)), with_metrics=False)
+    for p, q in zip(a.actor.parameters(), b.actor.parameters()):
+        torch.testing.assert_close(p, q, rtol=0, atol=0)
+    for p, q in zip(a.target_critic.parameters(), b.target_critic.parameters()):
+        torch.testing.assert_close(p, q, rtol=0, atol=0)
+    metrics = graphed.read_metrics()
+    assert set(metrics) >= {"critic_loss", "alpha"} and all(np.isfinite(list(metrics.values())))
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_cuda_graph_updates_run_and_learn():
+    replay = filled_replay("cuda")
+    state = init_state(O, A, Z, CFG, "cuda", seed=0)
+    before = [p.detach().clone() for p in state.critic.parameters()]
+    graphed = GraphedUpdates(state, replay, updates_per_launch=4)
+    assert graphed.run(3) == 12 and state.step == 12  # warm-up launch, capture, 2 replays
+    graphed.run(50)
+    assert state.step == 212
+    assert all(np.isfinite(list(graphed.read_metrics().values())))
+    assert any(not torch.equal(p, q) for p, q in zip(before, state.critic.parameters()))
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_learner_on_cuda_uses_the_graph():
+    from learner.actor import Learner
+
+    cfg = dataclasses.replace(load_config(None, ["learner.min_replay=100"]).learner, sac=CFG, updates_per_launch=4,
+                              samples_per_insert=64.0, tf32=True)
+    learner = Learner(O, A, Z, I, cfg, discount=0.9, seed=0)
+    assert learner.use_graph
+    rng = np.random.default_rng(0)
+    n = 400
+    learner.ingest(TransitionBatch(
+        rng.normal(size=(n, O)), rng.uniform(-1, 1, (n, A)), rng.normal(size=n), rng.normal(size=(n, O)),
+        np.zeros(n, np.float32), rng.normal(size=(n, Z)), rng.normal(size=(n, I)),
+    ))
+    report = learner.train(max_updates=10)
+    assert report["updates_done"] == 10 and learner.updates == 10 and report["metrics"]
+
+
+def test_learner_gets_the_cpus_left_after_the_other_actors():
+    cfg = load_config("smoke", ["learner.num_cpus=0"])
+    others = 2 * cfg.rollout.num_cpus + cfg.relabel.num_cpus + 2 * cfg.store.num_cpus + 0.05
+    assert learner_cpus(cfg, 16.0) == pytest.approx(16.0 - others)
+    assert learner_cpus(cfg, 1.0) == 1.0  # never below one
+    assert learner_cpus(load_config("smoke", ["learner.num_cpus=3"]), 16.0) == 3.0
+
+
+def test_learner_threads_are_its_cpus_rounded_up():
+    from learner.actor import Learner
+
+    threads = torch.get_num_threads()
+    try:
+        cfg = dataclasses.replace(load_config(None).learner, sac=CFG, num_cpus=1.1, device="cpu")
+        Learner(O, A, Z, I, cfg, discount=0.9, seed=0)
+        assert torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(threads)
