@@ -73,6 +73,10 @@ class StoreConfig:
     """Per-shard capacity in segments; the oldest segment is dropped whole beyond it."""
     num_cpus: float = field(0.05, ge=0)
     """Ray CPUs per shard actor."""
+    shared_filesystem: bool = False
+    """false: each shard is pinned to the node whose disk holds its segments (recorded in
+    store/store.json) and restarts only there; true: the store root is on storage every
+    node mounts (NFS, a cluster filesystem), so a shard may restart on any node."""
 
     def __post_init__(self) -> None:
         check_ranges(self)

@@ -150,6 +150,7 @@ class Trainer:
             segment_bytes=sc.segment_bytes,
             max_segments=sc.max_segments,
             num_cpus=sc.num_cpus,
+            pin_to_node=not sc.shared_filesystem,
             # a resumed run's cursors floor the shards' seqs: no reader skips new records
             min_next_seq={int(k): int(v) for k, v in self.state.get("cursors", {}).items()},
         )

@@ -38,6 +38,8 @@ from relabel_service.store.shard import Shard
 log = logging.getLogger(__name__)
 
 ShardActor = ray.remote(num_cpus=0.05, max_restarts=-1, max_task_retries=-1)(Shard)
+#: what a call to a shard whose process died raises (unschedulable: its pinned node is gone)
+_ACTOR_GONE: tuple[type[BaseException], ...] = (ray.exceptions.RayActorError, ray.exceptions.ActorUnschedulableError)
 #: per-shard cursors: one per shard in order, or {shard: cursor} for some shards
 Cursors = Union[list[int], dict[int, int]]
 
@@ -66,10 +68,13 @@ class TrajectoryStore:
         family_lookup: Callable[[str], Any] | None = None,
         timeout_s: float | None = 120.0,
         retries: int = 5,
+        placement: Mapping[int, tuple[str | None, str]] | None = None,
     ):
         if not shards:
             raise ValueError("a TrajectoryStore needs at least one shard actor")
         self.shards = list(shards)
+        # shard -> (node id it is pinned to or None, its directory): names a lost node
+        self.placement = {int(k): (v[0], str(v[1])) for k, v in (placement or {}).items()}
         self.timeout_s = timeout_s
         self.retries = retries
         self._family_lookup = family_lookup
@@ -109,6 +114,11 @@ class TrajectoryStore:
             ray.get_actor(shard_actor_name(name_prefix, i), namespace=namespace)
             for i in range(meta["num_shards"])
         ]
+        nodes = meta.get("nodes", {})
+        placement = {
+            i: ((nodes.get(str(i)) or {}).get("node_id"), str(shard_dir(root_dir, i))) for i in range(meta["num_shards"])
+        }
+        kwargs.setdefault("placement", placement)
         return cls(handles, **kwargs)
 
     # ---- calls with retry ---------------------------------------------------------------
@@ -121,13 +131,19 @@ class TrajectoryStore:
                 try:
                     out.append(ray.get(ref, timeout=self.timeout_s))
                     break
-                except ray.exceptions.RayActorError as exc:
-                    if attempt == self.retries:
+                except (_ACTOR_GONE + (ray.exceptions.GetTimeoutError,)) as exc:
+                    self._check_node(s, exc)  # a shard pinned to a node that left: say so, now
+                    if attempt == self.retries or not isinstance(exc, ray.exceptions.RayActorError):
                         raise
                     log.warning("store shard %d: %s failed (%s); retrying", s, m, type(exc).__name__)
                     time.sleep(min(0.1 * 2**attempt, 2.0))
                     ref = getattr(self.shards[s], m).remote(*a)
         return out
+
+    def _check_node(self, shard: int, exc: BaseException) -> None:
+        node, directory = self.placement.get(shard, (None, ""))
+        if node is not None and node not in alive_nodes():
+            raise StoreShardLostError(shard, node, directory) from exc
 
     # ---- writes ---------------------------------------------------------------------------
     def encode(self, traj: Trajectory) -> bytes:
@@ -265,6 +281,60 @@ class TrajectoryStore:
             ray.kill(h, no_restart=True)
 
 
+class StoreShardLostError(RuntimeError):
+    """A shard pinned to a node that is no longer in the cluster: its segments are on that
+    node's disk, so it cannot be restarted elsewhere (unless the root is shared)."""
+
+    def __init__(self, shard: int, node_id: str, directory: str | os.PathLike, ip: str | None = None):
+        self.shard, self.node_id, self.directory = shard, node_id, str(directory)
+        at = f" ({ip})" if ip else ""
+        super().__init__(
+            f"store shard {shard} ({directory}) is pinned to node {node_id}{at}, which is not alive in this Ray "
+            "cluster: its segments are on that node's disk. Bring the node back, or copy the directory to the same "
+            "path on a live node and remove the shard's entry from store.json, or set store.shared_filesystem=true "
+            "if the store root is on storage that every node mounts"
+        )
+
+
+def alive_nodes() -> dict[str, dict[str, Any]]:
+    """Node id -> ray.nodes() entry of the nodes alive now."""
+    return {n["NodeID"]: n for n in ray.nodes() if n.get("Alive")}
+
+
+def _place_shards(
+    root: Path, num_shards: int, meta: dict[str, Any], pin_to_node: bool, shard_nodes: Mapping[int, str] | None
+) -> dict[int, str | None]:
+    """The node each shard is pinned to (None: anywhere), from store.json's record or, for
+    a shard without one, ``shard_nodes`` or this node. See ``start_store``."""
+    if not pin_to_node:
+        return {i: None for i in range(num_shards)}
+    alive = alive_nodes()
+    here = ray.get_runtime_context().get_node_id()
+    recorded = meta.get("nodes", {})
+    out: dict[int, str | None] = {}
+    for i in range(num_shards):
+        rec = recorded.get(str(i))
+        directory = shard_dir(root, i)
+        if rec is None:
+            node = (shard_nodes or {}).get(i, here)
+            if node not in alive:
+                raise ValueError(f"store shard {i}: node {node} (shard_nodes) is not alive in this Ray cluster")
+        elif rec["node_id"] in alive:
+            node = rec["node_id"]
+        elif directory.is_dir():
+            # the node id is gone (e.g. Ray was restarted: ids are per raylet), but the
+            # shard's files are readable here: this machine's disk holds them now
+            log.warning(
+                "store shard %d: node %s is gone but %s is readable on this node; pinning the shard here (%s)",
+                i, rec["node_id"], directory, here,
+            )
+            node = here
+        else:
+            raise StoreShardLostError(i, rec["node_id"], directory, rec.get("ip"))
+        out[i] = node
+    return out
+
+
 def start_store(
     root_dir: str | os.PathLike,
     num_shards: int,
@@ -282,6 +352,7 @@ def start_store(
     family_lookup: Callable[[str], Any] | None = None,
     timeout_s: float | None = 120.0,
     min_next_seq: Mapping[int, int] | None = None,
+    shard_nodes: Mapping[int, str] | None = None,
 ) -> TrajectoryStore:
     """Create (or, by name, re-attach to) S shard actors over ``root_dir/shard-NNN``.
 
@@ -290,9 +361,18 @@ def start_store(
     them. Returns once every shard has recovered its directory.
 
     ``root_dir/store.json`` records S; reopening a store with another S is an error
-    (routing would change). ``pin_to_node``: schedule the shards on this node (hard
-    affinity), where their files are: a restarted shard must find its directory. Leave it
-    False only when ``root_dir`` is on storage every node mounts. ``namespace``/
+    (routing would change).
+
+    Placement (``pin_to_node``, the default): each shard is pinned (hard node affinity)
+    to the node whose disk holds its segments, recorded in store.json as ``nodes``
+    ({shard: {"node_id", "ip"}}); Ray restarts a killed shard on that node. A new shard
+    goes to ``shard_nodes[shard]`` or else this node. On a restart, a shard whose
+    recorded node is gone goes to this node when its directory is readable here (a
+    single machine whose Ray was restarted), and is otherwise a StoreShardLostError naming
+    shard, node and directory; so is a shard whose node leaves while the store runs (the
+    client raises it instead of waiting). ``pin_to_node=False`` (``store.shared_filesystem``
+    in the config): ``root_dir`` is on storage every node mounts, so a shard may start
+    and restart on any node. ``namespace``/
     ``detached``: set them so that other Ray jobs can ``TrajectoryStore.connect``.
 
     ``min_next_seq``: {shard: seq} floors for the shards' next seqs, e.g. the cursors a
@@ -304,25 +384,35 @@ def start_store(
     root = Path(root_dir)
     root.mkdir(parents=True, exist_ok=True)
     meta_path = root / STORE_META
+    meta: dict[str, Any] = {"num_shards": num_shards, "format": 1}
     if meta_path.exists():
-        existing = json.loads(meta_path.read_text())["num_shards"]
-        if existing != num_shards:
-            raise ValueError(f"store {root} has {existing} shards; cannot open it with num_shards={num_shards}")
-    else:
-        tmp = meta_path.with_suffix(".tmp")
-        tmp.write_text(json.dumps({"num_shards": num_shards, "format": 1}) + "\n")
-        os.replace(tmp, meta_path)
+        meta = json.loads(meta_path.read_text())
+        if meta["num_shards"] != num_shards:
+            raise ValueError(f"store {root} has {meta['num_shards']} shards; cannot open it with num_shards={num_shards}")
+    nodes = _place_shards(root, num_shards, meta, pin_to_node, shard_nodes)
+    alive = alive_nodes()
+    meta["shared_filesystem"] = not pin_to_node
+    if pin_to_node:
+        meta["nodes"] = {
+            str(i): {"node_id": n, "ip": alive.get(n, {}).get("NodeManagerAddress")} for i, n in nodes.items()
+        }
+    tmp = meta_path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(meta, indent=1) + "\n")
+    os.replace(tmp, meta_path)
     options: dict[str, Any] = {"num_cpus": num_cpus, "get_if_exists": True}
     if namespace is not None:
         options["namespace"] = namespace
     if detached:
         options["lifetime"] = "detached"
-    if pin_to_node:
-        node = ray.get_runtime_context().get_node_id()
-        options["scheduling_strategy"] = NodeAffinitySchedulingStrategy(node_id=node, soft=False)
     name_prefix = name_prefix or default_name_prefix(root)
+
+    def placed(i: int) -> dict[str, Any]:
+        if nodes[i] is None:
+            return options
+        return {**options, "scheduling_strategy": NodeAffinitySchedulingStrategy(node_id=nodes[i], soft=False)}
+
     handles = [
-        ShardActor.options(name=shard_actor_name(name_prefix, i), **options).remote(
+        ShardActor.options(name=shard_actor_name(name_prefix, i), **placed(i)).remote(
             str(shard_dir(root, i)),
             i,
             segment_bytes=segment_bytes,
@@ -336,7 +426,8 @@ def start_store(
         )
         for i in range(num_shards)
     ]
-    store = TrajectoryStore(handles, family_lookup=family_lookup, timeout_s=timeout_s)
+    placement = {i: (nodes[i], str(shard_dir(root, i))) for i in range(num_shards)}
+    store = TrajectoryStore(handles, family_lookup=family_lookup, timeout_s=timeout_s, placement=placement)
     # get_if_exists may hand back running actors: make sure they serve this directory
     for i, st in enumerate(store._gather([(i, "stats", ()) for i in range(num_shards)])):
         if Path(st["directory"]).resolve() != shard_dir(root, i).resolve():
