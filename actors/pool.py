@@ -17,7 +17,7 @@ from typing import Any, Callable
 
 import ray
 
-from actors.rollout import RolloutWorker
+from actors.rollout import MetaRolloutWorker, RolloutWorker
 
 
 class RolloutActor(RolloutWorker):
@@ -129,3 +129,24 @@ class RolloutPool:
             self._kill(a)
         self.actors.clear()
         self.gen.clear()
+
+
+class MetaRolloutActor(MetaRolloutWorker):
+    """MetaRolloutWorker plus the store client and weight fetching (the Ray-facing methods)."""
+
+    def __init__(self, store: Any, **kwargs: Any):
+        super().__init__(**kwargs)
+        self.store = store
+
+    def run_task(self, version: int, weights_box: list, task_id: int, phases: list, embedding_size: int) -> dict:
+        """Collect one iteration's phases for one task and append them; stats after the acks."""
+        weights = ray.get(weights_box[0]) if weights_box and version > self.policy_version else None
+        trajs, stats = self.collect_task(task_id, phases, weights, embedding_size)
+        if self.store is not None:
+            self.store.append_many(trajs)
+        stats["worker_id"] = self.worker_id
+        return stats
+
+    def evaluate_meta_remote(self, weights_box: list, tasks: Any, seed: int, num_exploration: int,
+                             num_trajectories: int) -> dict:
+        return self.evaluate_meta(ray.get(weights_box[0]), tasks, seed, num_exploration, num_trajectories)

@@ -213,3 +213,150 @@ class RolloutWorker:
             "success_rate": float(np.mean(terminated)) if self.family.task_dependent_termination else None,
             "policy_version": self.policy_version,
         }
+
+
+class MetaRolloutWorker:
+    """PEARL collection and meta-test evaluation for one task at a time (one env, whole episodes).
+
+        worker = MetaRolloutWorker(worker_id=0, family="four_corners", pearl_cfg=cfg, seed=0)
+        trajs, stats = worker.collect_task(task_id, [("prior", 100, False), ("posterior", 900, True)],
+                                           weights, embedding_size=1024)
+        report = worker.evaluate_meta(weights, test_tasks, seed=0, num_exploration=5, num_trajectories=20)
+
+    z and the context are plain numpy data here (no hidden ``self.z``): the context of a
+    task is the (s, a, r) rows this call collected for it, and a posterior trajectory draws
+    z ~ q(z | up to ``embedding_size`` of those rows), re-inferred after every trajectory
+    (oyster ``collect_data`` with ``update_posterior_rate`` 1, HFR's sampler-side encoder
+    buffer of original data). Trajectories carry ``task_id`` and ``phase`` into the store.
+    """
+
+    def __init__(self, worker_id: int, family: str, pearl_cfg: Any, seed: int,
+                 family_kwargs: dict | None = None, num_threads: int = 1):
+        from learner.pearl.networks import InferenceAgent  # actors may import learner networks
+
+        torch.set_num_threads(max(1, num_threads))
+        self.worker_id = worker_id
+        self.family: TaskFamily = get_family(family, **(family_kwargs or {}))
+        if not getattr(self.family, "meta", False):
+            raise ValueError(f"family {family!r} is not a meta family (PEARL needs train/test task lists)")
+        self.incarnation = uuid.uuid4().hex[:8]
+        self.rng = np.random.default_rng([seed, worker_id, int(self.incarnation, 16)])
+        self.train_tasks = self.family.train_tasks()
+        self.env = self.family.make_env(self.train_tasks[0], seed=int(self.rng.integers(2**31)))
+        fam = self.family
+        self.agent = InferenceAgent(fam.obs_dim, fam.action_dim, pearl_cfg, seed=int(self.rng.integers(2**62)))
+        self.policy_version = -1
+        self.episodes_done = 0
+
+    def set_weights(self, weights: Weights | None) -> None:
+        if weights is None:
+            return
+        version, state = weights
+        if version > self.policy_version:
+            self.agent.load_state_dict(state, version)
+            self.policy_version = int(version)
+
+    def _episode(self, task: np.ndarray, z: np.ndarray, deterministic: bool, reset_seed: int) -> dict[str, Any]:
+        fam, env = self.family, self.env
+        fam.set_env_task(env, task)
+        o, _ = env.reset(seed=reset_seed)
+        obs, act, rew, term, rin, success = [o], [], [], [], [], False
+        z_row = np.asarray(z, np.float32)[None]
+        while True:
+            a = self.agent.act(np.asarray(o, np.float32)[None], z_row, deterministic)[0].astype(np.float64)
+            o, r, te, tr, info = env.step(a)
+            obs.append(o)
+            act.append(a)
+            rew.append(r)
+            term.append(te)
+            rin.append(info["reward_inputs"])
+            success = success or bool(info.get("success", False))
+            if te or tr:
+                break
+        T = len(act)
+        return {
+            "obs": np.asarray(obs, np.float64), "actions": np.asarray(act, np.float64),
+            "rewards": np.asarray(rew, np.float64), "terminated": np.asarray(term, bool),
+            "truncated": bool(tr and not te), "reward_inputs": np.asarray(rin, np.float64).reshape(T, fam.reward_input_dim),
+            "success": success,
+        }
+
+    def _posterior_z(self, context: list[np.ndarray], size: int, rng: np.random.Generator) -> np.ndarray:
+        rows = np.concatenate(context) if context else np.zeros((0, 1), np.float32)
+        if len(rows) > size:
+            rows = rows[rng.choice(len(rows), size=size, replace=False)]
+        return self.agent.sample_z(self.agent.posterior(rows if len(rows) else None), rng)
+
+    def collect_task(self, task_id: int, phases: list[tuple[str, int, bool]], weights: Weights | None = None,
+                     embedding_size: int = 100) -> tuple[list[Trajectory], dict[str, Any]]:
+        """Run the phases of one iteration for training task ``task_id``, in order: each
+        (name, steps, posterior) collects whole episodes until ``steps`` env steps; z is
+        drawn per trajectory from the prior, or with ``posterior`` from q(z | context)."""
+        self.set_weights(weights)
+        if not 0 <= task_id < len(self.train_tasks):
+            raise ValueError(f"worker {self.worker_id}: task_id {task_id} outside [0, {len(self.train_tasks)})")
+        task = self.train_tasks[task_id]
+        t0 = time.perf_counter()
+        context: list[np.ndarray] = []
+        trajs: list[Trajectory] = []
+        phase_steps: dict[str, int] = {}
+        for name, steps, posterior in phases:
+            done = 0
+            while done < steps:
+                if posterior:
+                    z = self._posterior_z(context, embedding_size, self.rng)
+                else:
+                    z = self.agent.sample_z(self.agent.posterior(None), self.rng)
+                ep = self._episode(task, z, False, int(self.rng.integers(2**31)))
+                context.append(self.agent.context(ep["obs"][:-1], ep["actions"], ep["rewards"], ep["obs"][1:]))
+                trajs.append(Trajectory(
+                    episode_id=f"w{self.worker_id}-{self.incarnation}-e{self.episodes_done}",
+                    worker_id=self.worker_id, policy_version=self.policy_version, family=self.family.name,
+                    task=task.copy(), obs=ep["obs"], actions=ep["actions"], rewards=ep["rewards"],
+                    terminated=ep["terminated"], truncated=ep["truncated"], reward_inputs=ep["reward_inputs"],
+                    created_at=time.time(), task_id=int(task_id), phase=name,
+                ))
+                self.episodes_done += 1
+                done += len(ep["actions"])
+            phase_steps[name] = done
+        returns = [float(t.rewards.sum()) for t in trajs]
+        stats = {"task_id": int(task_id), "episodes": len(trajs), "env_steps": int(sum(t.length for t in trajs)),
+                 "returns": returns, "phase_steps": phase_steps, "policy_version": self.policy_version,
+                 "seconds": time.perf_counter() - t0}
+        return trajs, stats
+
+    def evaluate_meta(self, weights: Weights | None, tasks: np.ndarray, seed: int = 0, num_exploration: int = 2,
+                      num_trajectories: int = 3, deterministic: bool = True) -> dict[str, Any]:
+        """Meta-test (ALGORITHMS.md §4-5, oyster ``collect_paths``): per task, z ~ prior for
+        the first ``num_exploration`` trajectories, then after each trajectory z ~ q(z | all
+        context gathered so far); deterministic actions. Reports the LAST trajectory's return
+        per task and, where the family defines success, whether any post-exploration
+        trajectory succeeded. Seeded by (seed, task index): two runs agree."""
+        self.set_weights(weights)
+        tasks = self.family.check_tasks(tasks)
+        last, first, success = [], [], []
+        for k, task in enumerate(tasks):
+            rng = np.random.default_rng([seed, k])
+            z = self.agent.sample_z(self.agent.posterior(None), rng)
+            context: list[np.ndarray] = []
+            rets, succ = [], []
+            for p in range(num_trajectories):
+                ep = self._episode(task, z, deterministic, int(rng.integers(2**31)))
+                rets.append(float(ep["rewards"].sum()))
+                succ.append(ep["success"])
+                context.append(self.agent.context(ep["obs"][:-1], ep["actions"], ep["rewards"], ep["obs"][1:]))
+                if p + 1 >= num_exploration:
+                    rows = np.concatenate(context)
+                    z = self.agent.sample_z(self.agent.posterior(rows), rng)
+            last.append(rets[-1])
+            first.append(rets[0])
+            success.append(any(succ[num_exploration:]))
+        has_success = bool(getattr(self.family, "has_success", False))
+        return {
+            "returns": last,
+            "return_mean": float(np.mean(last)),
+            "prior_return_mean": float(np.mean(first)),
+            "success": success if has_success else None,
+            "success_rate": float(np.mean(success)) if has_success else None,
+            "policy_version": self.policy_version,
+        }

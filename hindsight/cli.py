@@ -6,6 +6,7 @@
     hindsight scale RUN_DIR N
     hindsight bench NAME [--quick] [--json FILE] [--device cuda]
     hindsight config [--config NAME]          # the hyperparameter table
+    hindsight eval --checkpoint RUN_DIR       # PEARL meta-test on held-out tasks
     hindsight fidelity --checkpoint RUN_DIR [--num-tasks 100] [--candidates 100] [--out DIR]
     hindsight collect --checkpoint RUN_DIR --episodes N [--out DIR] [--seed S] [--deterministic]
     hindsight bc --store STORE_DIR [--relabel none|random|hipi] [--no-partition] [--reward-bias B] ...
@@ -39,7 +40,7 @@ class RunFailed(Exception):
 
 
 def _train(args: argparse.Namespace) -> int:
-    from hindsight.config import load_config
+    from hindsight.config import load_config, uses_pearl
     from hindsight.trainer import Trainer
 
     if args.resume:
@@ -50,6 +51,8 @@ def _train(args: argparse.Namespace) -> int:
     else:
         run_dir = None
         cfg = load_config(args.config, _overrides(args))
+    if uses_pearl(cfg):  # meta families: PEARL (+ HFR) in its own driver
+        from hindsight.meta_trainer import MetaTrainer as Trainer  # noqa: F811
     trainer = Trainer(cfg, run_dir=run_dir, resume=bool(args.resume), address=args.address, progress=not args.no_progress)
     try:
         summary = trainer.run()
@@ -69,6 +72,15 @@ def _train(args: argparse.Namespace) -> int:
         )
         return 128 + int(getattr(signal.Signals, sig, signal.SIGINT))
     fe = summary["final_eval"]
+    if summary.get("algorithm") == "pearl":
+        print(
+            f"run dir: {summary['run_dir']}\n"
+            f"{summary['family']} / PEARL + {summary['strategy']}: {summary['iterations']} iterations, "
+            f"{summary['env_steps']} env steps, {summary['updates']} updates in {summary['wall_time_s']:.0f}s\n"
+            f"meta-test: last-trajectory return {fe['return_mean']:.3f} over {fe['episodes']} test tasks"
+            + (f", success {fe['success_rate']:.2f}" if fe.get("success_rate") is not None else "")
+        )
+        return 0
     print(
         f"run dir: {summary['run_dir']}\n"
         f"{summary['family']} / {summary['strategy']}: {summary['env_steps']} env steps, {summary['updates']} updates "
@@ -191,6 +203,17 @@ def _bc(args: argparse.Namespace) -> int:
     return 0
 
 
+def _eval(args: argparse.Namespace) -> int:
+    from hindsight.meta_trainer import evaluate_checkpoint
+
+    try:
+        result = evaluate_checkpoint(args.checkpoint, seed=args.seed, num_tasks=args.num_tasks)
+    except FileNotFoundError as e:
+        raise UsageError(f"eval: {e}") from None
+    print(json.dumps(result, indent=2))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="hindsight", description="Distributed multi-task RL with hindsight relabeling.")
     p.add_argument("--debug", action="store_true", help="show tracebacks instead of one-line errors")
@@ -238,6 +261,12 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--config")
     c.add_argument("--set", action="append", metavar="KEY=VALUE")
     c.set_defaults(func=_config)
+
+    ev = sub.add_parser("eval", help="meta-test a saved PEARL run on its family's held-out test tasks")
+    ev.add_argument("--checkpoint", required=True, metavar="RUN_DIR", help="run directory of a PEARL run")
+    ev.add_argument("--seed", type=int, help="evaluation seed (default: the run's seed)")
+    ev.add_argument("--num-tasks", type=int, help="only the first N test tasks")
+    ev.set_defaults(func=_eval)
 
     f = sub.add_parser("fidelity", help="relabel-fidelity study of a trained run (GH Fig. 7)")
     f.add_argument("--checkpoint", required=True, metavar="RUN_DIR", help="run directory (or its checkpoints/learner.pt)")

@@ -13,6 +13,7 @@ from typing import Any, Literal, Sequence
 import yaml
 
 from hindsight.configtools import ConfigError, RangeError, apply_overrides, check_ranges, field, from_dict, to_dict
+from learner.pearl.config import PEARLConfig, ScheduleConfig
 from learner.sac.config import SACConfig
 from relabel_service.strategies.config import StrategyConfig
 
@@ -162,6 +163,31 @@ class EvalConfig:
 
 
 @dataclasses.dataclass(frozen=True)
+class MetaConfig:
+    """Meta-RL (PEARL + HFR): used when the algorithm resolves to ``pearl``
+    (``hindsight/meta_trainer.py``); family defaults from ``learner/pearl/config.py``."""
+
+    algorithm: Literal["auto", "sac", "pearl"] = "auto"
+    """auto: PEARL for meta families (fixed train/test task lists), SAC otherwise."""
+    pearl: PEARLConfig = dataclasses.field(default_factory=PEARLConfig)
+    """PEARL networks, losses and meta-batch."""
+    schedule: ScheduleConfig = dataclasses.field(default_factory=ScheduleConfig)
+    """Per-iteration collection / training schedule, HFR's N_U and log Z contexts, the coin."""
+    temperature: float = field(1.0, gt=0)
+    """Softmax temperature of HFR / meta-HIPI on Q values (reference 1, on reward-scaled Q)."""
+    eval_every_iterations: int = field(5, ge=1)
+    """Meta-test evaluation every this many iterations (and at the end)."""
+    checkpoint_every_iterations: int = field(5, ge=1)
+    """Checkpoint every this many iterations (and at the end)."""
+    task_history: int = field(5, ge=1)
+    """HFR / meta-HIPI: each task's newest original trajectories in the store used for its start
+    states, log Z contexts and HIPI context (the reference's sampler-side encoder buffer)."""
+
+    def __post_init__(self) -> None:
+        check_ranges(self)
+
+
+@dataclasses.dataclass(frozen=True)
 class ExperimentConfig:
     name: str = "default"
     """Run name; the run directory is LOGDIR/NAME-TIMESTAMP."""
@@ -184,6 +210,7 @@ class ExperimentConfig:
     relabel: RelabelConfig = dataclasses.field(default_factory=RelabelConfig)
     learner: LearnerConfig = dataclasses.field(default_factory=LearnerConfig)
     eval: EvalConfig = dataclasses.field(default_factory=EvalConfig)
+    meta: MetaConfig = dataclasses.field(default_factory=MetaConfig)
 
     def __post_init__(self) -> None:
         check_ranges(self)
@@ -229,10 +256,31 @@ def validate(cfg: ExperimentConfig) -> ExperimentConfig:
     families = family_names()
     if cfg.env.family not in families:
         raise ConfigError(f"env.family: unknown family {cfg.env.family!r}" + _near(cfg.env.family, families))
+    if uses_pearl(cfg):
+        from relabel_service.strategies.meta import META_STRATEGIES
+
+        if cfg.relabel.strategy not in META_STRATEGIES:
+            raise ConfigError(f"relabel.strategy: {cfg.relabel.strategy!r} is not a meta-RL strategy"
+                              + _near(cfg.relabel.strategy, META_STRATEGIES))
+        return cfg
     strategies = [*strategy_names(), "hipi_rl"]
     if cfg.relabel.strategy not in strategies:
         raise ConfigError(f"relabel.strategy: unknown strategy {cfg.relabel.strategy!r}" + _near(cfg.relabel.strategy, strategies))
     return cfg
+
+
+def uses_pearl(cfg: ExperimentConfig) -> bool:
+    """Whether ``cfg`` trains PEARL (``meta.algorithm``; auto: the family is a meta family)."""
+    if cfg.meta.algorithm != "auto":
+        if cfg.meta.algorithm == "pearl":
+            from envs import FAMILIES
+
+            if not getattr(FAMILIES[cfg.env.family], "meta", False):
+                raise ConfigError(f"meta.algorithm: pearl needs a meta family; {cfg.env.family!r} has no task lists")
+        return cfg.meta.algorithm == "pearl"
+    from envs import FAMILIES
+
+    return bool(getattr(FAMILIES[cfg.env.family], "meta", False))
 
 
 def _near(name: str, valid: Sequence[str]) -> str:
@@ -260,7 +308,11 @@ def load_config(path: str | None = None, overrides: Sequence[str] = ()) -> Exper
             raise ConfigError(f"{p}: top level must be a mapping")
     cfg = apply_overrides(from_dict(ExperimentConfig, data), overrides)
     # Family defaults (hidden sizes, learning rates, batch size) fill what is left unset.
-    merged = _merge({"learner": {"sac": dict(sac_defaults(cfg.env.family))}}, data)
+    from learner.pearl.config import pearl_defaults, schedule_defaults
+
+    fam = cfg.env.family
+    merged = _merge({"learner": {"sac": dict(sac_defaults(fam))},
+                     "meta": {"pearl": pearl_defaults(fam), "schedule": schedule_defaults(fam)}}, data)
     cfg = apply_overrides(from_dict(ExperimentConfig, merged), overrides)
     return validate(cfg)
 
@@ -302,6 +354,7 @@ __all__ = [
     "EvalConfig",
     "ExperimentConfig",
     "LearnerConfig",
+    "MetaConfig",
     "RelabelConfig",
     "RolloutConfig",
     "StoreConfig",

@@ -136,3 +136,135 @@ class RelabelWorker:
             }
         )
         return batch, stats
+
+
+class MetaRelabelWorker:
+    """Meta-RL relabeling (``strategies.meta``: none | random | hipi | hfr) for PEARL.
+
+        worker = MetaRelabelWorker(0, "four_corners", "hfr", store, [0, 1], seed=0,
+                                   utility_factory=factory, utility_batch_size=1024)
+        worker.set_value_weights(version, weights)      # once per iteration: log Z is re-estimated
+        rows, stats = worker.relabel()                  # MetaTransitions for the learner
+
+    The I/O around the pure strategies: cursors over its shards, and per weights version
+    the per-task data HFR needs from the store (each task's newest ``task_history`` original
+    trajectories: start states for U, contexts for log Z and for HIPI's z). The value model
+    comes from ``utility_factory(weights)``, injected by the composition root.
+    """
+
+    def __init__(self, worker_id: int, family: str, strategy: str, store: Any, shard_ids: Sequence[int], seed: int,
+                 family_kwargs: dict | None = None, batch_trajectories: int = 64,
+                 utility_factory: Callable[[Any], Any] | None = None, utility_batch_size: int = 256,
+                 log_z_samples: int = 20, context_size: int | None = None, embedding_size: int = 100,
+                 probability: float = 0.5, temperature: float = 1.0, task_history: int = 5,
+                 cursors: dict[int, int] | None = None):
+        from relabel_service.strategies.meta import get_meta_strategy
+
+        self.worker_id = worker_id
+        self.family = get_family(family, **(family_kwargs or {}))
+        self.train_tasks = self.family.train_tasks()
+        self.strategy_name = strategy
+        self.strategy = get_meta_strategy(strategy)
+        self.store = store
+        self.shard_ids = list(shard_ids)
+        self.cursors = {s: 0 for s in self.shard_ids}
+        self.cursors.update({int(k): int(v) for k, v in (cursors or {}).items()})
+        self.rng = np.random.default_rng([seed, 7907, worker_id])
+        self.batch_trajectories = batch_trajectories
+        self.utility_factory = utility_factory
+        self.model: Any = None
+        self.value_version = -1
+        self.n_u, self.log_z_samples = utility_batch_size, log_z_samples
+        self.context_size = context_size or self.family.horizon
+        self.embedding_size = embedding_size
+        self.probability, self.temperature = probability, temperature
+        self.task_history = task_history
+        self.start_states: np.ndarray | None = None
+        self.log_Z = np.zeros(len(self.train_tasks))
+        self.task_contexts: np.ndarray | None = None
+        self._stale = True
+        self.refresh_seconds = 0.0
+
+    def set_value_weights(self, version: int, weights: Any) -> None:
+        if self.utility_factory is not None and version > self.value_version:
+            self.model = self.utility_factory(weights)
+            self.value_version = version
+            self._stale = True
+
+    def _refresh(self) -> None:
+        """Start states, log Z (HFR) and task contexts (HIPI) from each task's original data."""
+        from relabel_service.strategies import kernels
+        from relabel_service.strategies.meta import hfr_reference_utilities
+
+        t0 = time.perf_counter()
+        fam, J = self.family, len(self.train_tasks)
+        per_task = [self.store.by_task(fam.name, self.train_tasks[j], self.task_history) for j in range(J)]
+        all_starts = [np.asarray(t.obs[0], np.float64) for trajs in per_task for t in trajs]
+        if not all_starts:
+            return
+        steps: list = []
+        starts = np.zeros((J, self.n_u, fam.obs_dim))
+        for j, trajs in enumerate(per_task):
+            # psi's start states; where psi has no data yet, any task's (one start distribution)
+            pool = np.stack([np.asarray(t.obs[0], np.float64) for t in trajs]) if trajs else np.stack(all_starts)
+            starts[j] = pool[self.rng.integers(len(pool), size=self.n_u)]
+            steps.append(None if not trajs else (
+                np.concatenate([t.obs[:-1] for t in trajs]), np.concatenate([t.actions for t in trajs]),
+                np.concatenate([t.rewards for t in trajs]), np.concatenate([t.obs[1:] for t in trajs])))
+        self.start_states = starts
+        if self.strategy_name == "hfr":
+            U_ref, have = hfr_reference_utilities(steps, starts, self.model, self.rng, self.log_z_samples,
+                                                  self.context_size)
+            self.log_Z = np.where(have, kernels.hfr_log_partition(U_ref, self.temperature), 0.0)
+        if self.strategy_name == "hipi":
+            D = self.model.context(np.zeros((1, fam.obs_dim)), np.zeros((1, fam.action_dim)), np.zeros(1),
+                                   np.zeros((1, fam.obs_dim))).shape[-1]
+            ctx = np.zeros((J, self.embedding_size, D), np.float32)
+            for j, s in enumerate(steps):
+                src = s if s is not None else next(x for x in steps if x is not None)
+                pick = self.rng.integers(len(src[2]), size=self.embedding_size)
+                ctx[j] = self.model.context(src[0][pick], src[1][pick], src[2][pick], src[3][pick])
+            self.task_contexts = ctx
+        self._stale = False
+        self.refresh_seconds = time.perf_counter() - t0
+
+    def relabel(self, wait_s: float = 0.5) -> tuple[Any, dict[str, Any]]:
+        from relabel_service.strategies.meta import MetaRequest, meta_none, meta_transitions
+
+        t0 = time.perf_counter()
+        deadline = t0 + wait_s
+        while True:
+            trajs, self.cursors = self.store.read_new(self.cursors, self.batch_trajectories)
+            if trajs or time.perf_counter() >= deadline:
+                break
+            time.sleep(0.05)
+        stats: dict[str, Any] = {"trajectories": len(trajs), "cursors": dict(self.cursors)}
+        if not trajs:
+            return None, stats
+        needs_model = self.strategy_name in ("hfr", "hipi")
+        if needs_model and self.model is not None and self._stale:
+            self._refresh()
+        request = MetaRequest(self.family, trajs, self.train_tasks, model=self.model, start_states=self.start_states,
+                              log_Z=self.log_Z, task_contexts=self.task_contexts, temperature=self.temperature,
+                              probability=self.probability)
+        ready = not needs_model or (self.model is not None and self.start_states is not None)
+        # before the first PEARL weights (the initial pool, never relabeled anyway) keep originals
+        decision = self.strategy(request, self.rng) if ready else meta_none(request, self.rng)
+        rows = meta_transitions(self.family, trajs, self.train_tasks, decision)
+        st = decision.stats
+        stats.update({
+            "transitions": len(rows),
+            "env_steps": int(sum(t.length for t in trajs)),
+            "relabeled": int(decision.relabeled.sum()),
+            "fraction_relabeled": float(decision.relabeled.mean()),
+            "changed_task_fraction": float(st.get("changed_task_fraction", 0.0)),
+            "chosen_tasks": np.asarray(st.get("chosen_task_index", []), dtype=np.int64).tolist(),
+            "chosen_probability": np.asarray(st.get("chosen_probability", []), dtype=np.float64).tolist(),
+            "entropy": st.get("entropy"),
+            "utility_mean": st.get("utility_mean"),
+            "log_z_mean": float(np.mean(self.log_Z)) if self.strategy_name == "hfr" else None,
+            "value_version": self.value_version,
+            "refresh_seconds": self.refresh_seconds,
+            "seconds": time.perf_counter() - t0,
+        })
+        return rows, stats
