@@ -69,14 +69,6 @@ class MetaTrainer(Trainer):
         self.state.setdefault("iteration", 0)
         self.state.setdefault("relabel_totals", {"trajectories": 0, "relabeled": 0, "changed": 0})
 
-    def run(self) -> dict[str, Any]:
-        started_ray = self._start_ray()
-        try:
-            self._build()
-            return self._loop()
-        finally:
-            self._teardown(started_ray)
-
     # ---- set-up -------------------------------------------------------------------------
     def _build(self) -> None:
         cfg, fam, mc = self.cfg, self.family, self.cfg.meta
@@ -103,7 +95,6 @@ class MetaTrainer(Trainer):
 
         self.make_rollout = make_rollout
         self.rollouts = {w: make_rollout(w) for w in range(cfg.rollout.num_workers)}
-        self.eval_actor = make_rollout(10_000, None, 0.05)
         strategy = cfg.relabel.strategy
         factory = make_utility_factory(mc.pearl, fam.obs_dim, fam.action_dim) if strategy in NEEDS_MODEL else None
         R = max(1, cfg.relabel.num_workers)
@@ -128,7 +119,7 @@ class MetaTrainer(Trainer):
 
     def _teardown(self, started_ray: bool) -> None:
         for a in [*getattr(self, "rollouts", {}).values(), *getattr(self, "relabelers", []),
-                  getattr(self, "eval_actor", None), getattr(self, "learner", None)]:
+                  getattr(self, "learner", None)]:
             if a is not None:
                 try:
                     ray.kill(a, no_restart=True)
@@ -149,6 +140,13 @@ class MetaTrainer(Trainer):
         bar = tqdm(total=mc.schedule.num_iterations, initial=st["iteration"], unit="itr",
                    disable=not self.progress, dynamic_ncols=True)
         while st["iteration"] < mc.schedule.num_iterations and st["env_steps"] < cfg.env_steps:
+            if self.stop.requested:  # SIGINT / SIGTERM: checkpoint and stop between iterations
+                bar.close()
+                self._save()
+                self.tb.close()
+                return {"run_dir": str(self.run_dir), "algorithm": "pearl", "interrupted": self.stop.requested,
+                        "checkpointed": True,
+                        "iterations": st["iteration"], "env_steps": st["env_steps"]}
             it = st["iteration"]
             report = self._iteration(it)
             st["iteration"] = it + 1
@@ -297,7 +295,9 @@ class MetaTrainer(Trainer):
     def _evaluate(self) -> dict[str, Any]:
         sched = self.cfg.meta.schedule
         weights_ref = self.learner.weights.remote()
-        result = ray.get(self.eval_actor.evaluate_meta_remote.remote(
+        # evaluation runs between iterations, so the first rollout actor is free to do it
+        evaluator = self.rollouts[min(self.rollouts)]
+        result = ray.get(evaluator.evaluate_meta_remote.remote(
             [weights_ref], self.test_tasks, self.cfg.seed, sched.num_exp_traj_eval, sched.num_eval_trajectories))
         step = self.state["env_steps"]
         self.last_eval = result
