@@ -309,6 +309,32 @@ def test_corrupt_final_record_ending_at_eof_is_skipped_alone(tmp_path) -> None:
         assert seqs_of(sh) == [0, 1, 2, 3] and sh.next_seq == 5
 
 
+def test_damaged_records_in_a_row_in_the_last_segment_are_skipped_each_alone(tmp_path) -> None:
+    with shard(tmp_path, segment_bytes=1 << 20) as sh:
+        trajs, acks = fill(sh, 10)
+    last = _last_segment(tmp_path)
+    _flip(last, acks[4].offset + 30)  # two neighbours: neither is followed by a valid frame
+    _flip(last, acks[5].offset + 30)
+    with shard(tmp_path, segment_bytes=1 << 20) as sh:
+        r = sh.recovery_report
+        assert [(p.kind, p.seq, p.action, p.records) for p in r.problems] == [
+            ("crc_mismatch", 4, "skipped", 1), ("crc_mismatch", 5, "skipped", 1)
+        ]
+        assert seqs_of(sh) == [0, 1, 2, 3, 6, 7, 8, 9]
+
+
+def test_random_bytes_over_the_tail_are_cut(tmp_path) -> None:
+    with shard(tmp_path, segment_bytes=1 << 20) as sh:
+        trajs, acks = fill(sh, 10)
+    last = _last_segment(tmp_path)
+    data = bytearray(last.read_bytes())
+    data[acks[7].offset :] = np.random.default_rng(0).integers(0, 256, len(data) - acks[7].offset, np.uint8).tobytes()
+    last.write_bytes(bytes(data))
+    with shard(tmp_path, segment_bytes=1 << 20) as sh:
+        assert [(p.seq, p.action) for p in sh.recovery_report.problems] == [(7, "cut")]
+        assert seqs_of(sh) == list(range(7)) and sh.next_seq == 10
+
+
 def test_damaged_length_field_is_repaired_and_nothing_is_lost(tmp_path) -> None:
     with shard(tmp_path, segment_bytes=1 << 20) as sh:
         trajs, acks = fill(sh, 10)

@@ -61,7 +61,9 @@ read again; ``tools.verify`` fails while such files exist, so the damage stays v
     skipping it, and its seq may have been acknowledged.
   * A damaged length field: the scan re-enters the log at the next CRC-checked frame
     (``_resync``). If the bytes in between are one record whose CRC matches, only the
-    length was hit: it is rewritten (``repaired``, nothing lost). Otherwise, if the next
+    length was hit: it is rewritten (``repaired``, nothing lost). If the length fields in
+    between lead exactly to that frame, they are intact and the region is several damaged
+    records in a row, each skipped alone. Otherwise, if the next
     segment's ``first_seq`` tells how many records the region held, they become that many
     tombstones. If nothing tells (the last segment), the records after it cannot keep
     their seqs, and the segment is cut there (a documented limit).
@@ -300,10 +302,33 @@ def _resync(mv: memoryview, start: int, chunk: int = 1 << 20) -> int | None:
         b = a[c0 : c1 + 3].astype(np.int64)
         n = b[: c1 - c0] | b[1 : c1 - c0 + 1] << 8 | b[2 : c1 - c0 + 2] << 16 | b[3 : c1 - c0 + 3] << 24
         pos = np.arange(c0, c1)
-        for q in pos[(n > 0) & (pos + _HDR + n <= size)].tolist():
+        fits = (n > 0) & (pos + _HDR + n <= size)
+        cand, n = pos[fits], n[fits]
+        # and what follows is the end of the file or another plausible header: over random
+        # bytes this leaves ~1 candidate in 10^5, so few CRCs are computed
+        nxt = cand + _HDR + n
+        room = size - nxt >= _HDR + 1
+        at = np.where(room, nxt, 0)
+        n2 = a[at].astype(np.int64) | a[at + 1].astype(np.int64) << 8 | a[at + 2].astype(np.int64) << 16 | a[at + 3].astype(np.int64) << 24
+        plausible = (nxt == size) | (room & (n2 > 0) & (nxt + _HDR + n2 <= size))
+        for q in cand[plausible].tolist():
             if _frame_at(mv, q) > 0:
                 return q
     return None
+
+
+def _length_chain(mv: memoryview, start: int, stop: int) -> list[tuple[int, int]]:
+    """The frames (start, end) that the length fields from ``start`` walk through when they
+    land exactly on ``stop``; [] when they do not (then a length field itself is damaged).
+    A damaged length landing exactly on the next valid frame is a ~2^-32 coincidence."""
+    out, pos = [], start
+    while stop - pos >= _HDR + 1:
+        n, _ = codec.FRAME_HEADER.unpack_from(mv, pos)
+        if n == 0 or pos + _HDR + n > stop:
+            return []
+        out.append((pos, pos + _HDR + n))
+        pos += _HDR + n
+    return out if pos == stop else []
 
 
 def scan_segment(index: int, path: str | os.PathLike, next_first_seq: int | None = None) -> SegmentScan:
@@ -315,9 +340,10 @@ def scan_segment(index: int, path: str | os.PathLike, next_first_seq: int | None
     A bad frame whose length field is sane and is followed by a valid frame (or ends
     exactly at the end of the file) is skipped alone: its seq stays consumed. Otherwise
     the scan re-enters the log at the next valid frame: if the skipped bytes hold exactly
-    one frame with a matching CRC only the length field was damaged (repaired); if the
-    following segment's first_seq tells how many records the region held, it is skipped
-    with that many seqs. When neither holds, the records after the damage cannot keep
+    one frame with a matching CRC only the length field was damaged (repaired); if their
+    length fields lead exactly to that frame, they are several damaged records, each
+    skipped alone; if the following segment's first_seq tells how many records the
+    region held, it is skipped with that many seqs. When neither holds, the records after the damage cannot keep
     their seqs, and the segment is cut there like a torn tail.
     """
     with open(path, "rb") as f:
@@ -394,6 +420,16 @@ def scan_segment(index: int, path: str | os.PathLike, next_first_seq: int | None
             frames.append((pos, q - pos - _HDR))
             seqs.append(first_seq + k)
             k += 1
+            pos = q
+            continue
+        chain = _length_chain(mv, pos, q)
+        if chain:
+            # several damaged records back to back: their length fields lead exactly to the
+            # next valid frame, so they are intact and count the records; skip each alone
+            for at, end_at in chain:
+                detail = f"crc32 mismatch ({len(chain)} damaged records in a row)"
+                holes.append(Problem(index, at, "crc_mismatch", detail, end_at - at, seq=first_seq + k, action="skipped", records=1))
+                k += 1
             pos = q
             continue
         unknown.append((pos, len(holes), len(frames), k, tombstones))
