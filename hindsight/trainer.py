@@ -30,7 +30,7 @@ from typing import Any
 
 import numpy as np
 import ray
-from ray.exceptions import ActorUnavailableError, RayActorError, RayError
+from ray.exceptions import ActorUnavailableError, GetTimeoutError, RayActorError, RayError, RayTaskError
 from tqdm import tqdm
 
 from actors.pool import RolloutActor, RolloutPool
@@ -107,12 +107,18 @@ class Trainer:
         resume: bool = False,
         address: str | None = None,
         progress: bool = True,
+        ledger: bool = False,
     ):
+        """``ledger``: the learner keeps the episode id of every trajectory it ingests and
+        the driver every id the store acknowledged, so a run can prove that each
+        acknowledged trajectory reached the learner exactly once (``summary["ledger"]``;
+        memory grows with the run: for tests and ``hindsight chaos``)."""
         self.cfg = cfg
         self.run_dir = Path(run_dir) if run_dir else new_run_dir(cfg)
         self.resume = resume
         self.address = address
         self.progress = progress
+        self.ledger = ledger
         self.family = get_family(cfg.env.family, **cfg.env.family_kwargs)
         self.run_dir.mkdir(parents=True, exist_ok=True)
         (self.run_dir / "config.yaml").write_text(dump_config(cfg))
@@ -167,27 +173,37 @@ class Trainer:
         # learner.num_cpus 0: the CPUs the largest node has left after the other actors
         node_cpus = max((n["Resources"].get("CPU", 0.0) for n in ray.nodes() if n.get("Alive")), default=1.0)
         learner_cfg = dataclasses.replace(cfg.learner, num_cpus=learner_cpus(cfg, node_cpus))
-        # max_concurrency 2: ingest runs while an update call is in progress (locks inside)
-        self.learner = LearnerActor.options(
-            num_cpus=learner_cfg.num_cpus, num_gpus=self.num_gpus, name=None, max_concurrency=2
-        ).remote(
-            fam.obs_dim,
-            fam.action_dim,
-            fam.task_dim,
-            fam.reward_input_dim,
-            learner_cfg,
-            fam.discount,
-            cfg.seed,
-            str(self.run_dir / "checkpoints"),
-            self.resume,
-            batch_relabeler,
-        )
+
+        def make_learner(resume: bool, version_floor: int = 0) -> Any:
+            # num_gpus > 0 (a GPU anywhere in the cluster, learner.num_gpus=-1) places the
+            # learner on a GPU node. max_concurrency 2: ingest runs while an update call is
+            # in progress (locks inside)
+            return LearnerActor.options(
+                num_cpus=learner_cfg.num_cpus, num_gpus=self.num_gpus, max_concurrency=2
+            ).remote(
+                fam.obs_dim,
+                fam.action_dim,
+                fam.task_dim,
+                fam.reward_input_dim,
+                learner_cfg,
+                fam.discount,
+                cfg.seed,
+                str(self.run_dir / "checkpoints"),
+                resume,
+                batch_relabeler,
+                ledger=self.ledger,
+                version_floor=version_floor,
+            )
+
+        self.make_learner = make_learner
+        self.learner = make_learner(self.resume)
         net_cfg = cfg.learner.sac
         threads = max(1, int(cfg.rollout.num_cpus))
         remote_rollout = ray.remote(RolloutActor)
 
         def make_rollout(wid: int) -> Any:
-            return remote_rollout.options(num_cpus=cfg.rollout.num_cpus).remote(
+            # SPREAD: the workers go to different nodes, so losing one loses few
+            return remote_rollout.options(num_cpus=cfg.rollout.num_cpus, scheduling_strategy="SPREAD").remote(
                 store=self.store,
                 worker_id=wid,
                 family=cfg.env.family,
@@ -240,6 +256,7 @@ class Trainer:
             )
 
         self.make_relabeler = make_relabeler
+        self.relabel_shards = [shards[r::R] for r in range(R)]
         self.relabelers = [make_relabeler(r, cursors) for r in range(R)]
         self.needs_value = service_strategy in USES_VALUE
 
@@ -348,6 +365,13 @@ class _Driver:
         self.collected = self.relabeled = 0
         self.relabel_restarts = 0
         self.eval_restarts = 0
+        # learner recovery: what the last checkpoint holds (the learner's state covers every
+        # batch ingested up to these cursors); at start, the session's starting point
+        self.ckpt = {"cursors": dict(self.cursors), "relabeled": 0, "env_steps": self.env_steps, "updates": None}
+        self.learner_restarts: list[dict[str, Any]] = []
+        self.refilled = 0
+        self.acked_ids: set[str] | None = set() if trainer.ledger else None
+        self.last_drain_check = 0.0
         lc = cfg.learner
         self.limiter = RateLimiter(lc.samples_per_insert, lc.sac.batch_size, lc.min_replay, lc.spi_tolerance)
         self.steps_base, self.updates_base = self.env_steps, None
@@ -385,9 +409,13 @@ class _Driver:
                 self._collect()
             self._log(force=finishing)
             if finishing:
-                break
-        self.bar.close()
-        return self._finish()
+                try:
+                    summary = self._finish()
+                except ACTOR_GONE as e:  # the learner died at the very end: restore, go on
+                    self._restart_learner(e)
+                    continue
+                self.bar.close()
+                return summary
 
     def _session_updates(self) -> int:
         return self.learner_report["updates"] - (self.updates_base or 0)
@@ -402,7 +430,18 @@ class _Driver:
         return report["inserted"] >= self.ingested and (
             report.get("updates_done", 1) == 0
             or self._session_updates() >= self.limiter.target_updates(self.env_steps - self.steps_base)
-        )
+        ) and self._store_drained()
+
+    def _store_drained(self) -> bool:
+        """Nothing in the store after the relabel cursors (also the records a worker
+        appended just before it died, which no round result reported)."""
+        now = time.perf_counter()
+        if now - self.last_drain_check < 0.5:
+            return False
+        self.last_drain_check = now
+        cursors = {s: self.cursors.get(s, 0) for s in range(self.t.store.num_shards)}
+        payloads, _ = self.t.store.read_new_raw(cursors, 1)
+        return not payloads
 
     def _apply_control(self) -> None:
         """Resize the rollout pool when control.json asks for it (``hindsight scale``)."""
@@ -464,7 +503,9 @@ class _Driver:
             return
         ready, _ = ray.wait(list(self.inflight), num_returns=1, timeout=0.5)
         for ref in ready:
-            kind = self.inflight.pop(ref)
+            kind = self.inflight.pop(ref, None)
+            if kind is None:  # dropped by a recovery while this result was on its way
+                continue
             try:
                 result = ray.get(ref)
             except ACTOR_GONE as e:
@@ -508,10 +549,12 @@ class _Driver:
             log.warning("rollout worker %s: round failed (%s); replacing it", kind[1], cause)
             self.round_failures += 1
             self._replace_rollout(kind)
-        elif kind[0] in ("eval", "relabel"):
+        elif kind[0] in ("eval", "relabel", "refill"):
             self._on_actor_death(kind, error)
-        else:
+        elif isinstance(error, RayTaskError) and not isinstance(getattr(error, "cause", None), RayError):
             raise RuntimeError(f"the learner's {kind[0]} call failed: {cause}") from error
+        else:  # its input was lost with a node (an object it needed): restore a consistent state
+            self._restart_learner(error)
 
     def _on_actor_death(self, kind: tuple, error: Exception) -> None:
         t = self.t
@@ -533,12 +576,14 @@ class _Driver:
                 self._submit_eval(step, tries + 1)
             else:
                 log.warning("eval at %d env steps failed %d times (%s); skipped", step, tries + 1, error)
-        elif kind[0] == "relabel":
+        elif kind[0] in ("train", "ingest"):
+            self._restart_learner(error)
+        elif kind[0] in ("relabel", "refill"):
             # A new relabel worker resumes from the cursors of the last batch the learner
             # received: nothing in the store is skipped.
             r = kind[1]
             log.warning("relabel worker %s died (%s); replacing it", r, type(error).__name__)
-            for k in [k for k, v in self.inflight.items() if v[0] == "relabel" and v[1] == r]:
+            for k in [k for k, v in self.inflight.items() if v[0] in ("relabel", "refill") and v[1] == r]:
                 del self.inflight[k]
             self.relabel_inflight[r] = 0
             t.relabelers[r] = t.make_relabeler(r, self.cursors)
@@ -547,6 +592,83 @@ class _Driver:
         else:
             raise error
 
+    def _restart_learner(self, error: Exception) -> None:
+        """A dead learner comes back from its last checkpoint (updates continue from its
+        count) and refills its replay from the store, the source of truth.
+
+        Consistency: the checkpoint holds every batch ingested up to ``self.ckpt``'s
+        cursors. Everything in flight to or from the old learner and the relabelers is
+        dropped and the relabelers stream again from those cursors, so each stored
+        trajectory reaches the new learner's stream exactly once; the updates made since
+        the checkpoint are redone on that data. The records before the cursors (the newest,
+        up to the replay's capacity) are relabeled by the run's strategy and added as a
+        refill, which the rate limiter and the ledger do not count.
+        """
+        t, ck, t0 = self.t, self.ckpt, time.perf_counter()
+        log.warning("learner lost (%s); restarting it from its last checkpoint and refilling its replay from the store",
+                    type(error).__name__)
+        try:
+            ray.kill(t.learner, no_restart=True)
+        except Exception:  # already gone
+            pass
+        for ref, kind in list(self.inflight.items()):
+            if kind[0] in ("train", "ingest", "relabel", "refill"):
+                del self.inflight[ref]
+        self.train_inflight = False
+        for r, actor in enumerate(t.relabelers):
+            try:
+                ray.kill(actor, no_restart=True)
+            except Exception:
+                pass
+            t.relabelers[r] = t.make_relabeler(r, ck["cursors"])
+            self.relabel_inflight[r] = 0
+            self.value_sent[r] = -1
+        self.cursors = dict(ck["cursors"])
+        self.relabeled = ck["relabeled"]
+        # above every version a worker holds: the restored weights replace the lost ones
+        t.learner = t.make_learner(True, version_floor=self.weights_version + 1)
+        try:
+            restored = ray.get(t.learner.counters.remote(), timeout=300)
+        except GetTimeoutError:
+            raise RuntimeError(
+                f"the learner could not be placed again within 300 s (it asks for "
+                f"{self.cfg.learner.num_cpus} CPUs, {t.num_gpus} GPUs; the cluster has {ray.available_resources()} free)"
+            ) from error
+        self.weights_ref, self.value_ref = None, None
+        self.updates_base, self.steps_base, self.ingested = None, ck["env_steps"], 0
+        self.learner_report = {"updates": restored["updates"], "inserted": 0, "version": restored["version"]}
+        self.last_ckpt_updates = restored["updates"]
+        self._refill(ck["cursors"])
+        self.learner_restarts.append({
+            "env_steps": self.env_steps,
+            "restored_updates": int(restored["updates"]),
+            "checkpoint_updates": ck["updates"],
+            "seconds": time.perf_counter() - t0,
+        })
+        self.tb.scalar("recovery/learner_restarts", len(self.learner_restarts), self.env_steps)
+
+    def _refill(self, cursors: dict[int, int]) -> None:
+        """Ask each relabel worker for the newest records before ``cursors`` of its shards
+        (about ``replay_capacity`` transitions in all), relabeled by the run's strategy."""
+        t = self.t
+        stats = t.store.stats()
+        steps = sum(int(f["steps"]) for f in stats["families"].values())
+        mean_len = steps / max(1, int(stats["records"]))
+        copies = 1 if self.cfg.relabel.strategy == "none" else 2  # AIR & co. add one copy per trajectory
+        per_shard = int(self.cfg.learner.replay_capacity / max(1.0, mean_len * copies) / t.store.num_shards) + 1
+        for r, mine in enumerate(t.relabel_shards):
+            end = {s: int(cursors.get(s, 0)) for s in mine}
+            start = {s: max(int(stats["shards"][s].get("first_seq") or 0), end[s] - per_shard) for s in mine}
+            if any(end[s] > start[s] for s in mine):
+                batch_ref, stats_ref = t.relabelers[r].relabel_range.options(num_returns=2).remote(start, end)
+                self.inflight[stats_ref] = ("refill", r, batch_ref)
+
+    def _on_refill(self, kind: tuple, result: dict[str, Any]) -> None:
+        if result["trajectories"]:
+            self.refilled += int(result["trajectories"])
+            ref = self.t.learner.ingest.remote(kind[2], 0, result["episode_ids"], True)
+            self.inflight[ref] = ("ingest",)
+
     def _on_rollout(self, kind: tuple, result: dict[str, Any]) -> None:
         if self.t.pool.is_current(kind[1], kind[2]):  # not removed or replaced meanwhile
             self.idle_rollout.add(kind[1])
@@ -554,6 +676,8 @@ class _Driver:
             self.rejected += len(result["rejected"])
             log.warning("rollout worker %s: %d trajectories refused by the store: %s",
                         kind[1], len(result["rejected"]), "; ".join(result["rejected"])[:500])
+        if self.acked_ids is not None:
+            self.acked_ids.update(result.get("episode_ids", ()))
         steps = int(result["env_steps"])
         self.env_steps += steps
         self.episodes += int(result["episodes"])
@@ -569,7 +693,8 @@ class _Driver:
         if not result["trajectories"]:
             return
         # the batch goes from the relabel worker to the learner directly (a ref, not data)
-        self.inflight[self.t.learner.ingest.remote(batch_ref, result["env_steps"])] = ("ingest",)
+        ids = result["episode_ids"] if self.t.ledger else None
+        self.inflight[self.t.learner.ingest.remote(batch_ref, result["env_steps"], ids)] = ("ingest",)
         self.cursors.update({int(k): int(v) for k, v in result["cursors"].items()})
         self.relabel_fraction.append(result["fraction_relabeled"])
         st = result.get("strategy_stats", {})
@@ -598,7 +723,10 @@ class _Driver:
             self.tb.scalars("relabel_in_learner", result["relabel"], self.env_steps)
         if result["updates"] - self.last_ckpt_updates >= self.cfg.learner.checkpoint_every:
             self.last_ckpt_updates = result["updates"]
-            self._checkpoint()
+            try:
+                self._checkpoint()
+            except ACTOR_GONE as e:
+                self._restart_learner(e)
 
     def _on_eval(self, kind: tuple, result: dict[str, Any]) -> None:
         self.eval_inflight = False
@@ -666,7 +794,19 @@ class _Driver:
         self.bar.set_postfix_str(f"{ups:.0f} upd/s{eval_text}", refresh=False)
 
     def _checkpoint(self) -> None:
+        # The learner serves ingest and other calls concurrently (max_concurrency 2), so a
+        # checkpoint does not wait for earlier ingests by itself: wait for them here, so that
+        # the checkpoint holds every batch up to the cursors saved with it.
+        ingests = [r for r, k in self.inflight.items() if k[0] == "ingest"]
+        if ingests:
+            ray.wait(ingests, num_returns=len(ingests), timeout=120)
         self.t._checkpoint(self.env_steps, self.episodes, self.cursors, self.t_start, self.wall_before)
+        self.ckpt = {
+            "cursors": dict(self.cursors),
+            "relabeled": self.relabeled,
+            "env_steps": self.env_steps,
+            "updates": int(self.learner_report["updates"]),
+        }
 
     def _interrupted(self) -> dict[str, Any]:
         """SIGINT/SIGTERM: a final checkpoint and the run directory stays resumable."""
@@ -685,6 +825,20 @@ class _Driver:
             "env_steps": self.env_steps,
             "episodes": self.episodes,
             "updates": self.learner_report["updates"],
+        }
+
+    def _ledger(self) -> dict[str, Any]:
+        """Exactly-once accounting: acknowledged (by the store, this session) vs learned."""
+        report = ray.get(self.t.learner.ledger_report.remote())
+        learned = report["episode_ids"]
+        acked = self.acked_ids or set()
+        return {
+            "acknowledged": len(acked),
+            "learned": len(learned),
+            "lost": len(acked - learned.keys()),
+            "duplicates": int(report["duplicates"]),
+            "refilled": int(report["refilled"]),
+            "episode_ids": sorted(learned),
         }
 
     def _final_eval(self, weights_ref: Any) -> dict[str, Any]:
@@ -735,6 +889,8 @@ class _Driver:
             "workers_replaced": t.pool.replaced,
             "relabel_workers_replaced": self.relabel_restarts,
             "eval_actors_replaced": self.eval_restarts,
+            "learner_restarts": self.learner_restarts,
+            "trajectories_refilled": self.refilled,
             "rollout_rounds_failed": self.round_failures,
             "trajectories_rejected": self.rejected,
             "final_eval": {
@@ -745,6 +901,8 @@ class _Driver:
             },
             "eval_history": t.state["eval_history"],
         }
+        if t.ledger:
+            summary["ledger"] = self._ledger()
         (t.run_dir / "summary.json").write_text(json.dumps(summary, indent=2))
         self.tb.close()
         return summary

@@ -49,6 +49,8 @@ class Learner:
         checkpoint_dir: str | None = None,
         resume: bool = False,
         batch_relabeler: BatchRelabeler | None = None,
+        ledger: bool = False,
+        version_floor: int = 0,
     ):
         # every core Ray gives the learner: a fractional share counts as a whole thread
         torch.set_num_threads(max(1, math.ceil(cfg.num_cpus)))
@@ -80,16 +82,35 @@ class Learner:
         self._state_lock = threading.Lock()
         self.checkpoint_dir = Path(checkpoint_dir) if checkpoint_dir else None
         self._rates = {"ingest_t": time.perf_counter(), "ingest_n": 0, "update_t": time.perf_counter(), "update_n": 0}
+        # The ledger: episode ids that reached the replay through the stream (checkpointed
+        # with the networks), for exactly-once checks; refills are counted apart.
+        self.keep_ledger = ledger
+        self.ledger: dict[str, int] = {}
+        self.duplicates = 0
+        self.refilled = 0  # trajectories' transitions re-read from the store after a restart
         if resume and self.checkpoint_dir is not None and (self.checkpoint_dir / "learner.pt").exists():
             self._restore()
+        if version_floor > self.version:
+            # a learner restarted after a death publishes above every version the workers
+            # hold, so they take its weights at once
+            self.version = int(version_floor)
+            self._published = (self.version, self._published[1])
 
     # ---- data ----------------------------------------------------------------------------
-    def ingest(self, batch: TransitionBatch | None, env_steps: int | None = None) -> int:
+    def ingest(
+        self,
+        batch: TransitionBatch | None,
+        env_steps: int | None = None,
+        episode_ids: list[str] | None = None,
+        refill: bool = False,
+    ) -> int:
         """Add relabeled transitions to the replay; returns env steps inserted so far.
 
         The rate limiter counts *env steps* (the originals), not relabeled copies, so that
         every strategy gets the same updates per env step (as the GH and HIPI code do).
-        ``env_steps=None`` counts every transition.
+        ``env_steps=None`` counts every transition. ``refill``: transitions re-read from
+        the store after a restart (data trained on before the checkpoint): they fill the
+        replay but count neither for the rate limiter nor in the ledger.
         """
         if batch is not None and len(batch):
             for name, x in zip(batch._fields, batch):
@@ -98,6 +119,15 @@ class Learner:
             tensors = to_torch(batch, self.device)  # converted outside the lock
             with self._replay_lock:
                 self.replay.add(tensors)
+            if refill:
+                self.refilled += len(episode_ids or ())
+                self.transitions += len(batch)
+                return self.inserted
+            if self.keep_ledger:
+                with self._replay_lock:
+                    for eid in episode_ids or ():
+                        self.duplicates += eid in self.ledger
+                        self.ledger[eid] = self.ledger.get(eid, 0) + 1
             self.inserted += len(batch) if env_steps is None else int(env_steps)
             self.transitions += len(batch)
             self._rates["ingest_n"] += len(batch)
@@ -169,6 +199,11 @@ class Learner:
         self._rates = {"ingest_t": now, "ingest_n": 0, "update_t": now, "update_n": 0}
         return out
 
+    def ledger_report(self) -> dict[str, Any]:
+        """Episode ids ingested through the stream (each with its count), duplicates seen,
+        trajectories refilled from the store."""
+        return {"episode_ids": dict(self.ledger), "duplicates": self.duplicates, "refilled": self.refilled}
+
     def weights(self) -> tuple[int, dict[str, np.ndarray]]:
         """The latest published actor weights and their version."""
         return self._published
@@ -188,6 +223,12 @@ class Learner:
             save_state(self.state, tmp)
         os.replace(tmp, path)  # atomic: a crash mid-save keeps the previous checkpoint
         meta = {"updates": self.updates, "inserted": self.inserted, "version": self.version, **(extra or {})}
+        if self.keep_ledger:  # first: learner.json names a checkpoint whose ledger is on disk
+            tmp_ledger = self.checkpoint_dir / "ledger.json.tmp"
+            with self._replay_lock:  # ingest may run meanwhile (max_concurrency 2)
+                snapshot = {"episode_ids": dict(self.ledger), "duplicates": self.duplicates}
+            tmp_ledger.write_text(json.dumps(snapshot))
+            os.replace(tmp_ledger, self.checkpoint_dir / "ledger.json")
         (self.checkpoint_dir / "learner.json").write_text(json.dumps(meta))
         return str(path)
 
@@ -204,3 +245,7 @@ class Learner:
         )
         self._updates_offset = self.updates
         self._published = (self.version, policy_weights(self.state))
+        ledger_path = self.checkpoint_dir / "ledger.json"
+        if self.keep_ledger and ledger_path.exists():
+            saved = json.loads(ledger_path.read_text())
+            self.ledger, self.duplicates = dict(saved["episode_ids"]), int(saved["duplicates"])

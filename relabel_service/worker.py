@@ -103,6 +103,33 @@ class RelabelWorker:
         stats: dict[str, Any] = {"trajectories": len(trajs), "cursors": dict(self.cursors)}
         if not trajs:
             return None, stats
+        return self._relabel(trajs, stats, t0, self.strategy)
+
+    def relabel_range(self, start: dict[int, int], end: dict[int, int]) -> tuple[TransitionBatch | None, dict[str, Any]]:
+        """Relabel the stored records with ``start[s] <= seq < end[s]`` of each shard s, by
+        the run's strategy, without moving the stream's cursors: how a learner restarted
+        from a checkpoint refills its replay with the data it had before (a strategy that
+        needs V(s0, z) and has none yet gives plain transitions)."""
+        t0 = time.perf_counter()
+        strategy = self.strategy
+        if self.strategy_name in NEEDS_VALUE and self.value_fn is None:
+            strategy = make_strategy("none", self.cfg)
+        batches, ids, steps = [], [], 0
+        for s, first in start.items():
+            cur, stop = int(first), int(end[int(s)])
+            while cur < stop:
+                trajs, new = self.store.read_new({int(s): cur}, min(self.batch_trajectories, stop - cur))
+                if not trajs or new[int(s)] <= cur:
+                    break
+                cur = new[int(s)]
+                batch, st = self._relabel(trajs, {}, t0, strategy)
+                batches.append(batch)
+                ids += st["episode_ids"]
+                steps += st["env_steps"]
+        stats = {"trajectories": len(ids), "episode_ids": ids, "env_steps": steps, "seconds": time.perf_counter() - t0}
+        return (TransitionBatch.concat(batches) if batches else None), stats
+
+    def _relabel(self, trajs: Sequence, stats: dict[str, Any], t0: float, strategy: Any) -> tuple[TransitionBatch, dict[str, Any]]:
         reference: Sequence = ()
         if self.cfg.reference_size > 0 and self.strategy_name == "air":
             if self.calls % self.reference_refresh == 0 or not self.reference:
@@ -119,7 +146,7 @@ class RelabelWorker:
             reference=reference,
             value_fn=self.value_fn if self.strategy_name in USES_VALUE else None,
         )
-        result = self.strategy(request, self.rng)
+        result = strategy(request, self.rng)
         batch = to_transitions(self.family, trajs, result)
         stats.update(
             {
@@ -129,6 +156,7 @@ class RelabelWorker:
                 "fraction_relabeled": len(result.copies) / max(1, len(result.copies) + len(trajs) * result.keep_original),
                 "value_version": self.value_version,
                 "policy_versions": [t.policy_version for t in trajs],
+                "episode_ids": [t.episode_id for t in trajs],
                 "seconds": time.perf_counter() - t0,
                 "strategy_stats": {
                     k: (np.asarray(v).tolist() if isinstance(v, np.ndarray) else v) for k, v in result.stats.items()

@@ -7,6 +7,7 @@ process itself) and checks that the run finishes with nothing acknowledged lost.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -77,6 +78,17 @@ def _join(th: threading.Thread, out: dict[str, Any], timeout: float = 300.0) -> 
     return out
 
 
+@contextlib.contextmanager
+def _stopped_on_failure(trainer: Trainer, th: threading.Thread):
+    """A failing test stops its training (as SIGINT would) before Ray goes away."""
+    try:
+        yield
+    except BaseException:
+        trainer.stop.requested = "SIGINT"
+        th.join(timeout=120)
+        raise
+
+
 def _smoke(tmp_path: Path, *overrides: str) -> Any:
     return load_config("smoke", [f"logdir={tmp_path}", *overrides])
 
@@ -87,20 +99,21 @@ def _smoke(tmp_path: Path, *overrides: str) -> Any:
 def test_dead_eval_actor_is_replaced_and_pool_shrinks_to_zero_mid_round(cluster, tmp_path):
     trainer = Trainer(_smoke(tmp_path, "env_steps=2500", "relabel.strategy=none"), progress=False)
     th, out = _start(trainer)
-    _wait_for(lambda: getattr(trainer, "pool", None) and trainer.pool.actors, what="actors")
-    time.sleep(2.0)
-    ray.kill(trainer.eval_actor, no_restart=True)  # the next eval meets a dead actor
-    # every worker has a round in flight: removing all of them drops those rounds
-    write_control(trainer.run_dir, 0)
-    _wait_for(lambda: trainer.pool.size == 0, what="the pool to shrink")
-    time.sleep(1.5)
-    write_control(trainer.run_dir, 2)
-    summary = _join(th, out)
-    assert summary["env_steps"] >= 2500
-    assert summary["rollout_workers"] == 2
-    assert summary["eval_actors_replaced"] >= 1
-    assert len(summary["eval_history"]) >= 2
-    assert tools.verify_ok(tools.verify(Path(summary["run_dir"]) / "store"))
+    with _stopped_on_failure(trainer, th):
+        _wait_for(lambda: getattr(trainer, "pool", None) and trainer.pool.actors, what="actors")
+        time.sleep(2.0)
+        ray.kill(trainer.eval_actor, no_restart=True)  # the next eval meets a dead actor
+        # every worker has a round in flight: removing all of them drops those rounds
+        write_control(trainer.run_dir, 0)
+        _wait_for(lambda: trainer.pool.size == 0, what="the pool to shrink")
+        time.sleep(1.5)
+        write_control(trainer.run_dir, 2)
+        summary = _join(th, out)
+        assert summary["env_steps"] >= 2500
+        assert summary["rollout_workers"] == 2
+        assert summary["eval_actors_replaced"] >= 1
+        assert len(summary["eval_history"]) >= 2
+        assert tools.verify_ok(tools.verify(Path(summary["run_dir"]) / "store"))
 
 
 # ---- SIGINT / SIGTERM and a dead driver ------------------------------------------------------
@@ -217,3 +230,79 @@ def test_resume_after_a_dead_driver_counts_what_the_store_holds(cluster, tmp_pat
     assert summary["env_steps"] == sum(t.length for t in after)
     assert summary["episodes"] == len(after)
     assert stored + 300 <= summary["env_steps"] < stored + 300 + 2 * 4 * 10 + 1
+
+
+# ---- multi-node: placement, exactly-once delivery, a lost node, a lost learner ----------------
+
+
+def _node_of(actor: Any) -> str:
+    return ray.get(actor.__ray_call__.remote(lambda self: ray.get_runtime_context().get_node_id()), timeout=60)
+
+
+def _pid_of(actor: Any) -> int:
+    return ray.get(actor.__ray_call__.remote(lambda self: os.getpid()), timeout=60)
+
+
+def _assert_exactly_once(summary: dict[str, Any]) -> None:
+    """Every trajectory in the store (and every one the store acknowledged) reached the
+    learner's stream exactly once."""
+    ledger = summary["ledger"]
+    stored = {t.episode_id for t in tools.load_all(Path(summary["run_dir"]) / "store")}
+    assert ledger["lost"] == 0 and ledger["duplicates"] == 0, {k: v for k, v in ledger.items() if k != "episode_ids"}
+    assert ledger["acknowledged"] > 0
+    assert set(ledger["episode_ids"]) == stored
+    assert tools.verify_ok(tools.verify(Path(summary["run_dir"]) / "store"))
+
+
+def test_multi_node_run_spreads_workers_and_delivers_every_trajectory_once(cluster, tmp_path):
+    trainer = Trainer(_smoke(tmp_path, "env_steps=1500"), progress=False, ledger=True)
+    th, out = _start(trainer)
+    with _stopped_on_failure(trainer, th):
+        _wait_for(lambda: getattr(trainer, "relabelers", None), what="actors")
+        worker_nodes = {_node_of(a) for a in list(trainer.pool.actors.values())}
+        all_nodes = worker_nodes | {_node_of(trainer.learner)} | {_node_of(a) for a in trainer.relabelers}
+        summary = _join(th, out)
+        assert len(worker_nodes) == 2, "SPREAD puts the two rollout workers on two nodes"
+        assert len(all_nodes) >= 2
+        assert summary["env_steps"] >= 1500
+        _assert_exactly_once(summary)
+
+
+def test_a_worker_node_removed_mid_run_loses_nothing(cluster, tmp_path):
+    trainer = Trainer(_smoke(tmp_path, "env_steps=2000"), progress=False, ledger=True)
+    th, out = _start(trainer)
+    with _stopped_on_failure(trainer, th):
+        _wait_for(lambda: getattr(trainer, "relabelers", None), what="actors")
+        _wait_for(lambda: (trainer.run_dir / "checkpoints" / "learner.json").exists(), what="a checkpoint")
+        by_id = {n.node_id: n for n in cluster.worker_nodes}
+        node_ids = {_node_of(a) for a in list(trainer.pool.actors.values())}
+        victim = next(by_id[i] for i in node_ids if i in by_id)  # a worker node holding a rollout worker
+        cluster.remove_node(victim, allow_graceful=False)
+        try:
+            summary = _join(th, out)
+        finally:
+            cluster.add_node(num_cpus=1)  # the next test gets its three nodes back
+            cluster.wait_for_nodes()
+        assert summary["env_steps"] >= 2000
+        assert summary["workers_replaced"] >= 1
+        _assert_exactly_once(summary)
+
+
+def test_a_killed_learner_comes_back_from_its_checkpoint(cluster, tmp_path):
+    trainer = Trainer(_smoke(tmp_path, "env_steps=2500", "learner.checkpoint_every=40"), progress=False, ledger=True)
+    th, out = _start(trainer)
+    with _stopped_on_failure(trainer, th):
+        ckpt = trainer.run_dir / "checkpoints" / "learner.json"
+        _wait_for(lambda: ckpt.exists(), what="a checkpoint")
+        time.sleep(1.0)
+        os.kill(_pid_of(trainer.learner), signal.SIGKILL)  # a real process death, not ray.kill
+        summary = _join(th, out)
+        assert summary["env_steps"] >= 2500
+        restarts = summary["learner_restarts"]
+        assert len(restarts) >= 1
+        first = restarts[0]
+        # updates continue from the checkpoint's count (not from 0, not from the lost count)
+        assert first["restored_updates"] == first["checkpoint_updates"] > 0
+        assert summary["updates"] > first["restored_updates"]
+        assert summary["trajectories_refilled"] > 0  # the replay was refilled from the store
+        _assert_exactly_once(summary)
