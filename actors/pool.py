@@ -26,6 +26,8 @@ class RolloutActor(RolloutWorker):
     def __init__(self, store: Any, **kwargs: Any):
         super().__init__(**kwargs)
         self.store = store
+        if store is None and getattr(self.family, "fault_dir", None):
+            self.family.fault_dir = None  # injected faults (hindsight chaos) hit collection, not evaluation
 
     def run_round(self, version: int, weights_box: list, random_actions: bool) -> dict[str, Any]:
         """Collect one episode per env slot and append them; returns stats after the acks.

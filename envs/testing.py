@@ -9,10 +9,20 @@
                 ||p' - g|| <= 0.2 (optionally ending the episode: ``terminate_on_success``).
 
 Dynamics: p <- clip(p + a / 5, -1, 1), start at the origin, obs = p, H = 10, gamma = 0.9.
+
+Fault injection (``hindsight chaos``): with ``fault_dir=DIR`` (a family kwarg), the env
+that first sees a file ``DIR/raise``, ``DIR/stall`` or ``DIR/nan`` claims it (an atomic
+rename, so exactly one env acts on it) and raises, sleeps for the number of seconds the
+file holds, or gives its round one NaN reward. Rollout workers only: an eval actor does
+not look.
 """
 
 from __future__ import annotations
 
+import os
+import time
+import uuid
+from pathlib import Path
 from typing import Any, ClassVar
 
 import gymnasium as gym
@@ -21,6 +31,26 @@ import numpy as np
 from envs.core import StepBatch, TaskFamily
 
 _STEP_SCALE = 0.2
+FAULTS = ("raise", "stall", "nan")
+
+
+class InjectedFault(RuntimeError):
+    """Raised by a test env on request (``fault_dir``): a chaos fault, not a bug."""
+
+
+def _claim_fault(fault_dir: str) -> tuple[str, str] | None:
+    """(fault, file content) of a fault file this process claimed, or None."""
+    for name in FAULTS:
+        src = Path(fault_dir) / name
+        if not src.exists():
+            continue
+        dst = src.with_name(f"{name}.claimed-{os.getpid()}-{uuid.uuid4().hex[:6]}")
+        try:
+            os.rename(src, dst)  # atomic: one claimant
+        except OSError:
+            continue
+        return name, dst.read_text().strip()
+    return None
 
 
 class _PointEnv(gym.Env):
@@ -57,6 +87,16 @@ class _PointEnv(gym.Env):
         info: dict[str, Any] = {"reward_inputs": np.zeros(0)}
         if self.family.has_success:
             info["success"] = bool(self.family.success_for(steps, self.task[None])[0])
+        if self.family.fault_dir:
+            fault = _claim_fault(self.family.fault_dir)
+            if fault is not None:
+                name, arg = fault
+                if name == "raise":
+                    raise InjectedFault(f"injected env fault at step {self._t} (fault_dir {self.family.fault_dir})")
+                if name == "stall":
+                    time.sleep(float(arg or 3600))
+                if name == "nan":
+                    self.family.nan_pending = True
         return self._p.copy(), reward, terminated, truncated, info
 
 
@@ -68,6 +108,21 @@ class _TestPoint(TaskFamily):
     horizon = 10
     discount = 0.9
     num_eval_tasks = 8
+    fault_dir: str | None = None
+    nan_pending = False
+
+    def __init__(self, fault_dir: str | None = None):
+        self.fault_dir = fault_dir
+
+    def rewards_for(self, steps: StepBatch, tasks: np.ndarray) -> np.ndarray:
+        r = super().rewards_for(steps, tasks)
+        # an injected NaN reward lands in the round's batched reward call (a round has
+        # many steps; the env's own one-step call does not take it)
+        if self.nan_pending and len(steps) > 1:
+            self.nan_pending = False
+            r = np.array(r, dtype=np.float64)
+            r[0] = np.nan
+        return r
 
     def make_env(self, task: np.ndarray, seed: int | None = None) -> gym.Env:
         env = _PointEnv(self, task)

@@ -302,7 +302,8 @@ class Trainer:
             ray.shutdown()
 
     def _loop(self) -> dict[str, Any]:
-        return _Driver(self).run()
+        self.driver = _Driver(self)  # its counters are read by hindsight chaos
+        return self.driver.run()
 
     def _checkpoint(self, env_steps: int, episodes: int, cursors: dict, t_start: float, wall_before: float) -> None:
         ray.get(self.learner.checkpoint.remote({"env_steps": env_steps}))
@@ -370,7 +371,8 @@ class _Driver:
         self.ckpt = {"cursors": dict(self.cursors), "relabeled": 0, "env_steps": self.env_steps, "updates": None}
         self.learner_restarts: list[dict[str, Any]] = []
         self.refilled = 0
-        self.acked_ids: set[str] | None = set() if trainer.ledger else None
+        # id -> when the store acknowledged it (hindsight chaos attributes losses by time)
+        self.acked_ids: dict[str, float] | None = {} if trainer.ledger else None
         self.last_drain_check = 0.0
         lc = cfg.learner
         self.limiter = RateLimiter(lc.samples_per_insert, lc.sac.batch_size, lc.min_replay, lc.spi_tolerance)
@@ -677,7 +679,8 @@ class _Driver:
             log.warning("rollout worker %s: %d trajectories refused by the store: %s",
                         kind[1], len(result["rejected"]), "; ".join(result["rejected"])[:500])
         if self.acked_ids is not None:
-            self.acked_ids.update(result.get("episode_ids", ()))
+            now = time.time()
+            self.acked_ids.update((eid, now) for eid in result.get("episode_ids", ()))
         steps = int(result["env_steps"])
         self.env_steps += steps
         self.episodes += int(result["episodes"])
@@ -831,14 +834,16 @@ class _Driver:
         """Exactly-once accounting: acknowledged (by the store, this session) vs learned."""
         report = ray.get(self.t.learner.ledger_report.remote())
         learned = report["episode_ids"]
-        acked = self.acked_ids or set()
+        acked = self.acked_ids or {}
         return {
             "acknowledged": len(acked),
             "learned": len(learned),
-            "lost": len(acked - learned.keys()),
+            "lost": len(acked.keys() - learned.keys()),
             "duplicates": int(report["duplicates"]),
             "refilled": int(report["refilled"]),
             "episode_ids": sorted(learned),
+            "lost_ids": sorted(acked.keys() - learned.keys()),
+            "duplicate_ids": sorted(k for k, n in learned.items() if n > 1),
         }
 
     def _final_eval(self, weights_ref: Any) -> dict[str, Any]:
