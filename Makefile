@@ -4,6 +4,7 @@ VENV ?= .venv
 TORCH_SPEC ?= torch==2.13.0
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
+ROBOTICS_STAMP := $(VENV)/.installed-robotics
 
 .PHONY: install run test bench clean
 
@@ -23,7 +24,13 @@ install: $(STAMP)
 run: install
 	$(VENV)/bin/hindsight train
 
-test: install
+# the tests also cover the optional extras (fetch_reach needs gymnasium-robotics); torch is
+# already importable here, so this never resolves a torch of its own
+$(ROBOTICS_STAMP): $(STAMP)
+	$(PY) -m pip install -e ".[dev,robotics]"
+	touch $(ROBOTICS_STAMP)
+
+test: install $(ROBOTICS_STAMP)
 	$(PY) -m pytest -q
 
 bench: install

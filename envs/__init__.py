@@ -7,7 +7,8 @@
 
 Registered: the GH point envs (``envs.point``), the MuJoCo families
 (``envs.mujoco_families``), HFR's meta-RL families (``envs.meta_families``), HIPI's 2-D
-navigation mazes (``envs.maze``) and discrete reacher (``envs.discrete``) and, when
+navigation mazes (``envs.maze``), discrete reacher (``envs.discrete``), GH Fetch reach
+(``envs.fetch``, simulator from the ``robotics`` extra) and, when
 present, the tiny test families of ``envs.testing``.
 """
 
@@ -22,6 +23,7 @@ from envs.bias import RewardBias, with_reward_bias
 from envs.core import StepBatch, TaskFamily, UnknownFamilyError
 from envs.meta_families import AntGoalSparse, CheetahHighdim, CheetahVel, CheetahVelSparse, FourCorners
 from envs.discrete import ReacherDiscrete, discrete_from_kwargs
+from envs.fetch import FetchReach
 from envs.maze import Maze
 from envs.mujoco_families import AntDirection, HalfCheetahMultiObjective, ReacherGoal, WalkerLinear
 from envs.point import PointReacher, PointTrajectory
@@ -72,7 +74,7 @@ def _register_module(module: str) -> None:
 _BUILTIN = (
     PointTrajectory, PointReacher, HalfCheetahMultiObjective, AntDirection, WalkerLinear, ReacherGoal,
     CheetahVel, CheetahVelSparse, CheetahHighdim, AntGoalSparse, FourCorners,
-    Maze, ReacherDiscrete,
+    Maze, ReacherDiscrete, FetchReach,
 )
 for _cls in _BUILTIN:
     register(_cls)

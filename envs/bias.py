@@ -49,7 +49,7 @@ BIAS_KWARGS = ("reward_bias", "bias_tasks", "bias_dim", "bias_threshold", "bias_
 _COPIED = (
     "name", "obs_dim", "action_dim", "task_dim", "reward_input_dim", "horizon", "discount",
     "linear", "feature_dim", "goal_dim", "timeout_is_terminal", "task_dependent_termination",
-    "num_eval_tasks", "eval_seed", "meta", "num_train_tasks", "num_test_tasks", "has_success",
+    "num_eval_tasks", "eval_seed", "meta", "num_train_tasks", "num_test_tasks", "has_success", "requires",
 )
 
 

@@ -88,6 +88,8 @@ class TaskFamily:
     #: whether ``terminal_fn`` depends on the task (sparse goals end on success)
     task_dependent_termination: ClassVar[bool] = False
     #: size of the fixed, seeded evaluation task set (meta families: num_test_tasks)
+    #: importable modules ``make_env`` needs beyond the core install (optional extras)
+    requires: ClassVar[tuple[str, ...]] = ()
     num_eval_tasks: ClassVar[int] = 25
     eval_seed: ClassVar[int] = 12345
     #: a meta-RL family: fixed train/test task lists (``task_list``, ``train_tasks``, ...)

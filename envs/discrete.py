@@ -43,7 +43,7 @@ DISCRETE_KWARGS = ("discrete_tasks", "discrete_task_list", "discrete_seed")
 #: class attributes copied from the base family (name, task_dim, goal_dim, eval size change)
 _COPIED = (
     "obs_dim", "action_dim", "reward_input_dim", "horizon", "discount", "linear",
-    "feature_dim", "timeout_is_terminal", "task_dependent_termination", "eval_seed",
+    "feature_dim", "timeout_is_terminal", "task_dependent_termination", "eval_seed", "requires",
 )
 
 

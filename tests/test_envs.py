@@ -52,6 +52,8 @@ def _random_actions(fam: TaskFamily, seed: int, n: int | None = None) -> np.ndar
 
 def rollout(fam: TaskFamily, task: np.ndarray, seed: int, actions: np.ndarray) -> Rollout:
     """Step a fresh env for ``task`` with ``actions`` until they run out or the episode ends."""
+    for module in fam.requires:  # an optional extra (fetch_reach: pip install -e '.[robotics]')
+        pytest.importorskip(module, reason=f"family {fam.name!r} needs {module} (an optional extra)")
     env = fam.make_env(task, seed=seed)
     obs, _ = env.reset(seed=seed)
     rec: dict[str, list[Any]] = {k: [] for k in ("obs", "act", "next", "ri", "r", "te", "tr", "info")}
