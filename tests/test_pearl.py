@@ -382,3 +382,19 @@ def test_cuda_update_and_save_load_continuation(tmp_path):
     check_save_load_continuation(tmp_path, "cuda")
     state, metrics = run_updates(filled_state(seed=8, device="cuda"), 2)
     assert state.device.type == "cuda" and all(np.isfinite(v) for v in metrics.values())
+
+
+@pytest.mark.parametrize("name", ["cheetah_vel", "cheetah_vel_sparse", "cheetah_highdim", "ant_goal_sparse", "four_corners"])
+def test_meta_family_configs_select_pearl_with_the_family_rows(name):
+    from hindsight.config import load_config, uses_pearl
+
+    cfg = load_config(name)
+    assert uses_pearl(cfg) and cfg.env.family == name and cfg.relabel.strategy == "hfr"
+    assert cfg.meta.pearl == pearl_config_for(name)
+    assert cfg.meta.schedule == schedule_for(name)
+    for strategy in ("none", "random", "hipi"):
+        assert load_config(name, [f"relabel.strategy={strategy}"]).relabel.strategy == strategy
+    from hindsight.configtools import ConfigError
+
+    with pytest.raises(ConfigError, match="not a meta-RL strategy"):
+        load_config(name, ["relabel.strategy=air"])
