@@ -132,15 +132,71 @@ def _store(args: argparse.Namespace) -> int:
 
 
 def _scale(args: argparse.Namespace) -> int:
-    from hindsight.trainer import write_control
+    """Through the run's named control actor when a Ray cluster is reachable from here,
+    else through RUN_DIR/control.json; prints what the pool did."""
+    import time
+
+    from hindsight.control import format_scale, request_scale
+    from hindsight.trainer import CONTROL_REPLY, write_control
 
     if args.workers < 0:
         raise UsageError(f"scale: the number of rollout workers must be >= 0, got {args.workers}")
-    if not (Path(args.run_dir) / "config.yaml").exists():
-        raise UsageError(f"scale: {args.run_dir} is not a run directory (no config.yaml there)")
-    write_control(args.run_dir, args.workers)
-    print(f"asked the trainer of {args.run_dir} for {args.workers} rollout workers")
-    return 0
+    import os
+
+    import ray
+
+    run_dir = Path(args.run_dir)
+    here = (run_dir / "config.yaml").exists()
+    address = args.address or os.environ.get("RAY_ADDRESS")
+    if not here and not address and not ray.is_initialized():
+        raise UsageError(
+            f"scale: {run_dir} is not a run directory (no config.yaml there); "
+            "from a machine without it, pass --address auto (or set RAY_ADDRESS)"
+        )
+    was_connected = ray.is_initialized()
+    try:
+        reply = request_scale(run_dir, args.workers, timeout_s=args.timeout) if _connect_ray(address) else None
+    finally:
+        if not was_connected and ray.is_initialized():
+            ray.shutdown()
+    if reply is not None:
+        print(format_scale(reply))
+        return EXIT_OK
+    if not here:
+        raise UsageError(f"scale: no running training named {run_dir.name!r} on the Ray cluster at {address} "
+                         f"and no run directory {run_dir} here")
+    rid = write_control(run_dir, args.workers)
+    deadline = time.monotonic() + args.timeout
+    while time.monotonic() < deadline:
+        try:
+            answer = json.loads((run_dir / CONTROL_REPLY).read_text())
+        except (FileNotFoundError, json.JSONDecodeError):
+            answer = {}
+        if answer.get("id") == rid:
+            print(format_scale(answer) + " (through control.json)")
+            return EXIT_OK
+        time.sleep(0.2)
+    print(f"error: no training of {run_dir} answered within {args.timeout:g}s; the request waits in "
+          f"{run_dir / 'control.json'} for its next start", file=sys.stderr)
+    return EXIT_FAILED
+
+
+def _connect_ray(address: str | None) -> bool:
+    """Join the cluster at ``address`` (None: the one of this machine); False if there is none."""
+    import ray
+
+    if ray.is_initialized():
+        return True
+    ray_log = logging.getLogger("ray")
+    level = ray_log.level
+    ray_log.setLevel(logging.ERROR)  # Ray's connection chatter would break the one-line output
+    try:
+        ray.init(address=address or "auto", log_to_driver=False, logging_level=logging.ERROR)
+    except (ConnectionError, RuntimeError, ValueError):
+        return False
+    finally:
+        ray_log.setLevel(level)
+    return True
 
 
 def _bench(args: argparse.Namespace) -> int:
@@ -248,6 +304,8 @@ def build_parser() -> argparse.ArgumentParser:
     sc = sub.add_parser("scale", help="resize the rollout pool of a running training")
     sc.add_argument("run_dir")
     sc.add_argument("workers", type=int)
+    sc.add_argument("--address", help="the Ray cluster of the run (default: $RAY_ADDRESS or the local one)")
+    sc.add_argument("--timeout", type=float, default=30.0, help="seconds to wait for the running training's answer")
     sc.set_defaults(func=_scale)
 
     b = sub.add_parser("bench", help="run a benchmark (rollout, store, learner, relabel, all; e2e)")

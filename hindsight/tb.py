@@ -33,6 +33,10 @@ class TBWriter:
             self.writer.add_histogram(tag, arr, step)
             self.tags.add(tag)
 
+    def text(self, tag: str, text: str, step: int) -> None:
+        self.writer.add_text(tag, text, step)
+        self.tags.add(tag)
+
     def flush(self) -> None:
         self.writer.flush()
 

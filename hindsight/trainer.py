@@ -35,8 +35,11 @@ from tqdm import tqdm
 
 from actors.pool import RolloutActor, RolloutPool
 from envs import get_family
+from hindsight import placement
 from hindsight.config import ExperimentConfig, dump_config, learner_cpus
+from hindsight.control import Autoscaler, format_scale, start_control
 from hindsight.tb import TBWriter
+from hindsight.watchdog import Watchdog, diagnose, free_resources, pending_actors
 from learner.actor import Learner
 from learner.rate_limiter import RateLimiter
 from learner.sac.update import make_value_fn_factory
@@ -46,6 +49,7 @@ from relabel_service.worker import USES_VALUE, RelabelWorker
 log = logging.getLogger("hindsight.trainer")
 
 CONTROL_FILE = "control.json"
+CONTROL_REPLY = "control.reply.json"
 STATE_FILE = "trainer_state.json"
 #: strategies that run inside the learner on sampled batches instead of in the service
 IN_LEARNER = {"hipi_rl"}
@@ -91,12 +95,16 @@ def new_run_dir(cfg: ExperimentConfig) -> Path:
     return path
 
 
-def write_control(run_dir: str | Path, rollout_workers: int) -> None:
-    """Ask a running trainer to resize its rollout pool (``hindsight scale``)."""
+def write_control(run_dir: str | Path, rollout_workers: int) -> str:
+    """Ask a running trainer to resize its rollout pool through ``RUN_DIR/control.json``
+    (the fallback of ``hindsight scale`` when no control actor is reachable). The driver
+    consumes the file and answers in ``control.reply.json`` under the returned request id."""
     path = Path(run_dir) / CONTROL_FILE
+    rid = f"{os.getpid()}-{time.time_ns()}"
     tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps({"rollout_workers": int(rollout_workers)}))
+    tmp.write_text(json.dumps({"rollout_workers": int(rollout_workers), "id": rid}))
     os.replace(tmp, path)
+    return rid
 
 
 class Trainer:
@@ -120,8 +128,8 @@ class Trainer:
         self.progress = progress
         self.ledger = ledger
         self.family = get_family(cfg.env.family, **cfg.env.family_kwargs)
-        self.run_dir.mkdir(parents=True, exist_ok=True)
-        (self.run_dir / "config.yaml").write_text(dump_config(cfg))
+        self.asked_cfg = cfg  # what config.yaml records; self.cfg may be fitted to the cluster
+        self.control: Any = None
         self.state: dict[str, Any] = {"env_steps": 0, "episodes": 0, "cursors": {}, "eval_history": []}
         if resume and (self.run_dir / STATE_FILE).exists():
             self.state.update(json.loads((self.run_dir / STATE_FILE).read_text()))
@@ -138,6 +146,15 @@ class Trainer:
             # runs on this machine (ray.init would otherwise try to join it and refuse num_cpus)
             ray.init(address="local", num_cpus=max(2, os.cpu_count() or 2), include_dashboard=False, log_to_driver=False)
         return True
+
+    def _place(self) -> None:
+        """Fit the run to the cluster or fail naming both sides (``hindsight.placement``)."""
+        nodes = placement.cluster_nodes()
+        self.cfg, note = placement.fit(
+            self.cfg, self._gpus_for_learner(), nodes, local=self.address is None, wait_s=self.cfg.placement_wait_s
+        )
+        if note:
+            log.warning("%s", note)
 
     def _gpus_for_learner(self) -> float:
         want = self.cfg.learner.num_gpus
@@ -281,13 +298,25 @@ class Trainer:
         """Train to the budget; SIGINT/SIGTERM stop it cleanly (``summary["interrupted"]``)."""
         started_ray = self._start_ray()
         try:
+            self._place()
+            self.run_dir.mkdir(parents=True, exist_ok=True)  # only once the run can be placed
+            (self.run_dir / "config.yaml").write_text(dump_config(self.asked_cfg))
             with self.stop:
                 self._build()
+                self.control = start_control(self.run_dir)
                 return self._loop()
         finally:
             self._teardown(started_ray)
 
     def _teardown(self, started_ray: bool) -> None:
+        if self.control is not None:
+            try:
+                ray.kill(self.control, no_restart=True)
+            except Exception:  # already gone
+                pass
+            self.control = None
+        if self.cfg.rollout.autoscale:
+            placement.release_resources()
         if hasattr(self, "pool"):
             self.pool.shutdown()
         for a in [getattr(self, "eval_actor", None), getattr(self, "learner", None), *getattr(self, "relabelers", [])]:
@@ -319,15 +348,24 @@ class Trainer:
         tmp.write_text(json.dumps(self.state))
         os.replace(tmp, self.run_dir / STATE_FILE)
 
-    def _read_control(self) -> int | None:
+    def _read_control(self) -> tuple[int, str] | None:
+        """Consume ``control.json``: (workers, request id), or None."""
         path = self.run_dir / CONTROL_FILE
         if not path.exists():
             return None
         try:
-            return int(json.loads(path.read_text())["rollout_workers"])
+            data = json.loads(path.read_text())
+            return int(data["rollout_workers"]), str(data.get("id", ""))
         except (ValueError, KeyError, json.JSONDecodeError) as e:
             log.warning("ignoring unreadable %s: %s", path, e)
             return None
+        finally:
+            path.unlink(missing_ok=True)
+
+    def _reply_control(self, rid: str, result: dict[str, Any]) -> None:
+        tmp = self.run_dir / (CONTROL_REPLY + ".tmp")
+        tmp.write_text(json.dumps({"id": rid, **result}))
+        os.replace(tmp, self.run_dir / CONTROL_REPLY)
 
 
 class _Driver:
@@ -391,6 +429,12 @@ class _Driver:
         self.rejected = 0  # trajectories the store's validation refused (e.g. a NaN reward)
         self.round_failures = 0  # rollout rounds that raised or timed out
         self.empty_pool_warned = False
+        # operations: `hindsight scale`, rollout.autoscale, the stall watchdog
+        self.watchdog = Watchdog(cfg.watchdog_s)
+        lo_hi = cfg.rollout.autoscale
+        self.autoscaler = Autoscaler(lo_hi[0], lo_hi[1], cfg.rollout.autoscale_every_s) if lo_hi else None
+        self.control_inflight = False
+        self.collection_held = False
         now = time.perf_counter()
         self.last_log, self.last_control = now, 0.0
         self.last_store = (now, 0)
@@ -446,26 +490,66 @@ class _Driver:
         return not payloads
 
     def _apply_control(self) -> None:
-        """Resize the rollout pool when control.json asks for it (``hindsight scale``)."""
+        """About once a second: ``hindsight scale`` requests (the control actor, or
+        control.json) and the autoscaling rule resize the rollout pool."""
         now = time.perf_counter()
         if now - self.last_control <= 1.0:
             return
         self.last_control = now
-        want = self.t._read_control()
-        pool = self.t.pool
-        if want is not None and want != pool.size:
-            added, removed = pool.resize(want)
-            self.idle_rollout |= set(added)
-            self.idle_rollout -= set(removed)
-            log.info("rollout pool resized to %d (added %s, removed %s)", want, added, removed)
+        t = self.t
+        request = t._read_control()
+        if request is not None:
+            t._reply_control(request[1], self._resize(request[0], "hindsight scale"))
+        if t.control is not None and not self.control_inflight:
+            self.inflight[t.control.take_requests.remote()] = ("control",)
+            self.control_inflight = True
+        if self.autoscaler is not None and self.env_steps < self.budget:
+            new = self.autoscaler.decide(t.pool.size)
+            if new is not None:
+                self._resize(new, self.autoscaler.history[-1]["why"])
+
+    def _resize(self, want: int, why: str) -> dict[str, Any]:
+        """Resize the pool; what it did, for the log and for ``hindsight scale``."""
+        pool, note = self.t.pool, ""
+        if self.autoscaler is not None and why == "hindsight scale":
+            lo, hi = self.autoscaler.lo, self.autoscaler.hi
+            if not lo <= want <= hi:
+                note = f"asked {want}, clamped to rollout.autoscale [{lo}, {hi}]"
+                want = min(max(want, lo), hi)
+        before = pool.size
+        added, removed = pool.resize(want)
+        self.idle_rollout |= set(added)
+        self.idle_rollout -= set(removed)
+        if self.autoscaler is not None and (added or removed):
+            # the whole run's bundles: nodes join for new workers, idle ones may leave
+            placement.request(placement.demand(dataclasses.replace(self.cfg, rollout=dataclasses.replace(
+                self.cfg.rollout, num_workers=pool.size)), self.t.num_gpus))
+        try:
+            pending = sum(sum(c.values()) for c in pending_actors({"rollout": list(pool.actors.values())}).values())
+        except Exception:  # the actor table is diagnostics only
+            pending = 0
+        result = {"before": before, "after": pool.size, "added": added, "removed": removed,
+                  "pending": pending, "why": why, "note": note}
+        if added or removed:
+            log.info("%s (%s)", format_scale(result), why)
+        return result
+
+    def _on_control(self, kind: tuple, requests: list) -> None:
+        self.control_inflight = False
+        for rid, want in requests:
+            self.t.control.report.remote(rid, self._resize(want, "hindsight scale"))
 
     def _submit(self) -> None:
         cfg, t = self.cfg, self.t
         # Collection waits for the learner (samples per insert, counted on env steps this
         # session) and for the relabelers (bounded backlog); it stops at the budget.
+        limiter_ok = self.limiter.may_insert(self.env_steps - self.steps_base, self._session_updates())
+        self.collection_held = self.env_steps < self.budget and not limiter_ok
+        if self.autoscaler is not None:
+            self.autoscaler.observe_collection(self.collection_held)
         may_insert = (
             self.env_steps < self.budget
-            and self.limiter.may_insert(self.env_steps - self.steps_base, self._session_updates())
+            and limiter_ok
             and self.collected - self.relabeled <= cfg.relabel.max_backlog
         )
         if may_insert:
@@ -591,6 +675,10 @@ class _Driver:
             t.relabelers[r] = t.make_relabeler(r, self.cursors)
             self.value_sent[r] = -1
             self.relabel_restarts += 1
+        elif kind[0] == "control":
+            log.warning("the control actor died (%s); starting a new one", type(error).__name__)
+            self.control_inflight = False
+            t.control = start_control(t.run_dir)
         else:
             raise error
 
@@ -712,6 +800,8 @@ class _Driver:
         t = self.t
         self.train_inflight = False
         self.learner_report = result
+        if self.autoscaler is not None:
+            self.autoscaler.observe_train(result["updates_done"] == 0)
         if self.updates_base is None:
             self.updates_base = result["updates"] - result["updates_done"]
         if result["version"] > self.weights_version or self.weights_ref is None:
@@ -769,6 +859,9 @@ class _Driver:
         tb.scalar("perf/env_steps_per_s", (step - steps0) / (now - t0), step)
         tb.scalar("perf/updates_per_s", ups, step)
         tb.scalar("perf/workers_alive", self.t.pool.size, step)
+        self.watchdog.observe((step, self.relabeled, self.ingested, report["updates"]))
+        if self.watchdog.due():
+            self._watchdog_warn()
         tb.scalar("perf/learner_updates", report["updates"], step)
         tb.scalar("perf/samples_per_insert", report["updates"] * self.cfg.learner.sac.batch_size / max(1, report["inserted"]), step)
         if self.lags:
@@ -795,6 +888,28 @@ class _Driver:
             self._store_losses(stats)  # a shard restarted by Ray recovers again
         eval_text = f", eval {self.last_eval['return_mean']:.2f}" if self.last_eval else ""
         self.bar.set_postfix_str(f"{ups:.0f} upd/s{eval_text}", refresh=False)
+
+    def _watchdog_warn(self) -> None:
+        """No data moved for ``watchdog_s``: one WARNING line and ``watchdog/*`` in TensorBoard."""
+        t, report = self.t, self.learner_report
+        handles = {"learner": [t.learner], "rollout worker": list(t.pool.actors.values()),
+                   "relabel worker": list(t.relabelers), "eval actor": [t.eval_actor], "store shard": list(t.store.shards)}
+        try:
+            pending, cluster = pending_actors(handles), free_resources()
+        except Exception as e:  # diagnostics must never stop the run
+            pending, cluster = {}, f"unknown ({type(e).__name__})"
+        reasons = diagnose(
+            pending=pending, cluster=cluster, pool_size=t.pool.size, backlog=self.collected - self.relabeled,
+            max_backlog=self.cfg.relabel.max_backlog, collection_held=self.collection_held,
+            learner_waiting=report.get("updates_done", 0) == 0, replay_size=int(report.get("replay_size", 0)),
+            min_replay=self.cfg.learner.min_replay, budget_spent=self.env_steps >= self.budget,
+        )
+        message = self.watchdog.message(reasons)
+        log.warning("watchdog: %s", message)
+        self.tb.text("watchdog", message, self.env_steps)
+        self.tb.scalar("watchdog/stalled_s", self.watchdog.stalled_for(), self.env_steps)
+        self.tb.scalar("watchdog/pending_actors", sum(sum(c.values()) for c in pending.values()), self.env_steps)
+        self.tb.flush()
 
     def _checkpoint(self) -> None:
         # The learner serves ingest and other calls concurrently (max_concurrency 2), so a
@@ -898,6 +1013,8 @@ class _Driver:
             "trajectories_refilled": self.refilled,
             "rollout_rounds_failed": self.round_failures,
             "trajectories_rejected": self.rejected,
+            "autoscale": self.autoscaler.history if self.autoscaler is not None else [],
+            "watchdog_warnings": self.watchdog.warnings,
             "final_eval": {
                 "return_mean": final["return_mean"],
                 "returns": final["returns"],

@@ -1,0 +1,153 @@
+"""Operating a run on real local Ray (2 CPUs, as the CI machine): placement at start, the
+stall watchdog, `hindsight scale` through the control actor, rollout.autoscale."""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+import time
+from pathlib import Path
+
+import pytest
+import ray
+
+from hindsight.cli import main
+from hindsight.config import CONFIG_DIR, load_config
+from hindsight import placement
+from hindsight.placement import PlacementError
+from hindsight.trainer import Trainer
+
+pytestmark = [pytest.mark.ray]
+CONFIGS = sorted(p.stem for p in CONFIG_DIR.glob("*.yaml"))
+
+
+@pytest.fixture(scope="module")
+def ray_session():
+    ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)
+    yield
+    ray.shutdown()
+
+
+def _start(cfg) -> tuple[Trainer, dict, threading.Thread]:
+    trainer = Trainer(cfg, progress=False)
+    out: dict = {}
+
+    def target() -> None:
+        try:
+            out.update(trainer.run())
+        except BaseException as e:  # surfaced by the test
+            out["error"] = e
+
+    th = threading.Thread(target=target, daemon=True)
+    th.start()
+    return trainer, out, th
+
+
+def _wait(cond, timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while not cond():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.2)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", CONFIGS)
+def test_every_shipped_config_runs_on_two_cores_and_moves_data(ray_session, name, tmp_path, caplog):
+    """Each config as shipped (its actor counts and CPU reservations) on a 2-CPU Ray,
+    for one round of collection: stored, relabeled and ingested by the learner."""
+    cfg = load_config(name, [f"logdir={tmp_path}", "env_steps=1", "eval.episodes=1", "eval.every_steps=1000000000"])
+    with caplog.at_level(logging.WARNING, logger="hindsight.placement"):
+        summary = Trainer(cfg, progress=False).run()
+    assert summary["trajectories_stored"] >= cfg.rollout.num_workers
+    assert summary["transitions_inserted"] >= summary["env_steps"] > 0
+    learner = placement.with_learner_cpus(cfg, [{"CPU": 2.0, "GPU": 0.0}]).learner.num_cpus
+    asked = learner + cfg.rollout.num_workers * cfg.rollout.num_cpus + cfg.store.num_shards * cfg.store.num_cpus \
+        + cfg.relabel.num_workers * cfg.relabel.num_cpus + 0.05
+    if asked > 2:  # the documented rule fitted it and said so
+        assert any("scaled by" in r.getMessage() for r in caplog.records), caplog.text
+
+
+def test_a_gpu_the_cluster_lacks_fails_within_seconds_and_leaves_no_run_dir(ray_session, tmp_path):
+    cfg = load_config("smoke", [f"logdir={tmp_path}", "learner.num_gpus=1"])
+    trainer = Trainer(cfg, progress=False)
+    with pytest.raises(PlacementError, match=r"learner x 0.5 CPU \+ 1 GPU.*the cluster has 1 node with 2 CPUs and 0 GPUs"):
+        trainer.run()
+    assert not trainer.run_dir.exists()
+    assert ray.is_initialized()  # the test's Ray session is left as it was
+
+
+def _tb_text(tb_dir: Path, tag: str) -> list[str]:
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    acc = EventAccumulator(str(tb_dir), size_guidance={"tensors": 0})
+    acc.Reload()
+    if tag + "/text_summary" not in acc.Tags()["tensors"]:
+        return []
+    return [e.tensor_proto.string_val[0].decode() for e in acc.Tensors(tag + "/text_summary")]
+
+
+def test_watchdog_names_actors_ray_cannot_place_then_scale_reports_the_pool(ray_session, tmp_path, caplog):
+    """Another job holds 1.6 of the 2 CPUs, so the learner (0.5 CPU) waits for placement:
+    the watchdog says so in the console and in TensorBoard. Freed, the run goes on, and
+    `hindsight scale` reaches it through its control actor and reports what the pool did."""
+
+    @ray.remote(num_cpus=1.6)
+    class Hog:
+        def ping(self) -> bool:
+            return True
+
+    hog = Hog.remote()
+    ray.get(hog.ping.remote())
+    cfg = load_config("smoke", [f"logdir={tmp_path}", "env_steps=2500", "watchdog_s=2"])
+    with caplog.at_level(logging.WARNING, logger="hindsight.trainer"):
+        trainer, out, th = _start(cfg)
+        _wait(lambda: any("watchdog" in r.getMessage() for r in caplog.records) or "error" in out, 180, "a watchdog warning")
+        ray.kill(hog)
+        warning = next(r.getMessage() for r in caplog.records if "watchdog" in r.getMessage())
+        assert "no data moved for" in warning
+        assert "actors pending placement" in warning and "1 learner" in warning and "CPU" in warning
+        _wait(lambda: getattr(trainer, "control", None) is not None and trainer.pool.size == 2, 120, "the run to start")
+        rc = main(["scale", str(trainer.run_dir), "3"])
+        th.join(timeout=300)
+    assert not th.is_alive() and "error" not in out, out.get("error")
+    assert rc == 0
+    assert out["rollout_workers"] == 3
+    assert out["watchdog_warnings"] >= 1
+    texts = _tb_text(trainer.run_dir / "tb", "watchdog")
+    assert texts and "pending placement" in texts[0]
+
+
+def test_scale_reply_is_one_line_with_before_and_after(ray_session, tmp_path, capsys):
+    cfg = load_config("smoke", [f"logdir={tmp_path}", "env_steps=3000", "relabel.strategy=none"])
+    trainer, out, th = _start(cfg)
+    _wait(lambda: getattr(trainer, "control", None) is not None or "error" in out, 180, "the control actor")
+    assert main(["scale", str(trainer.run_dir), "1"]) == 0
+    line = capsys.readouterr().out.strip().splitlines()[-1]
+    assert line.startswith("rollout pool: 2 -> 1 workers (removed 1")
+    th.join(timeout=300)
+    assert "error" not in out, out.get("error")
+    assert out["rollout_workers"] == 1
+
+
+@pytest.mark.parametrize(
+    "overrides, grows",
+    [
+        # starved: one update per 128 inserted steps at most, the learner mostly waits for data
+        (["rollout.num_workers=1", "rollout.envs_per_worker=1", "learner.samples_per_insert=1", "env_steps=3000"], True),
+        # saturated: two updates per env step, collection mostly held by the rate limiter
+        (["rollout.num_workers=3", "learner.samples_per_insert=256", "learner.min_replay=100", "env_steps=1200"], False),
+    ],
+    ids=["starved-learner-grows-to-max", "saturated-learner-shrinks-to-min"],
+)
+def test_autoscale_follows_the_learner(ray_session, tmp_path, overrides, grows):
+    cfg = load_config("smoke", [f"logdir={tmp_path}", "rollout.autoscale=[1, 3]", "rollout.autoscale_every_s=1",
+                                "relabel.strategy=none", *overrides])
+    summary = Trainer(cfg, progress=False).run()
+    moves = [(h["from"], h["to"]) for h in summary["autoscale"]]
+    if grows:
+        assert moves[:2] == [(1, 2), (2, 3)], summary["autoscale"]
+        assert all("waiting for data" in h["why"] for h in summary["autoscale"][:2])
+    else:
+        assert moves[:2] == [(3, 2), (2, 1)], summary["autoscale"]
+        assert all("rate limiter" in h["why"] for h in summary["autoscale"][:2])
