@@ -630,6 +630,7 @@ def test_a_reader_past_a_lost_tail_still_sees_new_records_after_a_crash(tmp_path
     with shard(tmp_path) as sh:
         r = sh.recovery_report
         assert r.clean is False and [p.kind for p in r.problems] == ["torn_tail"]
+        assert "0 record(s) known lost" in r.summary() and "never acknowledged" in r.summary()
         assert r.recovered_next_seq == 19  # the segments alone would rewind below the cursor
         assert r.next_seq >= cursor  # seqs issued before the crash are never issued again
         new = sh.append(make_traj(np.random.default_rng(1), 100))

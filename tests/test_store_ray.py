@@ -205,7 +205,7 @@ def test_resume_after_on_disk_damage_finishes_and_reports_the_loss(ray_session, 
     damaged = [m for m in lines if "recovery found" in m]
     assert len(damaged) == 2, lines  # one line per damaged shard
     assert any("store shard 0" in m and "torn_tail" in m for m in damaged)
-    assert any("store shard 1" in m and "crc_mismatch" in m and "1 record(s) lost" in m for m in damaged)
+    assert any("store shard 1" in m and "crc_mismatch" in m and "1 record(s) known lost" in m for m in damaged)
     acc = EventAccumulator(str(run_dir / "tb"), size_guidance={"scalars": 0})
     acc.Reload()
     assert acc.Scalars("store/recovered_dropped_records")[-1].value == 2  # shard 0's cut record + shard 1's

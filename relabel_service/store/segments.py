@@ -530,11 +530,15 @@ class RecoveryReport:
         """One line for an operator: what was lost and where the bytes went."""
         kinds = collections.Counter(p.kind for p in self.problems)
         moved = sorted({p.moved_to for p in self.problems if p.moved_to})
+        crash = (
+            "; after a crash a torn tail is usually a write that was never acknowledged"
+            if self.clean is False and "torn_tail" in kinds else ""
+        )
         return (
             f"store shard {self.shard} ({self.directory}): recovery found {len(self.problems)} damaged region(s) "
-            f"({', '.join(f'{k} x{n}' for k, n in sorted(kinds.items()))}): {self.dropped_records} record(s) lost, "
+            f"({', '.join(f'{k} x{n}' for k, n in sorted(kinds.items()))}): {self.dropped_records} record(s) known lost, "
             f"{self.dropped_bytes} bytes moved to {', '.join(moved) or '-'}; {self.records} records kept, "
-            f"appends continue at seq {self.next_seq}"
+            f"appends continue at seq {self.next_seq}{crash}"
         )
 
     def to_dict(self) -> dict[str, Any]:
