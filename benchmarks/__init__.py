@@ -35,7 +35,7 @@ def machine() -> dict[str, Any]:
     }
 
 
-def run_benchmark(name: str, quick: bool = False, device: str | None = None) -> dict[str, Any]:
+def run_benchmark(name: str, quick: bool = False, device: str | None = None, steps: int | None = None) -> dict[str, Any]:
     if name == "all":
         return {n: run_benchmark(n, quick) for n in NAMES}
     if name not in NAMES + EXTRA:
@@ -44,7 +44,11 @@ def run_benchmark(name: str, quick: bool = False, device: str | None = None) -> 
         raise ValueError(f"--device applies to the learner benchmark only, not {name!r}")
     t0 = time.perf_counter()
     load = machine()["load_average_1_5_15"]
+    if steps is not None and name != "e2e":
+        raise ValueError(f"--steps applies to the e2e benchmark only, not {name!r}")
     kwargs: dict[str, Any] = {"device": device} if device is not None else {}
+    if steps is not None:
+        kwargs["steps"] = steps
     result = importlib.import_module(f"benchmarks.{name}").run(quick=quick, **kwargs)
     result["benchmark"] = name
     result["quick"] = quick

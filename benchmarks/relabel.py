@@ -137,7 +137,7 @@ def _air_block(
     family = get_family(family_name)
     rng = np.random.default_rng(0)
     # the pool's steady state needs a few refresh periods of requests to be representative
-    steady_reps = reps if candidates == "fresh" else max(reps, 24)
+    steady_reps = reps if candidates == "fresh" else max(reps, 3 * StrategyConfig().air_pool_refresh)
     stream = synth_trajectories(family, N + (steady_reps + 1) * max(batch_sizes), T, rng, prefix=family_name)
     reference = stream[:N]
     cfg = StrategyConfig(num_candidates=K, air_candidates=candidates)
@@ -225,24 +225,26 @@ def _strategy_rates(names: Sequence[str], M: int, reps: int, quick: bool) -> dic
 
 def run(quick: bool = False, strategies: Sequence[str] | None = None) -> dict[str, Any]:
     names = list(strategies) if strategies is not None else sorted(STRATEGIES)
-    reps = 3 if quick else 7
+    reps = 2 if quick else 7
     result: dict[str, Any] = {}
+    # --quick checks the plumbing at a fraction of the paper sizes (N = 500, K = 100)
+    N, Kc, T_lin = (100, 20, 200) if quick else (500, 100, 1000)
     if "air" in names:
         result["air_linear"] = _air_block(
-            AIR_FAMILY, N=500, K=100, T=1000, batch_sizes=(1, 16), reps=reps,
+            AIR_FAMILY, N=N, K=Kc, T=T_lin, batch_sizes=(1, 16), reps=reps,
             naive_pairs=200 if quick else 1000,
         )
         result["air_nonlinear"] = _air_block(
-            NONLINEAR_FAMILY, N=500, K=100, T=20, batch_sizes=(1, 16), reps=reps,
+            NONLINEAR_FAMILY, N=N, K=Kc, T=20, batch_sizes=(1, 16), reps=reps,
             naive_pairs=500 if quick else 5000,
         )
         # the shared candidate pool (StrategyConfig.air_candidates="pool")
         result["air_nonlinear_pool"] = _air_block(
-            NONLINEAR_FAMILY, N=500, K=100, T=20, batch_sizes=(1, 16), reps=reps,
+            NONLINEAR_FAMILY, N=N, K=Kc, T=20, batch_sizes=(1, 16), reps=reps,
             naive_pairs=500 if quick else 5000, candidates="pool",
         )
         result["air_linear_pool"] = _air_block(
-            AIR_FAMILY, N=500, K=100, T=1000, batch_sizes=(1, 16), reps=reps,
+            AIR_FAMILY, N=N, K=Kc, T=T_lin, batch_sizes=(1, 16), reps=reps,
             naive_pairs=200 if quick else 1000, candidates="pool",
         )
         # headline: one new HalfCheetah trajectory per request (the GH cheetah setting),

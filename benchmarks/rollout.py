@@ -5,6 +5,9 @@ family reward and reward inputs computed each step) stepped with uniform random 
 nothing else (no policy, no recording); plain Gymnasium HalfCheetah-v5 is reported too. Measured: ``RolloutWorker.collect_episodes`` with
 the SAC actor's forward pass each step, recording whole trajectories. Both in this
 process, one torch thread, interleaved repetitions; the ratio is the figure of merit.
+
+``scaling``: W workers as Ray actors with one CPU each, one concurrent round each, against
+one worker: ``efficiency`` = rate(W) / (W rate(1)) (target 0.9).
 """
 
 from __future__ import annotations
@@ -50,6 +53,52 @@ def _gym_steps_per_s(num_envs: int, steps: int, seed: int) -> float:
     return _random_steps_per_s([gym.make("HalfCheetah-v5") for _ in range(num_envs)], steps, seed)
 
 
+class _TimedWorker(RolloutWorker):
+    """A rollout worker whose round returns only its stats (no trajectories to ship)."""
+
+    def round(self) -> dict[str, float]:
+        return self.collect_episodes()[1]
+
+
+def scaling(num_envs: int, quick: bool) -> dict[str, Any]:
+    """W rollout workers (Ray actors, one CPU each) on W cores vs one: aggregate env steps/s
+    of one concurrent round each, W = 1 and every power of two up to the core count."""
+    import os
+
+    import ray
+
+    cores = os.cpu_count() or 1
+    sizes = sorted({1, cores} | {w for w in (2, 4, 8, 16, 32, 64) if w <= cores})
+    cfg = SACConfig(**sac_defaults(FAMILY))
+    started = not ray.is_initialized()
+    if started:
+        ray.init(address="local", num_cpus=cores, include_dashboard=False, log_to_driver=False)
+    remote = ray.remote(num_cpus=1)(_TimedWorker)
+    out: dict[str, Any] = {"cores": cores, "envs_per_worker": num_envs}
+    try:
+        base = None
+        for w in sizes:
+            actors = [remote.remote(worker_id=i, family=FAMILY, num_envs=num_envs, net_cfg=cfg, seed=0) for i in range(w)]
+            ray.get([a.round.remote() for a in actors])  # warm-up (and actor start)
+            rates = []
+            for _ in range(1 if quick else 3):
+                t0 = time.perf_counter()
+                stats = ray.get([a.round.remote() for a in actors])
+                rates.append(sum(st["env_steps"] for st in stats) / (time.perf_counter() - t0))
+            for a in actors:
+                ray.kill(a)
+            rate = float(np.median(rates))
+            base = rate if base is None else base
+            out[f"W={w}"] = {"env_steps_per_s": round(rate, 1), "speedup": round(rate / base, 3),
+                             "efficiency": round(rate / (w * base), 3)}
+        out["efficiency_all_cores"] = out[f"W={cores}"]["efficiency"]
+        out["target_efficiency"] = 0.9
+    finally:
+        if started:
+            ray.shutdown()
+    return out
+
+
 def run(quick: bool = False) -> dict[str, Any]:
     torch.set_num_threads(1)
     num_envs = 16
@@ -82,4 +131,5 @@ def run(quick: bool = False) -> dict[str, Any]:
         "target_ratio": 0.8,
         "gym_halfcheetah_steps_per_s": round(gym_rate, 1),
         "ratio_vs_gym_halfcheetah": round(o / gym_rate, 3),
+        "scaling": scaling(2 if quick else num_envs, quick),
     }

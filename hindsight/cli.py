@@ -4,7 +4,7 @@
     hindsight envs
     hindsight store verify DIR | hindsight store stats DIR
     hindsight scale RUN_DIR N
-    hindsight bench NAME [--quick] [--json FILE] [--device cuda]
+    hindsight bench NAME [--quick] [--json FILE] [--device cuda] [--steps N]
     hindsight config [--config NAME]          # the hyperparameter table
     hindsight eval --checkpoint RUN_DIR       # PEARL meta-test on held-out tasks
     hindsight fidelity --checkpoint RUN_DIR [--num-tasks 100] [--candidates 100] [--out DIR]
@@ -202,7 +202,7 @@ def _connect_ray(address: str | None) -> bool:
 def _bench(args: argparse.Namespace) -> int:
     from benchmarks import run_benchmark
 
-    result = run_benchmark(args.name, quick=args.quick, device=args.device)
+    result = run_benchmark(args.name, quick=args.quick, device=args.device, steps=args.steps)
     text = json.dumps(result, indent=2)
     print(text)
     if args.json:
@@ -313,6 +313,7 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--quick", action="store_true", help="smaller sizes (for CI)")
     b.add_argument("--json", help="write the result to this file")
     b.add_argument("--device", help="learner only: cpu (default) or cuda")
+    b.add_argument("--steps", type=int, help="e2e only: env-step budget of each training run")
     b.set_defaults(func=_bench)
 
     c = sub.add_parser("config", help="print every config key with its default and meaning")

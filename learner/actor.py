@@ -128,7 +128,8 @@ class Learner:
                     for eid in episode_ids or ():
                         self.duplicates += eid in self.ledger
                         self.ledger[eid] = self.ledger.get(eid, 0) + 1
-            self.inserted += len(batch) if env_steps is None else int(env_steps)
+            with self._replay_lock:  # train reads it under the same lock
+                self.inserted += len(batch) if env_steps is None else int(env_steps)
             self.transitions += len(batch)
             self._rates["ingest_n"] += len(batch)
         return self.inserted
@@ -136,8 +137,13 @@ class Learner:
     # ---- updates -------------------------------------------------------------------------
     def train(self, max_updates: int) -> dict[str, Any]:
         """Run up to ``max_updates`` SAC updates, as many as the rate limiter allows."""
-        n = min(max_updates, self.limiter.updates_allowed(self.inserted, self.updates - self._updates_offset))
-        n = n if len(self.replay) >= max(1, self.cfg.min_replay) else 0
+        # The allowance and the report use the data ingested *before* this call: ingest may
+        # run concurrently, and a report of "0 updates at inserted=X" must mean that X
+        # allowed none (the driver ends the run on it).
+        with self._replay_lock:
+            inserted, replay_size = self.inserted, len(self.replay)
+        n = min(max_updates, self.limiter.updates_allowed(inserted, self.updates - self._updates_offset))
+        n = n if replay_size >= max(1, self.cfg.min_replay) else 0
         if n == 0:
             time.sleep(0.02)  # nothing allowed yet: do not spin the driver's loop
         metrics: dict[str, float] = {}
@@ -166,7 +172,7 @@ class Learner:
         return {
             "updates_done": n,
             "updates": self.updates,
-            "inserted": self.inserted,
+            "inserted": inserted,
             "version": self.version,
             "replay_size": len(self.replay),
             "metrics": metrics,

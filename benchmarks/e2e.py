@@ -1,0 +1,172 @@
+"""End to end: Hindsight training vs Stable-Baselines3's SAC on the same box, same command.
+
+    hindsight bench e2e [--quick] [--steps N] [--json FILE]
+
+Hindsight: ``hindsight train`` on HalfCheetahMO (``deploy/configs/half_cheetah_mo.yaml``)
+at one SAC update per env step (samples per insert = batch size), strategies ``none`` and
+``air``, W rollout workers x 1 env (W = 1, and 2 for the scaling figure), a fixed budget of
+env steps, learning starting after ``learning_starts`` uniformly random steps, final
+evaluation on one episode. Env steps/s *while learning* are read from the run's
+TensorBoard ``perf/learner_updates`` events (wall time, env steps, updates): from the
+first event with an update to the last one (the end of the drain, when the learner has
+caught up), so Ray start-up, the random phase and the final evaluation are not counted.
+
+Stable-Baselines3: ``SAC("MlpPolicy")`` on Gymnasium ``HalfCheetah-v5`` with the same
+hidden sizes, batch size, learning starts and budget, ``train_freq=1, gradient_steps=1``
+(one update per env step), on the CPU with torch's default threads; env steps/s from the
+step at ``learning_starts`` to the end of ``learn``. SB3 comes from the optional extra
+(``pip install -e .[bench]``); without it the SB3 fields say so and the ratios are None.
+
+``ratio_vs_sb3_none`` / ``ratio_vs_sb3_air``: Hindsight's env steps/s over SB3's (W = 1).
+``--quick``: 1000 steps with 64x64 networks and batch 64 (checks that everything runs).
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+import time
+from pathlib import Path
+from typing import Any, Sequence
+
+FAMILY = "half_cheetah_mo"
+SB3_MISSING = "stable-baselines3 is not installed: pip install -e '.[bench]' (an optional extra)"
+
+
+def _settings(quick: bool, steps: int | None) -> dict[str, Any]:
+    if quick:
+        return {"budget": steps or 1000, "learning_starts": 500, "hidden": 64, "batch": 64}
+    return {"budget": steps or 20_000, "learning_starts": 5_000, "hidden": 256, "batch": 256}
+
+
+def _learning_window(tb_dir: Path) -> dict[str, float] | None:
+    """(env steps, updates) per second between the first TB event with an update and the last."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    acc = EventAccumulator(str(tb_dir), size_guidance={"scalars": 0})
+    acc.Reload()
+    if "perf/learner_updates" not in acc.Tags().get("scalars", []):
+        return None
+    events = acc.Scalars("perf/learner_updates")
+    learning = [e for e in events if e.value > 0]
+    if len(learning) < 2:
+        return None
+    first, last = learning[0], learning[-1]
+    seconds = last.wall_time - first.wall_time
+    if seconds <= 0:
+        return None
+    return {
+        "seconds": seconds,
+        "env_steps": last.step - first.step,
+        "updates": last.value - first.value,
+        "env_steps_per_s": (last.step - first.step) / seconds,
+        "updates_per_s": (last.value - first.value) / seconds,
+    }
+
+
+def run_hindsight(strategy: str, workers: int, s: dict[str, Any], logdir: str) -> dict[str, Any]:
+    from hindsight.config import load_config
+    from hindsight.trainer import Trainer
+
+    spi = s["batch"]  # samples per insert = batch size: one update per env step
+    cfg = load_config(FAMILY, [
+        f"name=e2e-{strategy}-w{workers}", f"logdir={logdir}", f"env_steps={s['budget']}",
+        f"relabel.strategy={strategy}", f"rollout.num_workers={workers}", "rollout.envs_per_worker=1",
+        f"rollout.random_steps={s['learning_starts']}", f"learner.min_replay={s['learning_starts']}",
+        f"learner.samples_per_insert={spi}", f"learner.sac.batch_size={s['batch']}",
+        f"learner.sac.hidden_sizes=[{s['hidden']}, {s['hidden']}]", f"learner.replay_capacity={s['budget'] * 2}",
+        f"eval.every_steps={s['budget'] * 10}", "eval.episodes=1", "learner.checkpoint_every=1000000000",
+    ])
+    t0 = time.perf_counter()
+    summary = Trainer(cfg, progress=False).run()
+    wall = time.perf_counter() - t0
+    window = _learning_window(Path(summary["run_dir"]) / "tb")
+    out = {
+        "strategy": strategy,
+        "rollout_workers": workers,
+        "env_steps": summary["env_steps"],
+        "updates": summary["updates"],
+        "wall_s_including_startup_and_eval": round(wall, 2),
+        "learner_device": summary["learner_device"],
+    }
+    if window is not None:
+        out.update({k: round(v, 3) for k, v in window.items()})
+    else:  # a run too short for two log events: the whole run's rate
+        out.update({"env_steps_per_s": summary["env_steps_per_s"], "updates_per_s": summary["updates_per_s"],
+                    "window": "whole run (too short for the TensorBoard window)"})
+    return out
+
+
+def run_sb3(s: dict[str, Any]) -> dict[str, Any]:
+    try:
+        import stable_baselines3  # noqa: F401
+    except ImportError:
+        return {"error": SB3_MISSING}
+    import gymnasium as gym
+    import torch
+    from stable_baselines3 import SAC
+    from stable_baselines3.common.callbacks import BaseCallback
+
+    class Clock(BaseCallback):
+        def __init__(self) -> None:
+            super().__init__()
+            self.start: float | None = None
+
+        def _on_step(self) -> bool:
+            if self.start is None and self.num_timesteps >= s["learning_starts"]:
+                self.start = time.perf_counter()
+            return True
+
+    env = gym.make("HalfCheetah-v5")
+    model = SAC(
+        "MlpPolicy", env, policy_kwargs={"net_arch": [s["hidden"], s["hidden"]]}, batch_size=s["batch"],
+        learning_starts=s["learning_starts"], buffer_size=s["budget"], train_freq=1, gradient_steps=1,
+        device="cpu", seed=0, verbose=0,
+    )
+    clock = Clock()
+    model.learn(total_timesteps=s["budget"], callback=clock)
+    end = time.perf_counter()
+    assert clock.start is not None
+    steps = s["budget"] - s["learning_starts"]
+    return {
+        "version": stable_baselines3.__version__,
+        "torch_threads": torch.get_num_threads(),
+        "env_steps": s["budget"],
+        "seconds": round(end - clock.start, 3),
+        "env_steps_per_s": steps / (end - clock.start),
+    }
+
+
+def run(quick: bool = False, steps: int | None = None, strategies: Sequence[str] = ("none", "air"),
+        workers: Sequence[int] = (1, 2)) -> dict[str, Any]:
+    import ray
+
+    s = _settings(quick, steps)
+    result: dict[str, Any] = {"family": FAMILY, "settings": s, "hindsight": {}}
+    started = False
+    if not ray.is_initialized():  # one local Ray for every run (the trainer reuses it)
+        ray.init(address="local", num_cpus=max(2, os.cpu_count() or 2), include_dashboard=False,
+                 log_to_driver=False)
+        started = True
+    try:
+        with tempfile.TemporaryDirectory(prefix="hindsight-e2e-") as logdir:
+            for w in workers:
+                for strategy in strategies:
+                    if w > 1 and strategy != strategies[0] and quick:
+                        continue  # quick: the scaling run for the first strategy only
+                    result["hindsight"][f"{strategy}_w{w}"] = run_hindsight(strategy, w, s, logdir)
+    finally:
+        if started:
+            ray.shutdown()
+    result["sb3"] = run_sb3(s)
+    sb3 = result["sb3"].get("env_steps_per_s")
+    for strategy in strategies:
+        ours = result["hindsight"].get(f"{strategy}_w1", {}).get("env_steps_per_s")
+        result[f"ratio_vs_sb3_{strategy}"] = round(ours / sb3, 3) if ours and sb3 else None
+    first = strategies[0]
+    if f"{first}_w1" in result["hindsight"] and f"{first}_w2" in result["hindsight"]:
+        one = result["hindsight"][f"{first}_w1"]["env_steps_per_s"]
+        two = result["hindsight"][f"{first}_w2"]["env_steps_per_s"]
+        result["scaling_w2_over_w1"] = round(two / one, 3)
+    result["target_ratio_vs_sb3"] = 1.2
+    return result

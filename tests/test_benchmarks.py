@@ -1,0 +1,82 @@
+"""Every benchmark runs in quick mode and writes its fields (no timing is asserted)."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+
+from hindsight.cli import main
+
+
+def _bench(name: str, tmp_path, *extra: str) -> dict:
+    out = tmp_path / f"{name}.json"
+    assert main(["bench", name, "--quick", "--json", str(out), *extra]) == 0
+    result = json.loads(out.read_text())
+    assert result["benchmark"] == name and result["quick"] is True
+    assert "load_average_at_start" in result["machine"]
+    return result
+
+
+def _number(x) -> bool:
+    return isinstance(x, (int, float)) and math.isfinite(x)
+
+
+@pytest.mark.ray
+def test_bench_rollout_fields(tmp_path):
+    r = _bench("rollout", tmp_path)
+    for key in ("worker_env_steps_per_s", "bare_env_steps_per_s", "gym_halfcheetah_steps_per_s",
+                "ratio", "ratio_vs_gym_halfcheetah"):
+        assert _number(r[key]), key
+    sc = r["scaling"]
+    assert _number(sc["W=1"]["env_steps_per_s"]) and _number(sc["efficiency_all_cores"])
+
+
+def test_bench_learner_fields(tmp_path):
+    r = _bench("learner", tmp_path)
+    for key in ("ours_updates_per_s", "plain_updates_per_s", "ratio", "ratio_of_flop_ceiling"):
+        assert _number(r[key]), key
+    one = r["one_thread"]
+    assert one["matmuls_per_update"] > 0 and one["flops_per_update"] > 0 and _number(one["ceiling_updates_per_s"])
+    assert "all_cores" in r or r["machine"]["cores"] == 1
+
+
+def test_bench_learner_cuda_needs_a_gpu(tmp_path, capsys):
+    import torch
+
+    if torch.cuda.is_available():
+        r = _bench("learner", tmp_path, "--device", "cuda")
+        assert _number(r["updates_per_s"]) and _number(r["ratio_of_flop_ceiling"])
+    else:  # a clear one-line error, not a traceback
+        assert main(["bench", "learner", "--quick", "--device", "cuda"]) != 0
+        assert "no CUDA device" in capsys.readouterr().err
+
+
+def test_bench_relabel_fields(tmp_path):
+    r = _bench("relabel", tmp_path)
+    for block in ("air_linear", "air_nonlinear", "air_nonlinear_pool", "air_linear_pool"):
+        for M in (1, 16):
+            row = r[block][f"M={M}"]
+            assert _number(row["steady_speedup_vs_naive"]) and _number(row["cold_speedup_vs_naive"])
+    assert r["air_nonlinear_pool"]["air_candidates"] == "pool"
+    assert _number(r["min_speedup_required_cases"])
+    cap = r["capacity"]
+    assert _number(cap["min_ratio"]) and cap["production"]["half_cheetah_mo"]["trajectories_per_s"] > 0
+    assert {"air_nonlinear_pool (M=16)", "none", "her_future"} <= set(cap["strategies"])
+
+
+@pytest.mark.slow
+@pytest.mark.ray
+def test_bench_e2e_fields():
+    """One quick Hindsight run (none, one worker) and, when installed, SB3's quick run."""
+    from benchmarks import e2e
+
+    r = e2e.run(quick=True, strategies=("none",), workers=(1,))
+    run = r["hindsight"]["none_w1"]
+    assert run["env_steps"] >= r["settings"]["budget"] and run["updates"] > 0
+    assert _number(run["env_steps_per_s"])
+    if "error" in r["sb3"]:
+        assert "pip install" in r["sb3"]["error"] and r["ratio_vs_sb3_none"] is None
+    else:
+        assert _number(r["sb3"]["env_steps_per_s"]) and _number(r["ratio_vs_sb3_none"])
