@@ -13,6 +13,7 @@ by a worker only when the version is newer than the one it holds.
 
 from __future__ import annotations
 
+import time
 from typing import Any, Callable
 
 import ray
@@ -78,6 +79,9 @@ class RolloutPool:
         self.make_actor = make_actor
         self.actors: dict[int, Any] = {}
         self.gen: dict[int, int] = {}
+        # when each actor was seen ready (None: still starting; a round's clock waits for it)
+        self._ready_ref: dict[int, Any] = {}
+        self._ready_at: dict[int, float | None] = {}
         self.replaced = 0
         self._next_id = 0
         self.resize(size)
@@ -94,13 +98,31 @@ class RolloutPool:
             self._next_id += 1
             self.actors[wid] = self.make_actor(wid)
             self.gen[wid] = 0
+            self._watch_ready(wid)
             added.append(wid)
         while len(self.actors) > size:
             wid = max(self.actors)
             self._kill(self.actors.pop(wid))
             del self.gen[wid]
+            self._ready_ref.pop(wid, None)
+            self._ready_at.pop(wid, None)
             removed.append(wid)
         return added, removed
+
+    def _watch_ready(self, wid: int) -> None:
+        self._ready_ref[wid] = self.actors[wid].__ray_ready__.remote()
+        self._ready_at[wid] = None
+
+    def ready_since(self, wid: int) -> float | None:
+        """perf_counter time at which ``wid``'s actor was first seen started, None while it
+        is still starting (being placed, importing): a slow start is not a hung round."""
+        if wid not in self._ready_at:
+            return None
+        if self._ready_at[wid] is None:
+            done, _ = ray.wait([self._ready_ref[wid]], timeout=0)
+            if done:
+                self._ready_at[wid] = time.perf_counter()
+        return self._ready_at[wid]
 
     def is_current(self, wid: int, gen: int) -> bool:
         """Whether ``wid`` is still in the pool and still runs generation ``gen``."""
@@ -119,6 +141,7 @@ class RolloutPool:
             self._kill(self.actors[wid])
             self.actors[wid] = self.make_actor(wid)
             self.gen[wid] += 1
+            self._watch_ready(wid)
             self.replaced += 1
 
     def submit(self, wid: int, version: int, weights_ref: Any, random_actions: bool) -> tuple[Any, int]:

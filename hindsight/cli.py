@@ -5,6 +5,7 @@
     hindsight store verify DIR | hindsight store stats DIR
     hindsight scale RUN_DIR N
     hindsight bench NAME [--quick] [--json FILE] [--device cuda] [--steps N]
+    hindsight chaos [--faults a,b] [--nodes 3] [--json FILE]   # fault injection on a local cluster
     hindsight config [--config NAME]          # the hyperparameter table
     hindsight eval --checkpoint RUN_DIR       # PEARL meta-test on held-out tasks
     hindsight fidelity --checkpoint RUN_DIR [--num-tasks 100] [--candidates 100] [--out DIR]
@@ -199,6 +200,18 @@ def _connect_ray(address: str | None) -> bool:
     return True
 
 
+def _chaos(args: argparse.Namespace) -> int:
+    from hindsight.chaos import FAULTS, format_report, run_chaos, write_report
+
+    faults = args.faults.split(",") if args.faults else list(FAULTS)
+    report = run_chaos(faults, nodes=args.nodes, steps_between=args.steps_between, out_dir=args.out,
+                       timeout_s=args.timeout)
+    print(format_report(report))
+    if args.json:
+        write_report(report, args.json)
+    return 0 if report["passed"] else 1
+
+
 def _bench(args: argparse.Namespace) -> int:
     from benchmarks import run_benchmark
 
@@ -307,6 +320,16 @@ def build_parser() -> argparse.ArgumentParser:
     sc.add_argument("--address", help="the Ray cluster of the run (default: $RAY_ADDRESS or the local one)")
     sc.add_argument("--timeout", type=float, default=30.0, help="seconds to wait for the running training's answer")
     sc.set_defaults(func=_scale)
+
+    ch = sub.add_parser("chaos", help="train on a local multi-node Ray cluster while injecting faults; report recovery")
+    ch.add_argument("--faults", help="comma-separated subset (default: all): " + "rollout_worker,store_shard,relabel_worker,"
+                    "learner,node,env_raise,env_stall,nan_reward,corrupt_segment")
+    ch.add_argument("--nodes", type=int, default=3, help="nodes of the local cluster (a head and N-1 workers)")
+    ch.add_argument("--steps-between", type=int, default=300, help="env steps between two faults")
+    ch.add_argument("--timeout", type=float, default=120.0, help="seconds to wait for each recovery")
+    ch.add_argument("--out", metavar="DIR", help="where the run and the fault files go (default: a temp dir)")
+    ch.add_argument("--json", metavar="FILE", help="write the report as JSON")
+    ch.set_defaults(func=_chaos)
 
     b = sub.add_parser("bench", help="run a benchmark (rollout, store, learner, relabel, all; e2e)")
     b.add_argument("name")

@@ -611,10 +611,13 @@ class _Driver:
             return
         now = time.perf_counter()
         for ref, kind in list(self.inflight.items()):
-            if kind[0] == "rollout" and now - kind[3] > limit:
+            if kind[0] != "rollout" or now - kind[3] <= limit or not self.t.pool.is_current(kind[1], kind[2]):
+                continue
+            ready = self.t.pool.ready_since(kind[1])  # the clock starts once the actor runs
+            if ready is not None and now - max(kind[3], ready) > limit:
                 del self.inflight[ref]
                 log.warning("rollout worker %s: round running for %.0fs (> rollout.round_timeout_s); replacing it",
-                            kind[1], now - kind[3])
+                            kind[1], now - max(kind[3], ready))
                 self.round_failures += 1
                 self._replace_rollout(kind)
 
