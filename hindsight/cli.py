@@ -204,6 +204,11 @@ def _chaos(args: argparse.Namespace) -> int:
     from hindsight.chaos import FAULTS, format_report, run_chaos, write_report
 
     faults = args.faults.split(",") if args.faults else list(FAULTS)
+    unknown = [f for f in faults if f not in FAULTS]
+    if unknown:
+        raise UsageError(f"--faults: unknown fault(s) {', '.join(unknown)} (known: {', '.join(FAULTS)})")
+    if args.nodes < 2:
+        raise UsageError(f"--nodes {args.nodes}: a chaos cluster needs a head and at least one worker node (>= 2)")
     report = run_chaos(faults, nodes=args.nodes, steps_between=args.steps_between, out_dir=args.out,
                        timeout_s=args.timeout)
     print(format_report(report))

@@ -7,6 +7,7 @@ import pytest
 import ray
 
 from hindsight.chaos import FAULTS, format_report, run_chaos
+from hindsight.cli import main
 
 pytestmark = [pytest.mark.ray, pytest.mark.chaos]
 
@@ -25,3 +26,10 @@ def test_every_fault_recovers_and_loses_nothing(tmp_path):
     corrupt = next(r for r in report["faults"] if r["fault"] == "corrupt_segment")
     assert corrupt.get("dropped_by_store", 0) <= 1, table
     assert report["passed"], table
+
+
+@pytest.mark.parametrize("argv, named", [(["--faults", "rollout_worker,meteor"], "meteor"), (["--nodes", "1"], "--nodes 1")])
+def test_chaos_cli_rejects_bad_arguments_before_starting_ray(argv, named, capsys):
+    assert main(["chaos", *argv]) == 2
+    assert named in capsys.readouterr().err
+    assert not ray.is_initialized()
