@@ -87,14 +87,48 @@ def test_rayjob_entrypoint_parses_with_the_real_cli():
     assert args.address == "auto" and args.config
 
 
-def _makefile_pip_steps() -> list[list[str]]:
+def _make_recipe(target: str) -> list[str]:
+    """The recipe lines `make TARGET` runs on a fresh machine: prerequisites first (a
+    small reading of the Makefile's rules, variables expanded)."""
     text = (ROOT / "Makefile").read_text()
-    var = dict(re.findall(r"^(\w+)\s*\?=\s*(.+)$", text, flags=re.M))
-    steps = []
+    var = dict(re.findall(r"^(\w+)\s*[?:]?=\s*(.+)$", text, flags=re.M))
+
+    def expand(x: str) -> str:
+        for _ in range(5):
+            x = re.sub(r"\$\((\w+)\)", lambda m: var.get(m.group(1), m.group(0)), x)
+        return x
+
+    rules: dict[str, tuple[list[str], list[str]]] = {}
+    current = None
     for line in text.splitlines():
-        if line.startswith("\t") and "pip install" in line:
-            cmd = line.split("||")[-1]  # `import torch || pip install` installs when missing
-            cmd = re.sub(r"\$\((\w+)\)", lambda m: var.get(m.group(1), m.group(0)), cmd)
+        if line.startswith("\t") and current is not None:
+            rules[current][1].append(expand(line.strip()))
+        elif re.match(r"^[^\s#.][^=]*:(?!=)", line):
+            name, deps = line.split(":", 1)
+            current = expand(name.strip())
+            rules[current] = ([expand(d) for d in deps.split()], [])
+        else:
+            current = None if not line.strip() or not line.startswith("\t") else current
+    out: list[str] = []
+    seen: set[str] = set()
+
+    def visit(t: str) -> None:
+        if t in seen or t not in rules:
+            return
+        seen.add(t)
+        for d in rules[t][0]:
+            visit(d)
+        out.extend(rules[t][1])
+
+    visit(target)
+    return out
+
+
+def _makefile_pip_steps() -> list[list[str]]:
+    steps = []
+    for cmd in _make_recipe("run"):
+        if "pip install" in cmd:
+            cmd = cmd.split("||")[-1]  # `import torch || pip install`: installs when missing
             steps.append(shlex.split(cmd.split("pip install", 1)[1]))
     return steps
 
