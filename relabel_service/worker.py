@@ -281,7 +281,7 @@ class MetaRelabelWorker:
         rows = meta_transitions(self.family, trajs, self.train_tasks, decision)
         st = decision.stats
         stats.update({
-            "transitions": len(rows),
+            "transitions": rows.size,
             "env_steps": int(sum(t.length for t in trajs)),
             "relabeled": int(decision.relabeled.sum()),
             "fraction_relabeled": float(decision.relabeled.mean()),

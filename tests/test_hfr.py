@@ -257,7 +257,7 @@ def test_relabeled_rows_carry_the_chosen_tasks_rewards_and_go_to_that_task_only(
     trajs = [make_traj(0, 6, 0, "prior"), make_traj(1, 4, 1, "extra_rl"), make_traj(2, 5, 2, "posterior")]
     decision = MetaDecision(target=np.array([5, 1, 3]), relabeled=np.array([True, False, True]))
     rows = meta_transitions(FAM, trajs, TRAIN, decision)
-    assert len(rows) == 15
+    assert rows.size == 15
     np.testing.assert_array_equal(rows.task_index, [5] * 6 + [1] * 4 + [3] * 5)
     np.testing.assert_array_equal(rows.to_enc, [True] * 6 + [False] * 4 + [True] * 5)
     for k, (traj, task) in enumerate([(trajs[0], 5), (trajs[1], 1), (trajs[2], 3)]):

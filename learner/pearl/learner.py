@@ -60,7 +60,7 @@ class MetaLearner:
     def ingest(self, rows: Any) -> int:
         """Rows (``MetaTransitions``) into their target tasks' RL buffers, and the encoder
         buffers where ``to_enc``; returns transitions ingested so far."""
-        if rows is None or len(rows) == 0:
+        if rows is None or rows.size == 0:
             return self.transitions
         for name in ("obs", "action", "reward", "next_obs"):
             if not np.all(np.isfinite(getattr(rows, name))):
@@ -70,7 +70,7 @@ class MetaLearner:
         enc = np.asarray(rows.to_enc, dtype=bool)
         if enc.any():
             self.state.enc.add(rows.task_index[enc], *(x[enc] for x in fields))
-        self.transitions += len(rows)
+        self.transitions += rows.size
         return self.transitions
 
     def train(self, num_updates: int) -> dict[str, Any]:

@@ -67,7 +67,9 @@ class MetaTransitions(NamedTuple):
     task_index: np.ndarray  # [B] int64: the training task whose buffers receive the row
     to_enc: np.ndarray  # [B] bool: also into the encoder buffer
 
-    def __len__(self) -> int:
+    # a property, not ``__len__``: overriding ``__len__`` on a NamedTuple breaks ``_replace``
+    @property
+    def size(self) -> int:
         return int(self.reward.shape[0])
 
 
