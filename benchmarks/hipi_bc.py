@@ -44,7 +44,9 @@ def _train_expert(family: str, env_steps: int, seed: int, logdir: Path, override
     from hindsight.config import load_config
     from hindsight.trainer import Trainer
 
-    cfg = load_config(None, [f"env.family={family}", "relabel.strategy=none", f"env_steps={env_steps}",
+    # meta.algorithm=sac: cheetah_vel is also a meta family (PEARL by default); the expert is
+    # task-conditioned multi-task SAC, as HIPI's "policy trained with off-policy RL"
+    cfg = load_config(None, [f"env.family={family}", "meta.algorithm=sac", "relabel.strategy=none", f"env_steps={env_steps}",
                              f"seed={seed}", f"logdir={logdir}", f"name={family}-expert", *overrides])
     return str(Trainer(cfg, progress=False).run()["run_dir"])
 
@@ -58,7 +60,7 @@ def _rl_variant(family: str, env_steps: int, seeds: Sequence[int], bias: float, 
     for partition in (True, False):
         for seed in seeds:
             cfg = load_config(None, [
-                f"env.family={family}", "relabel.strategy=hipi_rl", f"relabel.strategy_cfg.partition={str(partition).lower()}",
+                f"env.family={family}", "meta.algorithm=sac", "relabel.strategy=hipi_rl", f"relabel.strategy_cfg.partition={str(partition).lower()}",
                 f"env.family_kwargs.reward_bias={bias}", "env.family_kwargs.bias_threshold=1.5",
                 f"env_steps={env_steps}", f"seed={seed}", f"logdir={logdir}",
                 f"name={family}-hipi_rl-{'z' if partition else 'noz'}-b{bias:g}-s{seed}", *overrides])
