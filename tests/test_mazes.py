@@ -240,3 +240,16 @@ def test_her_and_hipi_run_on_a_maze(ray_session, tmp_path, strategy):
     assert s["transitions_inserted"] > s["env_steps"]  # relabeled copies next to the originals
     assert s["final_eval"]["success_rate"] is not None  # goal termination is reported
     assert (Path(s["run_dir"]) / "summary.json").exists()
+
+
+@pytest.mark.parametrize("kwargs", [{"discrete_tasks": 4}, {"reward_bias": 1.0, "bias_threshold": 20.0}],
+                         ids=["discrete", "biased"])
+def test_hipi_rl_rebuilds_wrapper_families(kwargs):
+    from learner.sac.hipi_rl import make_hipi_rl_relabeler
+    from relabel_service.strategies import StrategyConfig
+
+    fam = get_family("maze", **kwargs)
+    relabeler = make_hipi_rl_relabeler(fam, StrategyConfig(), kwargs)  # the learner rebuilds it by name
+    assert relabeler.family.name == fam.name
+    with pytest.raises(ValueError, match="does not rebuild"):
+        make_hipi_rl_relabeler(fam, StrategyConfig(), {**kwargs, "action_noise": 0.5})

@@ -35,6 +35,8 @@ row's flag (stored terminal, yet not terminal under its own task) is kept under 
 
 from __future__ import annotations
 
+import dataclasses
+
 from typing import Any, Mapping, NamedTuple
 
 import numpy as np
@@ -212,4 +214,14 @@ def _same_attributes(a: TaskFamily, b: TaskFamily) -> bool:
     va, vb = vars(a), vars(b)
     if va.keys() != vb.keys():
         return False
-    return all(np.array_equal(np.asarray(va[k], dtype=object), np.asarray(vb[k], dtype=object)) for k in va)
+    return all(_same_value(va[k], vb[k]) for k in va)
+
+
+def _same_value(x: Any, y: Any) -> bool:
+    # wrapper families (reward bias, discrete task sets) hold their base family: compare it
+    # attribute by attribute, not by identity
+    if isinstance(x, TaskFamily) or isinstance(y, TaskFamily):
+        return type(x) is type(y) and _same_attributes(x, y)
+    if dataclasses.is_dataclass(x) and not isinstance(x, type):
+        return x == y
+    return bool(np.array_equal(np.asarray(x, dtype=object), np.asarray(y, dtype=object)))
