@@ -63,6 +63,9 @@ def run_bc(
     ``eval_every``: also evaluate every this many epochs (0: only at the end)."""
     t0 = time.perf_counter()
     store = Path(store)
+    if reward_bias and cfg.candidates != "eval":
+        raise ValueError("--reward-bias biases the family's first evaluation task (HIPI Fig. 8); use "
+                         "--candidates eval so that it is among the relabeling candidates")
     trajs = load_all(store)
     if not trajs:
         raise ValueError(f"{store}: no trajectories in this store")

@@ -232,6 +232,8 @@ def test_bad_input_is_named(tmp_path):
         BCConfig(relabel="air")
     with pytest.raises(FileNotFoundError):
         run_bc(tmp_path / "nowhere", BCConfig())
+    with pytest.raises(ValueError, match="candidates eval"):
+        run_bc(tmp_path / "nowhere", BCConfig(), reward_bias=1.0)
     fam = get_family("test_goal")
     with pytest.raises(ValueError, match="family"):
         train_bc(get_family("test_linear"), _three(), BCConfig(epochs=1))
