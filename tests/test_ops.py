@@ -128,16 +128,32 @@ def test_watchdog_names_actors_ray_cannot_place_then_scale_reports_the_pool(ray_
     assert texts and "pending placement" in texts[0]
 
 
-def test_scale_reply_is_one_line_with_before_and_after(ray_session, tmp_path, capsys):
-    cfg = load_config("smoke", [f"logdir={tmp_path}", "env_steps=3000", "relabel.strategy=none"])
+def test_scale_from_another_process_reaches_the_run_by_name(ray_session, tmp_path):
+    """`hindsight scale` in a separate process joins the cluster by address and finds the
+    run's control actor by name, although the path it is given does not exist there."""
+    import os
+    import subprocess
+    import sys
+
+    cfg = load_config("smoke", [f"logdir={tmp_path}", "env_steps=100000", "relabel.strategy=none"])
     trainer, out, th = _start(cfg)
-    _wait(lambda: getattr(trainer, "control", None) is not None or "error" in out, 180, "the control actor")
-    assert main(["scale", str(trainer.run_dir), "1"]) == 0
-    line = capsys.readouterr().out.strip().splitlines()[-1]
-    assert line.startswith("rollout pool: 2 -> 1 workers (removed 1")
-    th.join(timeout=300)
+    try:
+        _wait(lambda: getattr(trainer, "control", None) is not None or "error" in out, 180, "the control actor")
+        elsewhere = tmp_path / "not-here" / trainer.run_dir.name
+        env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
+        proc = subprocess.run(
+            [sys.executable, "-m", "hindsight.cli", "scale", str(elsewhere), "1",
+             "--address", ray.get_runtime_context().gcs_address],
+            capture_output=True, text=True, timeout=240, env=env,
+        )
+        assert proc.returncode == 0, proc.stderr
+        assert proc.stdout.strip().splitlines()[-1].startswith("rollout pool: 2 -> 1 workers (removed 1"), proc.stdout
+        assert trainer.pool.size == 1
+    finally:
+        trainer.stop.requested = "SIGTERM"  # the clean stop of cluster's StopSignals
+        th.join(timeout=300)
     assert "error" not in out, out.get("error")
-    assert out["rollout_workers"] == 1
+    assert out.get("interrupted") == "SIGTERM"
 
 
 @pytest.mark.parametrize(
