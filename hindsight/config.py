@@ -218,11 +218,14 @@ class ExperimentConfig:
 
 def learner_cpus(cfg: "ExperimentConfig", cluster_cpus: float) -> float:
     """The learner's Ray CPUs: ``learner.num_cpus``, or when 0 what ``cluster_cpus`` leaves
-    after the other actors' reservations (at least 1)."""
+    after the other actors' reservations (at least 1; the rollout pool counted at its
+    autoscale maximum; growing it further with ``hindsight scale`` on one machine leaves
+    the extra workers waiting for CPUs)."""
     if cfg.learner.num_cpus > 0:
         return cfg.learner.num_cpus
+    workers = max([cfg.rollout.num_workers, *cfg.rollout.autoscale])  # room for the largest pool
     others = (
-        cfg.rollout.num_workers * cfg.rollout.num_cpus
+        workers * cfg.rollout.num_cpus
         + cfg.relabel.num_workers * cfg.relabel.num_cpus
         + cfg.store.num_shards * cfg.store.num_cpus
         + 0.05  # the eval actor
