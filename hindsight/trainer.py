@@ -13,6 +13,14 @@
 The driver moves object refs, never data: a relabeled batch goes from the relabel worker
 to the learner directly. Every producer has a bounded number of calls in flight, so a
 busy actor is never flooded and back-pressure comes for free.
+
+Evaluation runs on the learner's axis: an eval "at X env steps" fires once the learner
+reports having trained on the transitions of X env steps (not when X have been
+collected, which can run well ahead through the rate limiter's tolerance and the relabel
+backlog), on weights the learner publishes for it, and eval histories and learning curves
+use that x. The final evaluation uses the learner's latest weights. Once collection has
+spent the budget the progress bar turns into a drain bar (updates left, updates/s) until
+the learner has caught up.
 """
 
 from __future__ import annotations
@@ -20,6 +28,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
+import math
 import os
 import signal
 import threading
@@ -392,6 +401,10 @@ class _Driver:
         self.inflight: dict[Any, tuple] = {}
         self.idle_rollout = set(trainer.pool.actors)
         self.relabel_inflight = {r: 0 for r in range(len(trainer.relabelers))}
+        # trajectories each relabel worker holds for a fixed batch (hipi), last reported
+        self.buffered = {r: 0 for r in range(len(trainer.relabelers))}
+        self.buffered_steps = {r: 0 for r in range(len(trainer.relabelers))}
+        self.flushed = 0  # trajectories relabeled in a last, smaller batch at the end
         self.train_inflight = False
         self.eval_inflight = False
         # weights: one object ref per published version
@@ -415,6 +428,8 @@ class _Driver:
         lc = cfg.learner
         self.limiter = RateLimiter(lc.samples_per_insert, lc.sac.batch_size, lc.min_replay, lc.spi_tolerance)
         self.steps_base, self.updates_base = self.env_steps, None
+        # the learner's axis: env steps whose transitions the learner has trained on
+        self.trained_steps = self.env_steps
         # evaluation
         self.eval_tasks = np.resize(fam.eval_tasks(), (cfg.eval.episodes, fam.task_dim))
         self.next_eval = (self.env_steps // cfg.eval.every_steps + 1) * cfg.eval.every_steps
@@ -441,6 +456,9 @@ class _Driver:
         self.rate = (now, self.env_steps, 0)
         self.bar = tqdm(total=self.budget, initial=min(self.env_steps, self.budget), unit="step",
                         disable=not trainer.progress, dynamic_ncols=True)
+        # the drain phase: collection done, the learner catching up (its own progress bar)
+        self.drain_bar: tqdm | None = None
+        self.drain_start: tuple[float, int] | None = None
 
     # ---- the loop -------------------------------------------------------------------------
     def run(self) -> dict[str, Any]:
@@ -453,6 +471,7 @@ class _Driver:
                 self._apply_control()
                 self._submit()
                 self._collect()
+            self._drain_progress()
             self._log(force=finishing)
             if finishing:
                 try:
@@ -461,14 +480,32 @@ class _Driver:
                     self._restart_learner(e)
                     continue
                 self.bar.close()
+                if self.drain_bar is not None:
+                    self.drain_bar.close()
                 return summary
 
     def _session_updates(self) -> int:
         return self.learner_report["updates"] - (self.updates_base or 0)
 
+    def _collection_done(self) -> bool:
+        """The budget is spent and no rollout is in flight: no new trajectory will come."""
+        return self.env_steps >= self.budget and not any(k[0] == "rollout" for k in self.inflight.values())
+
+    def _eval_due(self) -> bool:
+        """The learner has trained past the next scheduled eval (those at the budget and
+        beyond are left to the final evaluation)."""
+        return self.trained_steps >= self.next_eval and self.next_eval < self.budget
+
+    def _updates_left(self) -> int:
+        """Updates the learner still owes the samples-per-insert target of what was collected."""
+        target = self.limiter.target_updates(self.env_steps - self.steps_base)
+        return max(0, math.ceil(target - self._session_updates()))
+
     def _finished(self) -> bool:
         """Budget spent, everything stored relabeled and ingested, the learner caught up."""
         if self.env_steps < self.budget or self.eval_inflight or self.collected > self.relabeled:
+            return False
+        if self._eval_due():
             return False
         if any(k[0] in ("rollout", "ingest") for k in self.inflight.values()):
             return False
@@ -542,15 +579,20 @@ class _Driver:
     def _submit(self) -> None:
         cfg, t = self.cfg, self.t
         # Collection waits for the learner (samples per insert, counted on env steps this
-        # session) and for the relabelers (bounded backlog); it stops at the budget.
-        limiter_ok = self.limiter.may_insert(self.env_steps - self.steps_base, self._session_updates())
+        # session) and for the relabelers (bounded backlog); it stops at the budget. Steps
+        # a relabel worker holds to fill a fixed batch (hipi) do not count: the learner
+        # cannot train on them until more data arrives, so counting them would deadlock.
+        held = sum(self.buffered_steps.values())
+        limiter_ok = self.limiter.may_insert(self.env_steps - self.steps_base - held, self._session_updates())
         self.collection_held = self.env_steps < self.budget and not limiter_ok
         if self.autoscaler is not None:
             self.autoscaler.observe_collection(self.collection_held)
         may_insert = (
             self.env_steps < self.budget
             and limiter_ok
-            and self.collected - self.relabeled <= cfg.relabel.max_backlog
+            # trajectories a worker holds to fill a fixed batch (hipi) are not a backlog:
+            # counting them could stop collection while the worker waits for more data
+            and self.collected - self.relabeled - sum(self.buffered.values()) <= cfg.relabel.max_backlog
         )
         if may_insert:
             random_actions = self.env_steps < cfg.rollout.random_steps and not t.resume
@@ -566,21 +608,26 @@ class _Driver:
             if t.needs_value and self.value_ref is not None and self.value_sent[r] < self.value_version:
                 actor.set_value_weights.remote(self.value_version, self.value_ref)
                 self.value_sent[r] = self.value_version
+            # once collection is done, fixed-batch workers relabel what they hold (flush)
+            flush = self._collection_done()
             while self.relabel_inflight[r] < cfg.relabel.prefetch:
-                batch_ref, stats_ref = actor.relabel.options(num_returns=2).remote()
+                batch_ref, stats_ref = actor.relabel.options(num_returns=2).remote(flush=flush)
                 self.inflight[stats_ref] = ("relabel", r, batch_ref)
                 self.relabel_inflight[r] += 1
         if not self.train_inflight:
             self.inflight[t.learner.train.remote(cfg.learner.updates_per_call)] = ("train",)
             self.train_inflight = True
-        if self.env_steps >= self.next_eval and not self.eval_inflight and self.weights_ref is not None:
-            self._submit_eval(self.env_steps, tries=0)
-            # the next multiple of every_steps: one eval even when collection jumped past several
-            self.next_eval = (self.env_steps // cfg.eval.every_steps + 1) * cfg.eval.every_steps
+        if self._eval_due() and not self.eval_inflight:
+            # Published for the eval: ``publish`` returns the learner's current weights and
+            # the env steps they were trained on (the eval's x).
+            published, weights = t.learner.publish.options(num_returns=2).remote()
+            self._submit_eval(published, weights, self.env_steps, tries=0)
+            while self.next_eval <= self.trained_steps:
+                self.next_eval += cfg.eval.every_steps
 
-    def _submit_eval(self, step: int, tries: int) -> None:
-        ref = self.t.eval_actor.evaluate_remote.remote([self.weights_ref], self.eval_tasks, self.cfg.seed)
-        self.inflight[ref] = ("eval", step, tries)
+    def _submit_eval(self, published: Any, weights: Any, collected: int, tries: int) -> None:
+        ref = self.t.eval_actor.evaluate_remote.remote([weights], self.eval_tasks, self.cfg.seed)
+        self.inflight[ref] = ("eval", published, collected, weights, tries)
         self.eval_inflight = True
 
     def _collect(self) -> None:
@@ -652,7 +699,7 @@ class _Driver:
                 log.warning("rollout worker %s died (%s); replacing it", kind[1], type(error).__name__)
             self._replace_rollout(kind)
         elif kind[0] == "eval":
-            step, tries = kind[1], kind[2]
+            published, step, weights, tries = kind[1:]
             try:
                 ray.kill(t.eval_actor, no_restart=True)
             except Exception:  # already gone
@@ -662,7 +709,7 @@ class _Driver:
             self.eval_inflight = False
             if tries < 2:
                 log.warning("eval actor failed (%s); replacing it and retrying the eval", type(error).__name__)
-                self._submit_eval(step, tries + 1)
+                self._submit_eval(published, weights, step, tries + 1)
             else:
                 log.warning("eval at %d env steps failed %d times (%s); skipped", step, tries + 1, error)
         elif kind[0] in ("train", "ingest"):
@@ -675,6 +722,7 @@ class _Driver:
             for k in [k for k, v in self.inflight.items() if v[0] in ("relabel", "refill") and v[1] == r]:
                 del self.inflight[k]
             self.relabel_inflight[r] = 0
+            self.buffered[r] = self.buffered_steps[r] = 0  # the replacement re-reads them
             t.relabelers[r] = t.make_relabeler(r, self.cursors)
             self.value_sent[r] = -1
             self.relabel_restarts += 1
@@ -715,6 +763,7 @@ class _Driver:
                 pass
             t.relabelers[r] = t.make_relabeler(r, ck["cursors"])
             self.relabel_inflight[r] = 0
+            self.buffered[r] = self.buffered_steps[r] = 0
             self.value_sent[r] = -1
         self.cursors = dict(ck["cursors"])
         self.relabeled = ck["relabeled"]
@@ -784,6 +833,11 @@ class _Driver:
         r, batch_ref = kind[1], kind[2]
         self.relabel_inflight[r] -= 1
         self.relabeled += int(result["trajectories"])
+        self.buffered[r] = int(result.get("buffered", 0))
+        self.buffered_steps[r] = int(result.get("buffered_env_steps", 0))
+        if result.get("flushed"):
+            self.flushed += int(result["trajectories"])
+            log.info("relabel worker %d flushed a last batch of %d trajectories", r, result["trajectories"])
         if not result["trajectories"]:
             return
         # the batch goes from the relabel worker to the learner directly (a ref, not data)
@@ -807,6 +861,8 @@ class _Driver:
             self.autoscaler.observe_train(result["updates_done"] == 0)
         if self.updates_base is None:
             self.updates_base = result["updates"] - result["updates_done"]
+        # the learner counts env steps ingested this session; the run's axis adds the base
+        self.trained_steps = self.steps_base + int(result["trained_env_steps"])
         if result["version"] > self.weights_version or self.weights_ref is None:
             self.weights_ref = t.learner.weights.remote()
             self.weights_version = result["version"]
@@ -826,12 +882,21 @@ class _Driver:
 
     def _on_eval(self, kind: tuple, result: dict[str, Any]) -> None:
         self.eval_inflight = False
-        self._record_eval(kind[1], result)
+        self._record_eval(ray.get(kind[1]), result, collected=kind[2])
 
-    def _record_eval(self, step: int, result: dict[str, Any]) -> None:
+    def _record_eval(self, published: dict[str, int], result: dict[str, Any], collected: int) -> None:
+        """One point of the learning curve, at the env steps the weights were trained on."""
+        step = self.steps_base + int(published["trained_env_steps"])
         self.last_eval = result
         self.t.state["eval_history"].append(
-            {"env_steps": step, "return_mean": result["return_mean"], "policy_version": result["policy_version"]}
+            {
+                "env_steps": step,
+                "collected_env_steps": int(collected),
+                "updates": int(published["updates"]),
+                "return_mean": result["return_mean"],
+                "success_rate": result.get("success_rate"),
+                "policy_version": result["policy_version"],
+            }
         )
         self.tb.scalar("eval/return", result["return_mean"], step)
         if result.get("success_rate") is not None:
@@ -914,6 +979,26 @@ class _Driver:
         self.tb.scalar("watchdog/pending_actors", sum(sum(c.values()) for c in pending.values()), self.env_steps)
         self.tb.flush()
 
+    def _drain_progress(self) -> None:
+        """After collection: a second progress bar counting the learner's remaining updates."""
+        if not self._collection_done():
+            return
+        now, session = time.perf_counter(), self._session_updates()
+        if self.drain_start is None:
+            self.drain_start = (now, session)
+            left = self._updates_left()
+            log.info("collection done at %d env steps; the learner drains %d updates", self.env_steps, left)
+            self.bar.close()
+            self.drain_bar = tqdm(total=left, unit="upd", desc="draining learner",
+                                  disable=not self.t.progress, dynamic_ncols=True)
+        bar = self.drain_bar
+        assert bar is not None
+        done = session - self.drain_start[1]
+        bar.total = max(bar.total or 0, done + self._updates_left())
+        bar.update(done - bar.n)
+        backlog = self.collected - self.relabeled
+        bar.set_postfix_str(f"{self._updates_left()} updates left, {backlog} trajectories to relabel", refresh=False)
+
     def _checkpoint(self) -> None:
         # The learner serves ingest and other calls concurrently (max_concurrency 2), so a
         # checkpoint does not wait for earlier ingests by itself: wait for them here, so that
@@ -982,12 +1067,21 @@ class _Driver:
                 self.eval_restarts += 1
         raise AssertionError("unreachable")
 
+    def _drain_summary(self) -> dict[str, float]:
+        """Updates run and seconds spent after collection ended (the drain phase)."""
+        if self.drain_start is None:
+            return {"updates": 0, "seconds": 0.0}
+        t0, u0 = self.drain_start
+        return {"updates": self._session_updates() - u0, "seconds": time.perf_counter() - t0}
+
     def _finish(self) -> dict[str, Any]:
         """Final evaluation of the last weights, checkpoint, ``summary.json``."""
         t, cfg = self.t, self.cfg
-        final_ref = ray.put(ray.get(t.learner.weights.remote()))
+        # the learner's latest weights, not the last ones published every publish_every updates
+        published_ref, final_ref = t.learner.publish.options(num_returns=2).remote()
+        published = ray.get(published_ref)
         final = self._final_eval(final_ref)
-        self._record_eval(self.env_steps, final)
+        self._record_eval(published, final, collected=self.env_steps)
         counters = ray.get(t.learner.counters.remote())
         store_stats = t.store.stats()
         self.tb.scalar("store/trajectories", store_stats["trajectories"], self.env_steps)
@@ -1018,6 +1112,8 @@ class _Driver:
             "trajectories_rejected": self.rejected,
             "autoscale": self.autoscaler.history if self.autoscaler is not None else [],
             "watchdog_warnings": self.watchdog.warnings,
+            "drain": self._drain_summary(),
+            "relabel_flushed_trajectories": self.flushed,
             "final_eval": {
                 "return_mean": final["return_mean"],
                 "returns": final["returns"],

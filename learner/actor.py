@@ -68,9 +68,13 @@ class Learner:
         self.inserted = 0  # env steps whose transitions reached the replay (rate limiter)
         self.transitions = 0  # transitions added, relabeled copies included
         self.updates = 0
+        # the learner's axis: env steps inserted before the latest train call that updated,
+        # i.e. env steps whose transitions the current weights were trained on (eval x)
+        self.trained_env_steps = 0
         self._updates_offset = 0  # updates before a resume do not count against new data
         self.version = 0
         self._published: tuple[int, dict[str, np.ndarray]] = (0, policy_weights(self.state))
+        self._published_updates = 0  # updates behind the published weights
         # On CUDA, k updates per CUDA-graph launch (learner/sac/graphed.py); built lazily
         self.use_graph = (
             self.device.type == "cuda" and getattr(cfg, "cuda_graph", False) and batch_relabeler is None
@@ -149,6 +153,8 @@ class Learner:
         metrics: dict[str, float] = {}
         relabel_stats: dict[str, float] = {}
         with self._state_lock:
+            if n:  # the learner's axis: the env steps these updates could sample from
+                self.trained_env_steps = inserted
             done = 0
             k = int(getattr(self.cfg, "updates_per_launch", 1))
             if self.use_graph and n >= k:
@@ -173,6 +179,7 @@ class Learner:
             "updates_done": n,
             "updates": self.updates,
             "inserted": inserted,
+            "trained_env_steps": self.trained_env_steps,
             "version": self.version,
             "replay_size": len(self.replay),
             "metrics": metrics,
@@ -188,6 +195,7 @@ class Learner:
         if crossed:
             self.version += 1
             self._published = (self.version, policy_weights(self.state))
+            self._published_updates = self.updates
 
     def counters(self) -> dict[str, Any]:
         now = time.perf_counter()
@@ -213,6 +221,22 @@ class Learner:
     def weights(self) -> tuple[int, dict[str, np.ndarray]]:
         """The latest published actor weights and their version."""
         return self._published
+
+    def publish(self) -> tuple[dict[str, int], tuple[int, dict[str, np.ndarray]]]:
+        """Publish the current actor weights now (when an update ran since the last
+        publication) and return them with what they were trained on: (info, (version,
+        weights)). Evaluations and the final evaluation use these, the learner's latest
+        weights, not ones up to ``publish_every`` updates old; call it with
+        ``.options(num_returns=2)`` to get the two as separate refs. The weights come back
+        from this call itself because the actor may run calls concurrently, so a following
+        ``weights()`` call could overtake it."""
+        with self._state_lock:
+            if self.version == 0 or self._published_updates != self.updates:
+                self.version += 1
+                self._published = (self.version, policy_weights(self.state))
+                self._published_updates = self.updates
+            info = {"version": self.version, "updates": self.updates, "trained_env_steps": self.trained_env_steps}
+            return info, self._published
 
     def critic_weights(self) -> dict[str, np.ndarray]:
         """Actor and online critic weights (for V(s0, z) in the relabel service)."""
@@ -251,6 +275,7 @@ class Learner:
         )
         self._updates_offset = self.updates
         self._published = (self.version, policy_weights(self.state))
+        self._published_updates = self.updates
         ledger_path = self.checkpoint_dir / "ledger.json"
         if self.keep_ledger and ledger_path.exists():
             saved = json.loads(ledger_path.read_text())

@@ -8,6 +8,14 @@ pure function; this class only does the I/O around it: cursors over the shards, 
 reference set (the N most recent trajectories in the store, refreshed every few calls),
 the versioned value function where a strategy needs one, and the conversion of the
 strategy's decision into transitions.
+
+Fixed batches (trajectory-level ``hipi``): the candidate set and log Z of HIPI Eq. 7 come
+from the batch itself, so the worker relabels exactly ``strategy_cfg.hipi_batch`` (B)
+trajectories at a time, whatever arrived when. It reads only what it still needs
+(B - buffered, shard by shard), so the cursors it reports (those of the last delivered
+batch, from which a replacement worker resumes) never skip a buffered trajectory. While it
+waits its stats say so (``buffered``, ``waiting_for``); ``relabel(flush=True)``, sent by
+the driver once collection has finished, relabels the last < B as one smaller batch.
 """
 
 from __future__ import annotations
@@ -30,6 +38,8 @@ ValueFnFactory = Callable[[Any], ValueFn]
 NEEDS_VALUE = {"advantage"}
 #: strategies whose tie-break uses V when it is available
 USES_VALUE = {"air", "advantage"}
+#: strategies that relabel fixed-size batches (candidates and log Z come from the batch)
+FIXED_BATCH = {"hipi"}
 
 
 def most_recent(trajs: Sequence[Trajectory], n: int) -> list[Trajectory]:
@@ -80,14 +90,22 @@ class RelabelWorker:
         self.value_version = -1
         self.reference: list = []
         self.calls = 0
+        # fixed-batch strategies: trajectories read but not yet relabeled, and the cursors
+        # of the last delivered batch (what a replacement worker must resume from)
+        self.buffer: list = []
+        self.delivered = dict(self.cursors)
+        self._next_shard = 0
 
     def set_value_weights(self, version: int, weights: Any) -> None:
         if self.value_fn_factory is not None and version > self.value_version:
             self.value_fn = self.value_fn_factory(weights)
             self.value_version = version
 
-    def relabel(self, wait_s: float = 0.5) -> tuple[TransitionBatch | None, dict[str, Any]]:
-        """Relabel up to ``batch_trajectories`` new trajectories (waits up to ``wait_s`` for data)."""
+    def relabel(self, wait_s: float = 0.5, flush: bool = False) -> tuple[TransitionBatch | None, dict[str, Any]]:
+        """Relabel up to ``batch_trajectories`` new trajectories (waits up to ``wait_s`` for data).
+
+        Fixed-batch strategies relabel exactly B buffered trajectories, or with ``flush``
+        (no more data will come) whatever is buffered once the shards are empty."""
         t0 = time.perf_counter()
         if self.strategy_name in NEEDS_VALUE and self.value_fn is None:
             # Advantage scores need V(s0, z) from the learner's critic: leave the data in the
@@ -95,12 +113,15 @@ class RelabelWorker:
             time.sleep(wait_s)
             return None, {"trajectories": 0, "cursors": dict(self.cursors), "waiting_for": "value weights"}
         deadline = t0 + wait_s
-        while True:
-            trajs, self.cursors = self.store.read_new(self.cursors, self.batch_trajectories)
-            if trajs or time.perf_counter() >= deadline:
-                break
-            time.sleep(0.05)
-        stats: dict[str, Any] = {"trajectories": len(trajs), "cursors": dict(self.cursors)}
+        if self.strategy_name in FIXED_BATCH:
+            trajs, stats = self._fixed_batch(deadline, flush)
+        else:
+            while True:
+                trajs, self.cursors = self.store.read_new(self.cursors, self.batch_trajectories)
+                if trajs or time.perf_counter() >= deadline:
+                    break
+                time.sleep(0.05)
+            stats = {"trajectories": len(trajs), "cursors": dict(self.cursors)}
         if not trajs:
             return None, stats
         return self._relabel(trajs, stats, t0, self.strategy)
@@ -115,10 +136,12 @@ class RelabelWorker:
         if self.strategy_name in NEEDS_VALUE and self.value_fn is None:
             strategy = make_strategy("none", self.cfg)
         batches, ids, steps = [], [], 0
+        # hipi's candidates and log Z come from the batch: refill in batches of B as well
+        size = self.cfg.hipi_batch if self.strategy_name in FIXED_BATCH else self.batch_trajectories
         for s, first in start.items():
             cur, stop = int(first), int(end[int(s)])
             while cur < stop:
-                trajs, new = self.store.read_new({int(s): cur}, min(self.batch_trajectories, stop - cur))
+                trajs, new = self.store.read_new({int(s): cur}, min(size, stop - cur))
                 if not trajs or new[int(s)] <= cur:
                     break
                 cur = new[int(s)]
@@ -165,6 +188,46 @@ class RelabelWorker:
         )
         return batch, stats
 
+    def _fixed_batch(self, deadline: float, flush: bool) -> tuple[list, dict[str, Any]]:
+        """Fill the buffer up to B; hand out exactly B (or, flushing, the rest)."""
+        B = self.cfg.hipi_batch
+        while True:
+            self._fill(B - len(self.buffer))
+            if len(self.buffer) >= B or time.perf_counter() >= deadline:
+                break
+            if flush and self.buffer and not self._fill(B - len(self.buffer)):
+                break  # the shards are empty: no more data is coming
+            time.sleep(0.05)
+        flushed = flush and 0 < len(self.buffer) < B
+        if len(self.buffer) < B and not flushed:
+            n = len(self.buffer)
+            return [], {
+                "trajectories": 0,
+                "cursors": dict(self.delivered),
+                "buffered": n,
+                "buffered_env_steps": int(sum(t.length for t in self.buffer)),
+                "waiting_for": f"{B - n} more trajectories to fill a hipi batch of {B}",
+            }
+        trajs, self.buffer = self.buffer[:B], self.buffer[B:]
+        assert not self.buffer, "reads never go past the batch"
+        self.delivered = dict(self.cursors)
+        stats = {"trajectories": len(trajs), "cursors": dict(self.delivered), "buffered": 0, "buffered_env_steps": 0}
+        return trajs, {**stats, "flushed": flushed}
+
+    def _fill(self, need: int) -> int:
+        """Read at most ``need`` new trajectories into the buffer, one shard at a time
+        (starting from a rotating shard), so that no read goes past the batch; -> count."""
+        got = 0
+        for i in range(len(self.shard_ids)):
+            if got >= need:
+                break
+            s = self.shard_ids[(self._next_shard + i) % len(self.shard_ids)]
+            trajs, new = self.store.read_new({s: self.cursors[s]}, need - got)
+            self.cursors[s] = int(new[s])
+            self.buffer.extend(trajs)
+            got += len(trajs)
+        self._next_shard = (self._next_shard + 1) % max(1, len(self.shard_ids))
+        return got
 
 class MetaRelabelWorker:
     """Meta-RL relabeling (``strategies.meta``: none | random | hipi | hfr) for PEARL.

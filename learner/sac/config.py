@@ -51,7 +51,10 @@ class SACConfig:
     """Entropy target of the temperature loss; None means -dim(A)."""
 
     task_repeat: int = field(1, ge=1)
-    """R: the task vector is tiled R times wherever it is fed (GH ``latent_shape_multiplier``)."""
+    """R: the task vector is tiled R times wherever it is fed (GH ``latent_shape_multiplier``).
+    Family defaults: 5 on half_cheetah_mo and ant_direction (GH appendix B.1: "we repeat the
+    task variable 5 times", needed for the baselines to learn at all), 1 elsewhere. The GH
+    launcher's default is 1 and no README command sets it; set 1 to run the code's value."""
 
     task_to_all_layers: bool = True
     """Append the tiled task after every hidden layer too, not only to the input
@@ -111,8 +114,9 @@ _FAMILY_DEFAULTS: dict[str, dict[str, Any]] = {
     "point_reacher": {"hidden_sizes": (300, 300, 300), "batch_size": 256, **_lr(3e-3)},
     # GH paper Table 2 (Fetch): [400, 300], lr 3e-3, batch 256, 200 gradient steps / 250 env steps
     "fetch_reach": {"hidden_sizes": (400, 300), "batch_size": 256, **_lr(3e-3)},
-    "half_cheetah_mo": {"hidden_sizes": (256, 256), "batch_size": 256, **_lr(3e-4)},
-    "ant_direction": {"hidden_sizes": (256, 256), "batch_size": 256, **_lr(3e-4)},
+    # GH appendix B.1: the task repeated 5 times (and appended after every hidden layer)
+    "half_cheetah_mo": {"hidden_sizes": (256, 256), "batch_size": 256, "task_repeat": 5, **_lr(3e-4)},
+    "ant_direction": {"hidden_sizes": (256, 256), "batch_size": 256, "task_repeat": 5, **_lr(3e-4)},
     "walker_linear": {
         "hidden_sizes": (256, 256), "batch_size": 256, "task_to_all_layers": False, **_lr(3e-4),
     },

@@ -341,6 +341,7 @@ def relabel_hipi(
             "original_probability": q[rows, rows],
             "entropy": float(np.mean(-np.sum(q * np.where(q > 0, log_q, 0.0), axis=1))),
             "relabeled_fraction": float(np.mean(chosen != rows)),
+            "num_candidates": float(len(new)),
         },
     )
 

@@ -51,6 +51,13 @@ class StrategyConfig:
     hipi_relabel_fraction: float = field(0.5, ge=0, le=1)
     """hipi_rl: fraction of each learner batch's rows given their sampled task (a Bernoulli
     mask per row; HIPI README ``relabel_prob`` 0.5); the other rows stay as sampled."""
+    hipi_batch: int = field(32, ge=1)
+    """B for trajectory-level hipi: the relabel worker buffers new trajectories until B are
+    available and relabels exactly B at a time, so the candidate set (the B commanded
+    tasks) and the Monte-Carlo log Z_j of HIPI Eq. 7 come from a batch of fixed size
+    whatever the arrival timing (HIPI relabels fixed-size batches; its README uses 32).
+    At the end of a run (collection finished) the worker is told to flush and relabels the
+    last < B trajectories as one smaller batch, reported as ``flushed`` in its stats."""
     hipi_discounted: bool = False
     """hipi: score trajectories by the discounted return (SAC gamma) instead of the
     undiscounted sum of rewards written in HIPI Eq. 7."""
