@@ -152,6 +152,13 @@ class BiasedFamily(TaskFamily):
     def _sample_tasks(self, rng: np.random.Generator, n: int) -> np.ndarray:
         return self.base.sample_tasks(rng, n)
 
+    def eval_tasks(self) -> np.ndarray:
+        """The base family's evaluation set (a biased family is evaluated like its base)."""
+        return self.base.eval_tasks()
+
+    def eval_tasks_for(self, episodes: int | None = None) -> np.ndarray:
+        return self.base.eval_tasks_for(episodes)
+
     def _task_list(self) -> np.ndarray:
         return self.base.task_list()
 

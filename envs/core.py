@@ -87,9 +87,10 @@ class TaskFamily:
     timeout_is_terminal: ClassVar[bool] = False
     #: whether ``terminal_fn`` depends on the task (sparse goals end on success)
     task_dependent_termination: ClassVar[bool] = False
-    #: size of the fixed, seeded evaluation task set (meta families: num_test_tasks)
     #: importable modules ``make_env`` needs beyond the core install (optional extras)
     requires: ClassVar[tuple[str, ...]] = ()
+    #: size of the fixed, seeded evaluation task set (meta families: num_test_tasks); also
+    #: the default number of eval episodes (``eval.episodes``)
     num_eval_tasks: ClassVar[int] = 25
     eval_seed: ClassVar[int] = 12345
     #: a meta-RL family: fixed train/test task lists (``task_list``, ``train_tasks``, ...)
@@ -154,6 +155,25 @@ class TaskFamily:
         if self.meta:
             return self.test_tasks()
         return self.sample_tasks(np.random.default_rng(self.eval_seed), self.num_eval_tasks)
+
+    def eval_tasks_for(self, episodes: int | None = None) -> np.ndarray:
+        """The tasks of ``episodes`` eval episodes (default ``num_eval_tasks``): [n, Z].
+
+        Families with a fixed reference list (an overridden ``eval_tasks``: GH's 25 Cheetah
+        latents and Ant headings, meta test tasks, discrete task tables) cycle it, as the GH
+        code cycles its 25 latents. The others draw n distinct seeded prior samples, whose
+        first ``num_eval_tasks`` are ``eval_tasks()`` (GH evaluates the point envs on random
+        prior tasks, HIPI on 30 fresh tasks: no task counts twice)."""
+        n = self.num_eval_tasks if episodes is None else int(episodes)
+        if n < 1:
+            raise ValueError(f"family {self.name!r}: eval episodes must be >= 1, got {n}")
+        if self.meta or type(self).eval_tasks is not TaskFamily.eval_tasks:
+            return np.resize(self.eval_tasks(), (n, self.task_dim))
+        base = self.eval_tasks()
+        if n <= len(base):
+            return base[:n]
+        extra = self.sample_tasks(np.random.default_rng([self.eval_seed, 1]), n - len(base))
+        return np.concatenate([base, extra])
 
     # ---- meta-RL task lists and success ---------------------------------------------------
     def task_list(self) -> np.ndarray:

@@ -38,6 +38,7 @@ import numpy as np
 from gymnasium.envs.mujoco.mujoco_env import MujocoEnv
 
 from envs.core import StepBatch, TaskFamily
+from envs.reference_tasks import HALF_CHEETAH_EVAL_TASKS
 
 _COS_15_DEG = float(np.cos(np.deg2rad(15.0)))
 
@@ -195,7 +196,8 @@ class HalfCheetahMultiObjective(_MujocoFamily):
     phi = [v_x (x displacement / dt), -0.1 ||a||^2, rootz height qpos[1], rooty angular
     velocity qvel[2]] (the last two after the step); r = w . phi. Task w: N(0, I_4) with
     |.| of components 1 and 2 (ctrl and height weights >= 0), normalised to unit norm.
-    Never terminates; H = 1000.
+    Never terminates; H = 1000. Eval tasks: GH's 25 fixed hard latents
+    (``envs.reference_tasks.HALF_CHEETAH_EVAL_TASKS``).
     """
 
     name = "half_cheetah_mo"
@@ -209,6 +211,10 @@ class HalfCheetahMultiObjective(_MujocoFamily):
     feature_dim = 4
     env_id = "HalfCheetah-v5"
     env_class = HalfCheetahMOEnv
+
+    def eval_tasks(self) -> np.ndarray:
+        """GH's 25 fixed hard latents (``HALF_CHEETAH_HARD_LATENT`` of the GH code), [25, 4]."""
+        return HALF_CHEETAH_EVAL_TASKS.copy()
 
     def _sample_tasks(self, rng: np.random.Generator, n: int) -> np.ndarray:
         w = rng.normal(size=(n, 4))
@@ -348,6 +354,7 @@ class WalkerLinear(_MujocoFamily):
     reward_input_dim = 6
     horizon = 100
     discount = 0.99
+    num_eval_tasks = 30  # HIPI: 30 eval episodes on fresh tasks
     linear = True
     feature_dim = 7
     foot_reference: ClassVar[np.ndarray] = np.array([0.0, -0.7])
@@ -423,6 +430,7 @@ class ReacherGoal(_MujocoFamily):
     reward_input_dim = 0
     horizon = 100
     discount = 0.99
+    num_eval_tasks = 30  # HIPI: 30 eval episodes on fresh tasks
     goal_dim = 2
     task_dependent_termination = True
     env_id = "Reacher-v5"

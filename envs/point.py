@@ -119,6 +119,8 @@ class PointTrajectory(_GHPointFamily):
     task_dim = 3
     horizon = 15
     discount = 0.9
+    # GH evaluates on random prior tasks, 5000 eval steps per epoch: 333 episodes of 15
+    num_eval_tasks = 333
     sigma: ClassVar[float] = 0.05
 
     def _sample_tasks(self, rng: np.random.Generator, n: int) -> np.ndarray:
@@ -172,14 +174,24 @@ class PointReacher(_GHPointFamily):
     weights c = (cos th sin ph, sin th sin ph, cos ph), th = 2 pi u, ph = arccos(2v - 1)
     (all >= 0). On the POST-step position e = next_obs[:2] and the action a:
         r = c0 (0.2 - ||e - g||) + c1 (-||a||) + c2 log10(||e - o|| + .01) / 5
+
+    A goal family for HER (GH Fig. 4b's baseline relabels "the goal portion of the latent"):
+    the achieved goal of a step is the post-step position e, the point the reach term
+    measures; ``with_goal`` writes a position g into the task as its polar goal coordinates
+    (theta_g = atan2(g_y, g_x), r_g = ||g||, which may leave the prior's r_g range
+    [.15, .3]: the reward is defined for any goal) and keeps the other components, the
+    reward weights (u, v) and the obstacle (theta_o, r_o), as the trajectory commanded them.
     """
 
     name = "point_reacher"
     obs_dim = 5
     action_dim = 2
     task_dim = 6
+    goal_dim = 2
     horizon = 20
     discount = 0.97
+    # GH evaluates on random prior tasks, 1000 eval steps per epoch: 50 episodes of 20
+    num_eval_tasks = 50
 
     def _sample_tasks(self, rng: np.random.Generator, n: int) -> np.ndarray:
         low = [0.0, 0.5, -np.pi, 0.15, -np.pi, 0.15]
@@ -202,6 +214,19 @@ class PointReacher(_GHPointFamily):
     def obstacle(tasks: np.ndarray) -> np.ndarray:
         """Obstacle position [..., 2] of tasks [..., 6]."""
         return tasks[..., 5:6] * np.stack([np.cos(tasks[..., 4]), np.sin(tasks[..., 4])], axis=-1)
+
+    def achieved_goal(self, steps: StepBatch) -> np.ndarray:
+        """The post-step position e [..., 2] (what the reach term compares with the goal)."""
+        return np.asarray(steps.next_obs, dtype=np.float64)[..., :2]
+
+    def with_goal(self, tasks: np.ndarray, goals: np.ndarray) -> np.ndarray:
+        """tasks [..., 6] with the goal moved to the positions goals [..., 2] (polar
+        theta_g, r_g); weights and obstacle unchanged."""
+        out = np.array(tasks, dtype=np.float64)
+        goals = np.asarray(goals, dtype=np.float64)
+        out[..., 2] = np.arctan2(goals[..., 1], goals[..., 0])
+        out[..., 3] = np.linalg.norm(goals, axis=-1)
+        return out
 
     def reward_fn(self, steps: StepBatch, tasks: np.ndarray) -> np.ndarray:
         e = np.asarray(steps.next_obs, dtype=np.float64)[..., :2]

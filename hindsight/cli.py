@@ -8,6 +8,7 @@
     hindsight chaos [--faults a,b] [--nodes 3] [--json FILE]   # fault injection on a local cluster
     hindsight config [--config NAME]          # the hyperparameter table
     hindsight eval --checkpoint RUN_DIR       # PEARL meta-test on held-out tasks
+    hindsight experiment FILE.yaml [--out DIR] [--max-cells N] [--report-only]   # grids, curves
     hindsight fidelity --checkpoint RUN_DIR [--num-tasks 100] [--candidates 100] [--out DIR]
     hindsight collect --checkpoint RUN_DIR --episodes N [--out DIR] [--seed S] [--deterministic]
     hindsight bc --store STORE_DIR [--relabel none|random|hipi] [--no-partition] [--reward-bias B] ...
@@ -277,6 +278,21 @@ def _bc(args: argparse.Namespace) -> int:
     return 0
 
 
+def _experiment(args: argparse.Namespace) -> int:
+    from hindsight.experiment import load_spec, results_dir, run_experiment, write_report
+
+    spec = load_spec(args.file)
+    out = results_dir(spec, args.out)
+    if args.report_only:
+        out.mkdir(parents=True, exist_ok=True)
+        result = write_report(spec, out)
+    else:
+        result = run_experiment(args.file, out=out, max_cells=args.max_cells, address=args.address,
+                                progress=not args.no_progress)
+    print(f"{len(result['cells'])} finished cell(s), {len(result['pending'])} pending; wrote {out / 'results.md'}")
+    return 0
+
+
 def _eval(args: argparse.Namespace) -> int:
     from hindsight.meta_trainer import evaluate_checkpoint
 
@@ -305,6 +321,15 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--address", help="join a Ray cluster (auto, ray://host:port) instead of starting local Ray")
     t.add_argument("--no-progress", action="store_true", help="no progress bar")
     t.set_defaults(func=_train)
+
+    x = sub.add_parser("experiment", help="run a grid of families x strategies x seeds (resumable), learning curves")
+    x.add_argument("file", help="experiment file (deploy/experiments/*.yaml)")
+    x.add_argument("--out", help="results folder (default: the file's out, else experiments/NAME)")
+    x.add_argument("--max-cells", type=int, help="run at most this many unfinished cells, then report")
+    x.add_argument("--report-only", action="store_true", help="only rewrite results.md / .json / curves")
+    x.add_argument("--address", help="join a Ray cluster instead of starting local Ray")
+    x.add_argument("--no-progress", action="store_true", help="no progress bars")
+    x.set_defaults(func=_experiment)
 
     e = sub.add_parser("envs", help="list the task families")
     e.set_defaults(func=_envs)

@@ -123,7 +123,17 @@ class LearnerConfig:
     samples_per_insert: float = field(256.0, gt=0)
     """Target ratio (updates x batch size) / env steps inserted (relabeled copies do not
     count, so every strategy gets the same updates per env step); 256 with batch 256 is
-    one update per env step, as in the HIPI code."""
+    one update per env step, as in the HIPI code and GH's Table 2 for HalfCheetahMO /
+    AntDirection (1000 gradient steps per 1000-step epoch; the GH launcher's default
+    ``--ngradsteps 100`` would give 0.1). Family defaults (``UPDATES_PER_ENV_STEP``, times
+    the batch size) for the GH point envs, from the GH code: point_trajectory 100 / 75
+    = 1.33 updates per env step (100 gradient steps per 75-step collection loop; the paper
+    agrees), point_reacher 5 (100 per 20-step loop; the paper's Table 2 says 200 per
+    100-step epoch, 2 per env step: ``update_ratio_source=paper``)."""
+    update_ratio_source: Literal["code", "paper"] = "code"
+    """Which source the family default of ``samples_per_insert`` follows where the GH code
+    and paper disagree (point_reacher: code 5, paper 2 updates per env step). A
+    ``samples_per_insert`` set in the config file or by ``--set`` always wins."""
     spi_tolerance: float = field(0.25, ge=0, lt=1)
     """Relative slack around the ratio: the learner waits for data above
     spi*(1+tol); collection waits below spi*(1-tol)."""
@@ -156,7 +166,11 @@ class EvalConfig:
     every_steps: int = field(5000, ge=1)
     """Evaluate every this many env steps (and at the end)."""
     episodes: int = field(25, ge=1)
-    """Eval episodes; tasks cycle through the family's fixed eval set."""
+    """Eval episodes. Default: the family's eval set size (``num_eval_tasks``: 25 for GH's
+    Cheetah / Ant, 333 and 50 for the GH point envs as their 5000 / 1000 eval steps per
+    epoch, 30 for the HIPI families). Fixed reference lists (GH's 25 Cheetah latents, Ant
+    headings) are cycled; prior-sample eval sets are extended with more distinct seeded
+    samples (``TaskFamily.eval_tasks_for``)."""
 
     def __post_init__(self) -> None:
         check_ranges(self)
@@ -293,8 +307,37 @@ def _near(name: str, valid: Sequence[str]) -> str:
     return (f"; did you mean {' or '.join(map(repr, near))}?" if near else "") + f" (known: {', '.join(valid)})"
 
 
+#: Updates per env step of the GH reference code and paper where they are known per family
+#: (REFERENCE-CODE §6; GH appendix Table 2); samples_per_insert = this x batch size.
+UPDATES_PER_ENV_STEP: dict[str, dict[str, float]] = {
+    # launch_gher.py: 100 gradient steps per loop of 75 exploration steps; Table 2: 100 per epoch
+    "point_trajectory": {"code": 100 / 75, "paper": 100 / 75},
+    # 100 per loop of 20 exploration steps (5 loops per epoch); Table 2: 200 per 100-step epoch
+    "point_reacher": {"code": 5.0, "paper": 2.0},
+}
+
+
+def family_run_defaults(cfg: ExperimentConfig) -> dict[str, Any]:
+    """Run-level defaults that depend on the family (under the YAML file and overrides):
+    ``eval.episodes`` = the family's eval set size (GH: 25 fixed latents for Cheetah / Ant,
+    random prior tasks for the point envs; HIPI: 30 fresh tasks) and, for the GH point envs,
+    ``learner.samples_per_insert`` from ``UPDATES_PER_ENV_STEP``."""
+    from envs import get_family
+
+    out: dict[str, Any] = {}
+    try:
+        out["eval"] = {"episodes": int(get_family(cfg.env.family, **cfg.env.family_kwargs).num_eval_tasks)}
+    except (KeyError, TypeError, ValueError):
+        pass  # validate() names an unknown family
+    ratio = UPDATES_PER_ENV_STEP.get(cfg.env.family, {}).get(cfg.learner.update_ratio_source)
+    if ratio is not None:
+        out["learner"] = {"samples_per_insert": ratio * cfg.learner.sac.batch_size}
+    return out
+
+
 def load_config(path: str | None = None, overrides: Sequence[str] = ()) -> ExperimentConfig:
-    """Defaults <- the family's SAC defaults <- the YAML file <- the overrides."""
+    """Defaults <- the family's defaults (SAC, eval episodes, samples per insert) <- the YAML
+    file <- the overrides."""
     from learner.sac.config import sac_defaults
 
     data: dict[str, Any] = {}
@@ -314,9 +357,12 @@ def load_config(path: str | None = None, overrides: Sequence[str] = ()) -> Exper
     from learner.pearl.config import pearl_defaults, schedule_defaults
 
     fam = cfg.env.family
-    merged = _merge({"learner": {"sac": dict(sac_defaults(fam))},
-                     "meta": {"pearl": pearl_defaults(fam), "schedule": schedule_defaults(fam)}}, data)
-    cfg = apply_overrides(from_dict(ExperimentConfig, merged), overrides)
+    defaults = {"learner": {"sac": dict(sac_defaults(fam))},
+                "meta": {"pearl": pearl_defaults(fam), "schedule": schedule_defaults(fam)}}
+    cfg = apply_overrides(from_dict(ExperimentConfig, _merge(defaults, data)), overrides)
+    # eval episodes and samples per insert depend on the family and the resolved batch size
+    defaults = _merge(defaults, family_run_defaults(cfg))
+    cfg = apply_overrides(from_dict(ExperimentConfig, _merge(defaults, data)), overrides)
     return validate(cfg)
 
 

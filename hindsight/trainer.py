@@ -431,7 +431,8 @@ class _Driver:
         # the learner's axis: env steps whose transitions the learner has trained on
         self.trained_steps = self.env_steps
         # evaluation
-        self.eval_tasks = np.resize(fam.eval_tasks(), (cfg.eval.episodes, fam.task_dim))
+        # the family's eval set: fixed lists cycled (GH), prior samples all distinct (HIPI)
+        self.eval_tasks = fam.eval_tasks_for(cfg.eval.episodes)
         self.next_eval = (self.env_steps // cfg.eval.every_steps + 1) * cfg.eval.every_steps
         self.last_eval: dict[str, Any] | None = None
         # logging windows

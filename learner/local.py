@@ -115,7 +115,7 @@ def train_local(
     10k); afterwards ``updates_per_step`` gradient steps per env step (fractions accumulate).
     Each of the ``num_envs`` envs draws a fresh task per episode. A time-limit end is
     stored as terminal only when ``family.timeout_is_terminal`` (GH point envs).
-    Evaluation: ``eval_episodes`` episodes on the family's fixed evaluation tasks (cycled;
+    Evaluation: ``eval_episodes`` episodes on the family's evaluation tasks (``eval_tasks_for``;
     all of them when None), for the trained policy and for a uniform random policy.
 
     Returns ``{"state", "eval", "random_eval", "metrics", "env_steps", "updates", "wall_s",
@@ -194,9 +194,7 @@ def train_local(
         env.close()
     train_wall = time.perf_counter() - start
 
-    eval_tasks = family.eval_tasks()
-    if eval_episodes is not None:
-        eval_tasks = np.resize(eval_tasks, (eval_episodes, family.task_dim))  # cycle the fixed set
+    eval_tasks = family.eval_tasks_for(eval_episodes)
     policy = InferencePolicy(family.obs_dim, family.action_dim, family.task_dim, cfg, "cpu", seed)
     policy.load_state_dict(policy_weights(state), version=state.step)
     trained = evaluate(policy, family, eval_tasks, seed=seed)

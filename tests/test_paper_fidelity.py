@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 import ray
 
-from helpers_store import family_lookup, make_traj
+from helpers_store import make_traj
 from hindsight.config import load_config
 from hindsight.trainer import Trainer
 from relabel_service.store.actor import start_store
@@ -50,7 +50,7 @@ def test_hipi_batch_defaults_to_32():
 
 
 def test_hipi_relabels_fixed_batches_whatever_the_arrival(ray_session, tmp_path):
-    store = start_store(str(tmp_path / "store"), 2, name_prefix=f"t-{uuid.uuid4().hex[:8]}", family_lookup=family_lookup)
+    store = start_store(str(tmp_path / "store"), 2, name_prefix=f"t-{uuid.uuid4().hex[:8]}")
     rng = np.random.default_rng(0)
     worker = _hipi_worker(store)
     try:
@@ -141,3 +141,42 @@ def test_progress_shows_the_drain(axis_run):
     _, summary, err = axis_run
     assert "draining learner" in err and "updates left" in err
     assert summary["drain"]["updates"] >= 0 and summary["drain"]["seconds"] > 0
+
+
+# ---- the experiment runner resumes a half-finished grid -----------------------------------------
+def test_experiment_resumes_without_rerunning_finished_cells(ray_session, tmp_path):
+    import yaml
+
+    from hindsight.experiment import run_experiment
+
+    spec = tmp_path / "tiny.yaml"
+    spec.write_text(yaml.safe_dump({
+        "name": "tiny", "config": "smoke",
+        "set": ["env_steps=400", "eval.every_steps=200", "learner.min_replay=100", "rollout.random_steps=100"],
+        "families": ["test_goal"], "strategies": ["none"], "seeds": [0, 1],
+    }))
+    out = tmp_path / "out"
+    first = run_experiment(spec, out=out, max_cells=1, progress=False)  # half the grid
+    assert len(first["cells"]) == 1 and first["pending"] == ["test_goal/none/seed1"]
+    cell0 = out / "runs" / "test_goal" / "none" / "seed0"
+
+    def snapshot(d: Path) -> dict:
+        return {p: (p.stat().st_mtime_ns, p.read_bytes()) for p in sorted(d.rglob("*")) if p.is_file()}
+
+    before = snapshot(cell0)
+    assert cell0 / "summary.json" in before
+    # an interrupted cell (a directory without summary.json) is started over
+    cell1 = out / "runs" / "test_goal" / "none" / "seed1"
+    cell1.mkdir(parents=True)
+    (cell1 / "left_over").write_text("interrupted")
+    second = run_experiment(spec, out=out, progress=False)
+    assert snapshot(cell0) == before  # the finished cell was not rerun, not a byte touched
+    assert (cell1 / "summary.json").exists() and not (cell1 / "left_over").exists()
+    assert len(second["cells"]) == 2 and not second["pending"]
+    assert all(c["eval_history"] for c in second["cells"])
+    md = (out / "results.md").read_text()
+    assert "| none | 2/2 |" in md and "curves-test_goal.png" in md
+    assert (out / "curves-test_goal.png").stat().st_size > 0
+    after = snapshot(out / "runs")
+    run_experiment(spec, out=out, progress=False)  # all finished: nothing runs
+    assert snapshot(out / "runs") == after
