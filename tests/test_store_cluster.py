@@ -100,6 +100,12 @@ def test_a_shard_whose_node_leaves_is_an_error_naming_it(cluster, tmp_path) -> N
     back.shutdown()
 
 
+def test_a_shard_that_cannot_be_placed_on_its_node_is_an_error_not_a_wait(cluster, tmp_path) -> None:
+    _, worker = cluster
+    with pytest.raises(RuntimeError, match=f"could not be placed; each needs num_cpus=2 .* shard 1 -> node {worker.node_id}"):
+        _start(tmp_path, f"c-{uuid.uuid4().hex[:8]}", shard_nodes={1: worker.node_id}, num_cpus=2, timeout_s=5.0)
+
+
 def test_shared_filesystem_pins_nothing(cluster, tmp_path) -> None:
     store = _start(tmp_path, f"c-{uuid.uuid4().hex[:8]}", pin_to_node=False)
     meta = json.loads((tmp_path / "store.json").read_text())

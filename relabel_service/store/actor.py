@@ -428,8 +428,20 @@ def start_store(
     ]
     placement = {i: (nodes[i], str(shard_dir(root, i))) for i in range(num_shards)}
     store = TrajectoryStore(handles, family_lookup=family_lookup, timeout_s=timeout_s, placement=placement)
+    try:
+        started = store._gather([(i, "stats", ()) for i in range(num_shards)])
+    except (ray.exceptions.GetTimeoutError, ray.exceptions.ActorUnschedulableError) as exc:
+        # a shard its node cannot hold (too small: Ray says so; full: it would wait forever)
+        why = "could not be placed" if isinstance(exc, ray.exceptions.ActorUnschedulableError) else f"did not start within {timeout_s} s"
+        where = "; ".join(f"shard {i} -> node {n or 'any'} ({d})" for i, (n, d) in placement.items())
+        for h in handles:
+            ray.kill(h, no_restart=True)
+        raise RuntimeError(
+            f"store: the shard actors {why}; each needs num_cpus={num_cpus} on its node ({where}). "
+            "Is that node full or smaller than that? (`ray status` shows what is free)"
+        ) from None
     # get_if_exists may hand back running actors: make sure they serve this directory
-    for i, st in enumerate(store._gather([(i, "stats", ()) for i in range(num_shards)])):
+    for i, st in enumerate(started):
         if Path(st["directory"]).resolve() != shard_dir(root, i).resolve():
             raise ValueError(
                 f"actor {shard_actor_name(name_prefix, i)!r} already serves {st['directory']}, "
