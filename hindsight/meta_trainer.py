@@ -78,8 +78,12 @@ class MetaTrainer(Trainer):
         self.store = start_store(
             str(self.run_dir / "store"), num_shards=sc.num_shards, fsync=sc.fsync,
             fsync_interval_s=sc.fsync_interval_s, segment_bytes=sc.segment_bytes,
-            max_segments=sc.max_segments, num_cpus=sc.num_cpus,
+            max_segments=sc.max_segments, num_cpus=sc.num_cpus, pin_to_node=not sc.shared_filesystem,
+            # a resumed run's cursors floor the shards' seqs: no reader skips new records
+            min_next_seq={int(k): int(v) for k, v in self.state.get("cursors", {}).items()},
         )
+        if self.resume:
+            self._counters_from_store()  # trajectories stored after the checkpoint count too
         self.num_gpus = self._gpus_for_learner()
         self.learner = ray.remote(MetaLearner).options(num_cpus=cfg.learner.num_cpus, num_gpus=self.num_gpus).remote(
             fam.obs_dim, fam.action_dim, J, mc.pearl, mc.schedule, cfg.learner.device, cfg.seed,
