@@ -156,6 +156,15 @@ def test_scale_from_another_process_reaches_the_run_by_name(ray_session, tmp_pat
     assert out.get("interrupted") == "SIGTERM"
 
 
+def _requested_bundles() -> list | None:
+    """What the run last asked the Ray autoscaler for (v1 autoscaler: a GCS KV entry)."""
+    from ray.autoscaler._private.constants import AUTOSCALER_RESOURCE_REQUEST_CHANNEL
+    from ray.experimental.internal_kv import _internal_kv_get
+
+    raw = _internal_kv_get(AUTOSCALER_RESOURCE_REQUEST_CHANNEL)
+    return None if raw is None else json.loads(raw)
+
+
 @pytest.mark.parametrize(
     "overrides, grows",
     [
@@ -167,9 +176,20 @@ def test_scale_from_another_process_reaches_the_run_by_name(ray_session, tmp_pat
     ids=["starved-learner-grows-to-max", "saturated-learner-shrinks-to-min"],
 )
 def test_autoscale_follows_the_learner(ray_session, tmp_path, overrides, grows):
+    from ray.autoscaler.v2.utils import is_autoscaler_v2
+
     cfg = load_config("smoke", [f"logdir={tmp_path}", "rollout.autoscale=[1, 3]", "rollout.autoscale_every_s=1",
                                 "relabel.strategy=none", *overrides])
-    summary = Trainer(cfg, progress=False).run()
+    trainer, out, th = _start(cfg)
+    others = 1 + cfg.store.num_shards + cfg.relabel.num_workers + 1  # learner, shards, relabeler, eval actor
+    asked_workers = set()
+    while th.is_alive():
+        bundles = None if is_autoscaler_v2() else _requested_bundles()
+        if bundles:
+            asked_workers.add(len(bundles) - others)
+        time.sleep(0.2)
+    assert "error" not in out, out.get("error")
+    summary = out
     moves = [(h["from"], h["to"]) for h in summary["autoscale"]]
     if grows:
         assert moves[:2] == [(1, 2), (2, 3)], summary["autoscale"]
@@ -177,3 +197,7 @@ def test_autoscale_follows_the_learner(ray_session, tmp_path, overrides, grows):
     else:
         assert moves[:2] == [(3, 2), (2, 1)], summary["autoscale"]
         assert all("rate limiter" in h["why"] for h in summary["autoscale"][:2])
+    if not is_autoscaler_v2():
+        # every change asked the autoscaler for the whole run's bundles; the end withdrew it
+        assert {to for _, to in moves[:2]} <= asked_workers, (asked_workers, moves)
+        assert _requested_bundles() == []
