@@ -177,7 +177,9 @@ def _plot(result: dict[str, Any], path: Path) -> Path:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, (a7, a8, af) = plt.subplots(1, 3, figsize=(13, 3.8))
+    rl = result.get("rl_variant") or []
+    fig, axes = plt.subplots(1, 4 if rl else 3, figsize=(17 if rl else 13, 3.8))
+    a7, a8, af = axes[:3]
     names = list(result["fig7"])
     means = [result["fig7"][n]["return_mean"] for n in names]
     stds = [result["fig7"][n]["return_std"] for n in names]
@@ -197,6 +199,14 @@ def _plot(result: dict[str, Any], path: Path) -> Path:
     af.set_xlabel("bias per step")
     af.set_ylabel("fraction")
     af.legend()
+    if rl:
+        ar = axes[3]
+        for i, partition in enumerate((True, False)):
+            vals = [r["return_true"] for r in rl if r["partition"] == partition]
+            ar.bar(i, float(np.mean(vals)), yerr=float(np.std(vals)), color="C0" if partition else "C3")
+        ar.set_xticks([0, 1], ["HIPI-RL", "without log Z"])
+        ar.set_title(f"HIPI-RL, bias {rl[0]['bias']:g} on z[0] > 1.5")
+        ar.set_ylabel("eval return (true reward)")
     fig.suptitle(f"{result['demos']} demos, {len(result['seeds'])} seeds, {result['epochs']} epochs"
                  + (" (quick)" if result["quick"] else ""), fontsize=9)
     path.parent.mkdir(parents=True, exist_ok=True)
