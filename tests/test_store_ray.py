@@ -212,3 +212,24 @@ def test_resume_after_on_disk_damage_finishes_and_reports_the_loss(ray_session, 
     assert acc.Scalars("store/recovered_dropped_bytes")[-1].value > 0
     report = tools.verify(store_dir)
     assert not report.ok and {p.kind for _, p in report.problems} == {"dropped_file"}
+
+
+def test_a_store_from_an_earlier_ray_session_follows_its_directory(ray_session, tmp_path, caplog) -> None:
+    import json
+
+    store = _start(tmp_path)
+    store.append_many([make_traj(np.random.default_rng(6), i) for i in range(8)])
+    store.shutdown()
+    meta = json.loads((tmp_path / "store.json").read_text())
+    here = ray.get_runtime_context().get_node_id()
+    assert {v["node_id"] for v in meta["nodes"].values()} == {here}
+    for v in meta["nodes"].values():
+        v["node_id"] = "ab" * 28  # node ids change when Ray restarts; the machine (ip) does not
+    (tmp_path / "store.json").write_text(json.dumps(meta))
+    with caplog.at_level("INFO", logger="relabel_service.store.actor"):
+        again = _start(tmp_path)
+    assert again.stats()["records"] == 8
+    assert {v["node_id"] for v in json.loads((tmp_path / "store.json").read_text())["nodes"].values()} == {here}
+    moved = [r for r in caplog.records if "readable on this node" in r.getMessage()]
+    assert len(moved) == 2 and all(r.levelname == "INFO" for r in moved)  # the same machine: not a warning
+    again.shutdown()

@@ -324,7 +324,9 @@ def _place_shards(
         elif directory.is_dir():
             # the node id is gone (e.g. Ray was restarted: ids are per raylet), but the
             # shard's files are readable here: this machine's disk holds them now
-            log.warning(
+            same_machine = rec.get("ip") is not None and rec.get("ip") == alive.get(here, {}).get("NodeManagerAddress")
+            log.log(
+                logging.INFO if same_machine else logging.WARNING,
                 "store shard %d: node %s is gone but %s is readable on this node; pinning the shard here (%s)",
                 i, rec["node_id"], directory, here,
             )
