@@ -686,7 +686,7 @@ class _Driver:
             log.warning("rollout worker %s: round failed (%s); replacing it", kind[1], cause)
             self.round_failures += 1
             self._replace_rollout(kind)
-        elif kind[0] in ("eval", "relabel", "refill"):
+        elif kind[0] in ("eval", "relabel", "refill", "control"):
             self._on_actor_death(kind, error)
         elif isinstance(error, RayTaskError) and not isinstance(getattr(error, "cause", None), RayError):
             raise RuntimeError(f"the learner's {kind[0]} call failed: {cause}") from error
