@@ -230,13 +230,16 @@ def _bench(args: argparse.Namespace) -> int:
 
 
 def _config(args: argparse.Namespace) -> int:
-    from hindsight.config import describe_fields, dump_config, load_config
+    from hindsight.config import ExperimentConfig, describe_fields, dump_config, load_config
+    from hindsight.configtools import field_ranges
 
     if args.config or args.set:
         print(dump_config(load_config(args.config, args.set or [])))
         return 0
+    ranges = field_ranges(ExperimentConfig)
     for key, default, doc in describe_fields():
-        print(f"{key} = {default}\n    {doc}")
+        allowed = f"  in {ranges[key]}" if key in ranges else ""
+        print(f"{key} = {default}{allowed}\n    {doc}")
     return 0
 
 

@@ -114,3 +114,10 @@ def test_cli_rejects_before_ray_and_before_a_run_dir(key, value, tmp_path, capsy
     assert len(err.strip().splitlines()) == 1, err
     assert not logdir.exists()
     assert not ray.is_initialized()
+
+
+def test_the_config_table_shows_each_range(capsys):
+    assert main(["config"]) == 0
+    out = capsys.readouterr().out
+    assert "rollout.num_workers = 2  in [1, inf)" in out
+    assert "learner.spi_tolerance = 0.25  in [0, 1)" in out
