@@ -34,6 +34,7 @@ __all__ = [
     "StepBatch",
     "TaskFamily",
     "UnknownFamilyError",
+    "discrete_alias",
     "family_names",
     "family_table",
     "get_family",
@@ -86,6 +87,15 @@ def family_names() -> list[str]:
     return sorted(FAMILIES)
 
 
+def discrete_alias(name: str) -> tuple[str, int] | None:
+    """(base, N) for a name ``<base>_discrete<N>`` of a registered base that is not itself
+    registered (the name of a discrete task set, ``envs.discrete``), else None."""
+    m = re.fullmatch(r"(.+)_discrete(\d+)", str(name))
+    if name in FAMILIES or not m or m.group(1) not in FAMILIES:
+        return None
+    return m.group(1), int(m.group(2))
+
+
 def get_family(name: str, **kwargs: Any) -> TaskFamily:
     """A new instance of the family ``name``; raises UnknownFamilyError naming the nearest.
 
@@ -95,10 +105,10 @@ def get_family(name: str, **kwargs: Any) -> TaskFamily:
     restrict it to a fixed task list, and ``<base>_discrete<N>`` names that family with N
     tasks drawn with seed 0 (the name discrete families give their trajectories)."""
     kwargs = dict(kwargs)
-    m = re.fullmatch(r"(.+)_discrete(\d+)", str(name))
-    if name not in FAMILIES and m and m.group(1) in FAMILIES and "discrete_task_list" not in kwargs:
-        name = m.group(1)
-        kwargs.setdefault("discrete_tasks", int(m.group(2)))
+    alias = discrete_alias(name)
+    if alias is not None and "discrete_task_list" not in kwargs:
+        name = alias[0]
+        kwargs.setdefault("discrete_tasks", alias[1])
     try:
         cls = FAMILIES[name]
     except KeyError:

@@ -267,11 +267,11 @@ def _merge(base: dict, top: dict) -> dict:
 
 def validate(cfg: ExperimentConfig) -> ExperimentConfig:
     """Checks that need the registries: the family and the strategy must exist."""
-    from envs import family_names
+    from envs import discrete_alias, family_names
     from relabel_service.strategies import strategy_names
 
     families = family_names()
-    if cfg.env.family not in families:
+    if cfg.env.family not in families and discrete_alias(cfg.env.family) is None:  # maze_discrete4 is maze
         raise ConfigError(f"env.family: unknown family {cfg.env.family!r}" + _near(cfg.env.family, families))
     if uses_pearl(cfg):
         from relabel_service.strategies.meta import META_STRATEGIES
@@ -292,12 +292,12 @@ def uses_pearl(cfg: ExperimentConfig) -> bool:
         if cfg.meta.algorithm == "pearl":
             from envs import FAMILIES
 
-            if not getattr(FAMILIES[cfg.env.family], "meta", False):
+            if not getattr(FAMILIES.get(cfg.env.family), "meta", False):
                 raise ConfigError(f"meta.algorithm: pearl needs a meta family; {cfg.env.family!r} has no task lists")
         return cfg.meta.algorithm == "pearl"
     from envs import FAMILIES
 
-    return bool(getattr(FAMILIES[cfg.env.family], "meta", False))
+    return bool(getattr(FAMILIES.get(cfg.env.family), "meta", False))  # a discrete alias is not
 
 
 def _near(name: str, valid: Sequence[str]) -> str:

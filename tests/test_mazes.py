@@ -230,12 +230,12 @@ def ray_session():
 
 
 @pytest.mark.ray
-@pytest.mark.parametrize("strategy", ["her_future", "hipi"])
-def test_her_and_hipi_run_on_a_maze(ray_session, tmp_path, strategy):
-    cfg = load_config("smoke", [f"logdir={tmp_path}", "env.family=maze", "env_steps=900",
+@pytest.mark.parametrize("strategy, family", [("her_future", "maze"), ("hipi", "maze"), ("hipi", "maze_discrete4")])
+def test_her_and_hipi_run_on_a_maze(ray_session, tmp_path, strategy, family):
+    cfg = load_config("smoke", [f"logdir={tmp_path}", f"env.family={family}", "env_steps=900",
                                 f"relabel.strategy={strategy}", "eval.every_steps=450"])
     s = Trainer(cfg, progress=False).run()
-    assert s["family"] == "maze" and s["strategy"] == strategy
+    assert s["family"] == family and s["strategy"] == strategy
     assert s["env_steps"] >= 900 and s["updates"] > 0
     assert s["transitions_inserted"] > s["env_steps"]  # relabeled copies next to the originals
     assert s["final_eval"]["success_rate"] is not None  # goal termination is reported
