@@ -10,10 +10,9 @@ import numpy as np
 import pytest
 
 from envs import get_family
-from learner.pearl.config import PEARLConfig
-from learner.pearl.networks import UtilityFactory, make_networks
+from learner.pearl.config import PEARLConfig, ScheduleConfig
+from learner.pearl.networks import UtilityFactory
 from learner.pearl.update import init_state, value_weights
-from learner.pearl.config import ScheduleConfig
 from relabel_service.core import Trajectory
 from relabel_service.store import codec
 from relabel_service.strategies import kernels
