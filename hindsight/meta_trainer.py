@@ -64,6 +64,8 @@ class MetaTrainer(Trainer):
     """``Trainer`` for meta families: same run directory, Ray start and state file; its own
     actors and iteration loop."""
 
+    resizable_pool = False  # its iteration loop has a fixed pool: no control actor
+
     def __init__(self, *args: Any, **kwargs: Any):
         super().__init__(*args, **kwargs)
         self.state.setdefault("iteration", 0)

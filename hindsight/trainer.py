@@ -117,6 +117,9 @@ def write_control(run_dir: str | Path, rollout_workers: int) -> str:
 
 
 class Trainer:
+    #: whether the driver loop serves `hindsight scale` (the control actor is started only then)
+    resizable_pool = True
+
     def __init__(
         self,
         cfg: ExperimentConfig,
@@ -312,7 +315,7 @@ class Trainer:
             (self.run_dir / "config.yaml").write_text(dump_config(self.asked_cfg))
             with self.stop:
                 self._build()
-                self.control = start_control(self.run_dir)
+                self.control = start_control(self.run_dir) if self.resizable_pool else None
                 return self._loop()
         finally:
             self._teardown(started_ray)
