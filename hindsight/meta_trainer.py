@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import os
 import time
 from pathlib import Path
@@ -33,6 +34,7 @@ from ray.exceptions import RayActorError
 from tqdm import tqdm
 
 from actors.pool import MetaRolloutActor
+from hindsight.config import learner_cpus
 from hindsight.tb import TBWriter
 from hindsight.trainer import STATE_FILE, Trainer
 from learner.pearl.learner import MetaLearner
@@ -87,9 +89,12 @@ class MetaTrainer(Trainer):
         if self.resume:
             self._counters_from_store()  # trajectories stored after the checkpoint count too
         self.num_gpus = self._gpus_for_learner()
-        self.learner = ray.remote(MetaLearner).options(num_cpus=cfg.learner.num_cpus, num_gpus=self.num_gpus).remote(
+        # learner.num_cpus 0: what the largest node has left after the other actors (as the SAC trainer)
+        node_cpus = max((n["Resources"].get("CPU", 0.0) for n in ray.nodes() if n.get("Alive")), default=1.0)
+        cpus = learner_cpus(cfg, node_cpus)
+        self.learner = ray.remote(MetaLearner).options(num_cpus=cpus, num_gpus=self.num_gpus).remote(
             fam.obs_dim, fam.action_dim, J, mc.pearl, mc.schedule, cfg.learner.device, cfg.seed,
-            max(1, int(cfg.learner.num_cpus)), str(self.run_dir / "checkpoints"), self.resume,
+            max(1, math.ceil(cpus)), str(self.run_dir / "checkpoints"), self.resume,
         )
         remote_rollout = ray.remote(MetaRolloutActor)
         threads = max(1, int(cfg.rollout.num_cpus))
