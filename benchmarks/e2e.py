@@ -8,8 +8,9 @@ at one SAC update per env step (samples per insert = batch size), strategies ``n
 env steps, learning starting after ``learning_starts`` uniformly random steps, final
 evaluation on one episode. Env steps/s *while learning* are read from the run's
 TensorBoard ``perf/learner_updates`` events (wall time, env steps, updates): from the
-first event with an update to the last one (the end of the drain, when the learner has
-caught up), so Ray start-up, the random phase and the final evaluation are not counted.
+first event at or past ``learning_starts`` env steps to the last one (the end of the
+drain, when the learner has caught up), so Ray start-up, most of the random phase and the
+final evaluation are not counted.
 
 Stable-Baselines3: ``SAC("MlpPolicy")`` on Gymnasium ``HalfCheetah-v5`` with the same
 hidden sizes, batch size, learning starts and budget, ``train_freq=1, gradient_steps=1``
@@ -39,26 +40,28 @@ def _settings(quick: bool, steps: int | None) -> dict[str, Any]:
     return {"budget": steps or 20_000, "learning_starts": 5_000, "hidden": 256, "batch": 256}
 
 
-def _learning_window(tb_dir: Path) -> dict[str, float] | None:
-    """(env steps, updates) per second between the first TB event with an update and the last."""
+def _learning_window(tb_dir: Path, learning_starts: int) -> dict[str, float] | None:
+    """Env steps and updates per second from the first TensorBoard event at or past
+    ``learning_starts`` env steps to the last one (the end of the drain), as SB3's clock
+    below runs from step ``learning_starts`` to the end of ``learn``. None when the run
+    was too short for two such events with steps between them."""
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
     acc = EventAccumulator(str(tb_dir), size_guidance={"scalars": 0})
     acc.Reload()
     if "perf/learner_updates" not in acc.Tags().get("scalars", []):
         return None
-    events = acc.Scalars("perf/learner_updates")
-    learning = [e for e in events if e.value > 0]
-    if len(learning) < 2:
+    events = [e for e in acc.Scalars("perf/learner_updates") if e.step >= learning_starts]
+    if len(events) < 2:
         return None
-    first, last = learning[0], learning[-1]
+    first, last = events[0], events[-1]
     seconds = last.wall_time - first.wall_time
-    if seconds <= 0:
+    if seconds <= 0 or last.step <= first.step:
         return None
     return {
-        "seconds": seconds,
-        "env_steps": last.step - first.step,
-        "updates": last.value - first.value,
+        "window_seconds": seconds,
+        "window_env_steps": last.step - first.step,
+        "window_updates": last.value - first.value,
         "env_steps_per_s": (last.step - first.step) / seconds,
         "updates_per_s": (last.value - first.value) / seconds,
     }
@@ -80,7 +83,7 @@ def run_hindsight(strategy: str, workers: int, s: dict[str, Any], logdir: str) -
     t0 = time.perf_counter()
     summary = Trainer(cfg, progress=False).run()
     wall = time.perf_counter() - t0
-    window = _learning_window(Path(summary["run_dir"]) / "tb")
+    window = _learning_window(Path(summary["run_dir"]) / "tb", s["learning_starts"])
     out = {
         "strategy": strategy,
         "rollout_workers": workers,
