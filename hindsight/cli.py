@@ -8,7 +8,7 @@
     hindsight chaos [--faults a,b] [--nodes 3] [--json FILE]   # fault injection on a local cluster
     hindsight config [--config NAME]          # the hyperparameter table
     hindsight eval --checkpoint RUN_DIR       # PEARL meta-test on held-out tasks
-    hindsight experiment FILE.yaml [--out DIR] [--max-cells N] [--report-only]   # grids, curves
+    hindsight experiment FILE.yaml [--out DIR] [--max-cells N] [--set k=v] [--report-only]   # grids, curves
     hindsight fidelity --checkpoint RUN_DIR [--num-tasks 100] [--candidates 100] [--out DIR]
     hindsight collect --checkpoint RUN_DIR --episodes N [--out DIR] [--seed S] [--deterministic]
     hindsight bc --store STORE_DIR [--relabel none|random|hipi] [--no-partition] [--reward-bias B] ...
@@ -284,14 +284,14 @@ def _bc(args: argparse.Namespace) -> int:
 def _experiment(args: argparse.Namespace) -> int:
     from hindsight.experiment import load_spec, results_dir, run_experiment, write_report
 
-    spec = load_spec(args.file)
+    spec = load_spec(args.file, args.set or ())
     out = results_dir(spec, args.out)
     if args.report_only:
         out.mkdir(parents=True, exist_ok=True)
         result = write_report(spec, out)
     else:
         result = run_experiment(args.file, out=out, max_cells=args.max_cells, address=args.address,
-                                progress=not args.no_progress)
+                                progress=not args.no_progress, extra_overrides=args.set or ())
     print(f"{len(result['cells'])} finished cell(s), {len(result['pending'])} pending; wrote {out / 'results.md'}")
     return 0
 
@@ -329,6 +329,7 @@ def build_parser() -> argparse.ArgumentParser:
     x.add_argument("file", help="experiment file (deploy/experiments/*.yaml)")
     x.add_argument("--out", help="results folder (default: the file's out, else experiments/NAME)")
     x.add_argument("--max-cells", type=int, help="run at most this many unfinished cells, then report")
+    x.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a config key in every cell (repeatable)")
     x.add_argument("--report-only", action="store_true", help="only rewrite results.md / .json / curves")
     x.add_argument("--address", help="join a Ray cluster instead of starting local Ray")
     x.add_argument("--no-progress", action="store_true", help="no progress bars")

@@ -110,8 +110,9 @@ def _axis(key: str, items: Any, field: str) -> tuple[Axis, ...]:
     return tuple(out)
 
 
-def load_spec(path: str | Path) -> ExperimentSpec:
-    """Parse and check an experiment file (unknown keys are errors that name the key)."""
+def load_spec(path: str | Path, extra_overrides: Sequence[str] = ()) -> ExperimentSpec:
+    """Parse and check an experiment file (unknown keys are errors that name the key);
+    ``extra_overrides`` (``--set``) apply to every cell after the file's ``set``."""
     p = Path(path)
     if not p.exists():
         raise ConfigError(f"experiment file {p} not found")
@@ -130,8 +131,8 @@ def load_spec(path: str | Path) -> ExperimentSpec:
     metric = data.get("metric", "return_mean")
     if metric not in METRICS:
         raise ConfigError(f"{p}: metric must be one of {METRICS}, got {metric!r}")
-    overrides = data.get("set", [])
-    if not isinstance(overrides, list) or not all(isinstance(o, str) and "=" in o for o in overrides):
+    overrides = [*data.get("set", []), *extra_overrides]
+    if not all(isinstance(o, str) and "=" in o for o in overrides):
         raise ConfigError(f"{p}: set must be a list of 'a.b=c' strings")
     return ExperimentSpec(
         name=str(data["name"]), config=data.get("config"), overrides=tuple(overrides),
@@ -164,6 +165,7 @@ def run_experiment(
     max_cells: int | None = None,
     address: str | None = None,
     progress: bool = True,
+    extra_overrides: Sequence[str] = (),
 ) -> dict[str, Any]:
     """Run the unfinished cells (at most ``max_cells`` of them), then write the report."""
     import ray
@@ -171,7 +173,7 @@ def run_experiment(
     from hindsight.config import uses_pearl
     from hindsight.trainer import Trainer
 
-    spec = load_spec(path)
+    spec = load_spec(path, extra_overrides)
     out_dir = results_dir(spec, out)
     configs = check_configs(spec)
     out_dir.mkdir(parents=True, exist_ok=True)
