@@ -527,7 +527,11 @@ class _Driver:
             return False
         self.last_drain_check = now
         cursors = {s: self.cursors.get(s, 0) for s in range(self.t.store.num_shards)}
-        payloads, _ = self.t.store.read_new_raw(cursors, 1)
+        try:
+            payloads, _ = self.t.store.read_new_raw(cursors, 1)
+        except RayError as e:  # a shard between lives: not drained as far as we know
+            log.warning("store unavailable while checking the end of the run (%s); asking again", type(e).__name__)
+            return False
         return not payloads
 
     def _apply_control(self) -> None:
@@ -950,8 +954,15 @@ class _Driver:
         if self.chosen_tasks:
             tb.histogram("relabel/chosen_task", self.chosen_tasks, step)
         last_t, last_total = self.last_store
+        stats = None
         if now - last_t > 5.0 or force:
-            stats = self.t.store.stats()
+            try:
+                stats = self.t.store.stats()
+            except RayError as e:  # a shard between lives (its node gone): log it next time
+                log.warning("store stats unavailable (%s)", type(e).__name__)
+                self.last_store = (now, last_total)
+                stats = None
+        if stats is not None:
             total = int(stats["trajectories"])
             tb.scalar("store/trajectories", total, step)
             tb.scalar("store/bytes", stats["bytes"], step)
