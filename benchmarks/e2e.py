@@ -6,7 +6,7 @@ Hindsight: ``hindsight train`` on HalfCheetahMO (``deploy/configs/half_cheetah_m
 at one SAC update per env step (samples per insert = batch size), strategies ``none`` and
 ``air``, W rollout workers x 1 env (W = 1, and 2 for the scaling figure), a fixed budget of
 env steps, learning starting after ``learning_starts`` uniformly random steps, final
-evaluation on one episode. Env steps/s *while learning* are read from the run's
+evaluation on one episode (``--steps N``: budget N, learning starts min(5000, N/4)). Env steps/s *while learning* are read from the run's
 TensorBoard ``perf/learner_updates`` events (wall time, env steps, updates): from the
 first event at or past ``learning_starts`` env steps to the last one (the end of the
 drain, when the learner has caught up), so Ray start-up, most of the random phase and the
@@ -37,7 +37,8 @@ SB3_MISSING = "stable-baselines3 is not installed: pip install -e '.[bench]' (an
 def _settings(quick: bool, steps: int | None) -> dict[str, Any]:
     if quick:
         return {"budget": steps or 1000, "learning_starts": 500, "hidden": 64, "batch": 64}
-    return {"budget": steps or 20_000, "learning_starts": 5_000, "hidden": 256, "batch": 256}
+    budget = steps or 20_000
+    return {"budget": budget, "learning_starts": min(5_000, budget // 4), "hidden": 256, "batch": 256}
 
 
 def _learning_window(tb_dir: Path, learning_starts: int) -> dict[str, float] | None:
