@@ -52,6 +52,7 @@ class MujocoTaskEnv(gym.Wrapper):
 
     def __init__(self, family: TaskFamily, task: np.ndarray, env: gym.Env):
         super().__init__(env)
+        self._sim = cast(MujocoEnv, env.unwrapped)
         self.family = family
         self.task = np.zeros(family.task_dim)
         self.set_task(task)
@@ -60,7 +61,8 @@ class MujocoTaskEnv(gym.Wrapper):
 
     @property
     def sim(self) -> MujocoEnv:
-        return cast(MujocoEnv, self.env.unwrapped)
+        # cached: ``self.env.unwrapped`` walks the Gymnasium wrapper chain on every access
+        return self._sim
 
     def _fresh_kinematics(self) -> None:
         """Recompute body positions (xpos) from the current qpos.
@@ -121,14 +123,20 @@ class MujocoTaskEnv(gym.Wrapper):
         """The rollout workers' step: like ``step`` but writes the next observation [O] and
         the reward inputs [I] into the given rows and returns only (terminated, truncated).
 
-        The simulator step is the wrapped env's (``do_simulation``), so states, observations
-        and reward inputs equal ``step``'s; the time limit is the family horizon. No reward:
+        The simulator step is the wrapped env's (``do_simulation``'s three MuJoCo calls), so
+        states, observations and reward inputs equal ``step``'s; the time limit is the family horizon. No reward:
         the worker computes the trajectory's rewards in one call at its end. Termination is
         evaluated only for families that have one. Do not mix with ``step`` inside an
         episode (``step_into`` bypasses the Gymnasium TimeLimit counter)."""
         sim = self.sim
         before = self._before_step()
-        sim.do_simulation(action, sim.frame_skip)
+        # = Gymnasium's MujocoEnv.do_simulation without its per-step shape check (which
+        # copies the action): set ctrl, step frame_skip times, then rnePostConstraint so
+        # that force quantities (cfrc_ext) are current. ``action`` must have shape [A].
+        data = sim.data
+        data.ctrl[:] = action
+        mujoco.mj_step(sim.model, data, nstep=sim.frame_skip)
+        mujoco.mj_rnePostConstraint(sim.model, data)
         self._t += 1
         self._observe_into(obs_out)
         self._write_reward_inputs(before, reward_inputs_out)
