@@ -54,7 +54,9 @@ def _wait(cond, timeout: float, what: str) -> None:
 #: one short round of each kind of config: the multi-task pipeline and PEARL's schedule
 QUICK = ["env_steps=1", "eval.episodes=1", "eval.every_steps=1000000000"]
 QUICK_META = ["meta.schedule.num_iterations=1", "meta.schedule.num_initial_steps=1", "meta.schedule.num_steps_prior=1",
-              "meta.schedule.num_extra_rl_steps_posterior=0", "meta.schedule.num_train_steps_per_itr=1"]
+              "meta.schedule.num_extra_rl_steps_posterior=0", "meta.schedule.num_train_steps_per_itr=1",
+              "meta.schedule.num_tasks_sample=1", "meta.schedule.num_exp_traj_eval=0",
+              "meta.schedule.num_eval_trajectories=1"]
 
 
 @pytest.mark.slow
