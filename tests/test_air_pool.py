@@ -96,6 +96,17 @@ def test_air_pool_decides_as_air_on_its_candidates(family):
         assert result.stats["num_candidates"] == 10
 
 
+def test_air_percentiles_direct_count_equals_sort(monkeypatch):
+    rng = np.random.default_rng(0)
+    R_ref = rng.normal(size=(60, 9)).round(1)  # rounded: many ties
+    R_new = np.concatenate([R_ref[:3], rng.normal(size=(4, 9)).round(1)])
+    direct = K.air_percentiles(R_new, R_ref)
+    monkeypatch.setattr(K, "AIR_DIRECT_COUNT_MAX", 0)
+    np.testing.assert_array_equal(K.air_percentiles(R_new, R_ref), direct)
+    loop = [[np.sum(R_new[m, k] >= R_ref[:, k]) / 60 for k in range(9)] for m in range(7)]
+    np.testing.assert_array_equal(direct, loop)
+
+
 def test_pool_config_is_checked():
     with pytest.raises(ValueError, match="air_candidates"):
         StrategyConfig(air_candidates="shared")

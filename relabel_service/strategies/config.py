@@ -39,9 +39,11 @@ class StrategyConfig:
     the reference trajectories' returns under it kept between requests (a trajectory
     entering the reference set adds a row, one leaving it drops its row); the decision for
     the candidates a request uses is the same AIR decision (``strategies/pool.py``)."""
-    air_pool_refresh: int = field(8, ge=1)
+    air_pool_refresh: int = field(32, ge=1)
     """air with ``air_candidates="pool"``: every request redraws ceil((K - 1) / this) pool
-    tasks (the oldest), so the whole pool is renewed every this many requests."""
+    tasks (the oldest), so the whole pool is renewed every this many requests. Each redrawn
+    task costs N reward evaluations per step of the reference set; at N = 500, K = 100 and
+    one new trajectory per request, 32 keeps that below half of the request's cost."""
     temperature: float = field(1.0, gt=0)
     """hipi / hipi_rl: logits are divided by the temperature (the paper's Eq. 7 and the HIPI
     code use 1)."""

@@ -273,19 +273,27 @@ def discounted_returns_naive(
 
 
 # ---- AIR (GH Alg. 2, Eq. 4) --------------------------------------------------------------
+#: air_percentiles counts directly (an [M, N, K] comparison) up to this many elements
+AIR_DIRECT_COUNT_MAX = 1 << 21
+
+
 def air_percentiles(R_new: np.ndarray, R_ref: np.ndarray) -> np.ndarray:
     """P(tau_m, v_k) = (1/N) #{i : R_new[m, k] >= R_ref[i, k]}: [M, K], [N, K] -> [M, K].
 
     Ties count in the trajectory's favour, so equal returns get equal percentiles (the GH
     code ranks ties arbitrarily by argsort; this definition is the deterministic one in
-    ALGORITHMS.md). Cost O((N + M) K log(N + M)): a stable argsort per column of the
-    stacked returns, so on equal values the reference rows (stacked first) precede the new
-    ones and every new row counts all references at or before its sorted position.
+    ALGORITHMS.md). Few new rows (M N K <= ``AIR_DIRECT_COUNT_MAX``): the count itself,
+    O(M N K) comparisons (a relabel worker fed one trajectory at a time: N K, no sort).
+    Otherwise O((N + M) K log(N + M)): a stable argsort per column of the stacked returns,
+    so on equal values the reference rows (stacked first) precede the new ones and every
+    new row counts all references at or before its sorted position.
     """
     R_new = np.asarray(R_new, dtype=np.float64)
     R_ref = np.asarray(R_ref, dtype=np.float64)
     (M, K), N = R_new.shape, R_ref.shape[0]
     assert R_ref.shape == (N, K) and N > 0, (R_new.shape, R_ref.shape)
+    if M * N * K <= AIR_DIRECT_COUNT_MAX:
+        return np.count_nonzero(R_ref[None, :, :] <= R_new[:, None, :], axis=1) / N
     stacked = np.concatenate([R_ref, R_new], axis=0)  # [N + M, K]
     order = np.argsort(stacked, axis=0, kind="stable")  # [N + M, K]
     is_ref = order < N

@@ -22,7 +22,7 @@ the candidate set the request used: the pool only changes which prior samples ar
 candidates, not how they are scored. Every return comes from ``kernels.discounted_returns``
 (the same definition as the fresh path, linear fast path and feature-sum cache included).
 
-    pool = CandidatePool(size=99, refresh=8)
+    pool = CandidatePool(size=99, refresh=32)
     cands, R_new, R_ref = pool.returns(family, new, reference, own, discount, rng, ...)
 """
 
@@ -108,20 +108,25 @@ class CandidatePool:
             )
             self.rows_computed += len(missing)
         # rolling refresh: the oldest ceil(P / refresh) pool tasks are redrawn (unless every
-        # row was just computed under the current pool, as on the first request)
+        # row was just computed under the current pool, as on the first request); their
+        # columns and the own tasks' columns come from one call over the reference set
+        cols = np.zeros(0, dtype=np.int64)
         if P and len(missing) < len(union):
             c = min(P, math.ceil(P / self.refresh))
             cols = (self._next_column + np.arange(c)) % P
             self._next_column = int((self._next_column + c) % P)
             self.tasks[cols] = family.sample_tasks(rng, c)
-            R[:, cols] = kernels.discounted_returns(family, union, self.tasks[cols], discount, max_elements, cache)
             self.columns_computed += c
+        fresh = kernels.discounted_returns(
+            family, union, np.concatenate([self.tasks[cols], own]), discount, max_elements, cache
+        )  # [N', c + M]
+        R[:, cols] = fresh[:, : len(cols)]
+        R_own = fresh[:, len(cols) :]
         self._R = R
         self._rows = {t.episode_id: i for i, t in enumerate(union)}
         # candidates: the first K - M pool tasks, then the batch's own tasks (GH Alg. 2)
         M = len(new)
         n_pool = min(max(num_candidates - M, 0), P)
-        R_own = kernels.discounted_returns(family, union, own, discount, max_elements, cache)  # [N', M]
         candidates = np.concatenate([self.tasks[:n_pool], own])
         R_all = np.concatenate([R[:, :n_pool], R_own], axis=1)  # [N', K']
         new_rows = np.fromiter((index[t.episode_id] for t in new), dtype=np.int64, count=M)
