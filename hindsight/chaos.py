@@ -240,13 +240,15 @@ def run_chaos(
     fault_dir = base / "faults"
     fault_dir.mkdir(parents=True, exist_ok=True)
     t_start = time.perf_counter()
+    rows: list[dict[str, Any]] = []
+    out: dict[str, Any] = {}
+    finished, trainer = False, None
     cluster = Cluster(initialize_head=True, connect=True, head_node_args={"num_cpus": 1, "include_dashboard": False})
     try:
         for _ in range(nodes - 1):
             cluster.add_node(num_cpus=1)
         cluster.wait_for_nodes()
         trainer = Trainer(chaos_config(base / "runs", fault_dir, list(overrides)), progress=False, ledger=True)
-        out: dict[str, Any] = {}
 
         def train() -> None:
             try:
@@ -268,6 +270,8 @@ def run_chaos(
     finally:
         ray.shutdown()
         cluster.shutdown()
+    if trainer is None:
+        raise RuntimeError("hindsight chaos: the training could not be set up")
     driver = getattr(trainer, "driver", None)
     acked = dict(driver.acked_ids or {}) if driver is not None else {}
     report = _report(rows, out, finished, trainer.run_dir, tools, nodes, acked)
