@@ -33,3 +33,28 @@ def test_chaos_cli_rejects_bad_arguments_before_starting_ray(argv, named, capsys
     assert main(["chaos", *argv]) == 2
     assert named in capsys.readouterr().err
     assert not ray.is_initialized()
+
+
+def test_test_family_faults_fire_once_and_only_where_asked(tmp_path):
+    """The fault hooks the suite uses: a request file is claimed by exactly one env step."""
+    import numpy as np
+
+    from envs import get_family
+    from envs.core import StepBatch
+    from envs.testing import InjectedFault
+
+    fam = get_family("test_goal", fault_dir=str(tmp_path))
+    env = fam.make_env(np.zeros(2), seed=0)
+    env.step(np.zeros(2))  # no request: nothing happens
+    (tmp_path / "raise").write_text("")
+    with pytest.raises(InjectedFault):
+        env.step(np.zeros(2))
+    env.step(np.zeros(2))  # claimed once: the next step is normal
+    assert not (tmp_path / "raise").exists()
+    (tmp_path / "nan").write_text("")
+    _, r, *_ = env.step(np.zeros(2))
+    assert np.isfinite(r)  # the env's own one-step reward stays finite...
+    steps = StepBatch(np.zeros((3, 2)), np.zeros((3, 2)), np.ones((3, 2)), np.zeros((3, 0)))
+    rewards = fam.rewards_for(steps, np.zeros((3, 2)))
+    assert np.isnan(rewards[0]) and np.isfinite(rewards[1:]).all()  # ...the round's batch gets it
+    assert np.isfinite(fam.rewards_for(steps, np.zeros((3, 2)))).all()  # once
