@@ -237,7 +237,6 @@ class MetaTrainer(Trainer):
 
     def _relabel(self, collected: int, it: int) -> dict[str, Any]:
         """Relabel until every trajectory collected this iteration reached the learner."""
-        cfg = self.cfg
         done, ingests = 0, []
         inflight: dict[Any, tuple[int, Any]] = {}
         fractions, changed, probs, chosen, extra = [], [], [], [], {}

@@ -50,6 +50,7 @@ from hindsight.control import Autoscaler, format_scale, start_control
 from hindsight.tb import TBWriter
 from hindsight.watchdog import Watchdog, diagnose, free_resources, pending_actors
 from learner.actor import Learner
+from learner.checkpoints import CheckpointError
 from learner.rate_limiter import RateLimiter
 from learner.sac.update import make_value_fn_factory
 from relabel_service.store.actor import start_store
@@ -887,6 +888,11 @@ class _Driver:
                 self._checkpoint()
             except ACTOR_GONE as e:
                 self._restart_learner(e)
+            except CheckpointError as e:
+                # a full disk: keep training (the store holds every trajectory) and try again
+                # at the next checkpoint; trainer_state.json still matches the previous one
+                log.warning("%s; training goes on and retries in %d updates", e, self.cfg.learner.checkpoint_every)
+                self.tb.text("checkpoint_error", str(e), self.env_steps)
 
     def _on_eval(self, kind: tuple, result: dict[str, Any]) -> None:
         self.eval_inflight = False

@@ -248,10 +248,8 @@ class Learner:
         assert self.checkpoint_dir is not None
         self.checkpoint_dir.mkdir(parents=True, exist_ok=True)
         path = self.checkpoint_dir / "learner.pt"
-        tmp = self.checkpoint_dir / "learner.pt.tmp"
         with self._state_lock:
-            save_state(self.state, tmp)
-        os.replace(tmp, path)  # atomic: a crash mid-save keeps the previous checkpoint
+            save_state(self.state, path)  # atomic: a crash or a full disk keeps the previous one
         meta = {"updates": self.updates, "inserted": self.inserted, "version": self.version, **(extra or {})}
         if self.keep_ledger:  # first: learner.json names a checkpoint whose ledger is on disk
             tmp_ledger = self.checkpoint_dir / "ledger.json.tmp"

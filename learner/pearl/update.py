@@ -26,11 +26,11 @@ from __future__ import annotations
 
 import dataclasses
 import os
-from pathlib import Path
 
 import numpy as np
 import torch
 
+from learner.checkpoints import atomic_save
 from learner.pearl.buffers import TaskReplay
 from learner.pearl.config import PEARLConfig, ScheduleConfig
 from learner.pearl.context import context_rows
@@ -159,10 +159,7 @@ def save_state(state: PEARLState, path: str | os.PathLike, with_buffers: bool = 
         "rl": state.rl.state_dict() if with_buffers else None,
         "enc": state.enc.state_dict() if with_buffers else None,
     }
-    path = Path(path)
-    tmp = path.with_name(path.name + ".tmp")
-    torch.save(payload, tmp)
-    os.replace(tmp, path)
+    atomic_save(payload, path)
 
 
 def load_state(path: str | os.PathLike, device: torch.device | str = "cpu") -> PEARLState:

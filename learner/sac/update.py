@@ -19,11 +19,11 @@ import copy
 import dataclasses
 import math
 import os
-from pathlib import Path
 
 import numpy as np
 import torch
 
+from learner.checkpoints import atomic_save
 from learner.core import Batch
 from learner.sac.config import SACConfig
 from learner.sac.losses import SACNetworks, compute_losses
@@ -156,10 +156,7 @@ def save_state(state: SACState, path: str | os.PathLike) -> None:
         "generator": state.generator.get_state(),
         "generator_device": state.device.type,
     }
-    path = Path(path)
-    tmp = path.with_name(path.name + ".tmp")
-    torch.save(payload, tmp)
-    os.replace(tmp, path)
+    atomic_save(payload, path)
 
 
 def load_state(path: str | os.PathLike, device: torch.device | str = "cpu") -> SACState:

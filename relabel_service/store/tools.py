@@ -29,7 +29,6 @@ from relabel_service.store.segments import (
     Problem,
     list_segments,
     scan_shard,
-    segment_name,
     shard_dir,
 )
 
