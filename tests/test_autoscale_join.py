@@ -1,0 +1,134 @@
+"""rollout.autoscale on a cluster that grows: workers the pool asked for but Ray could
+not place wait pending, and are placed and collect once a node joins (issue 8, item 3).
+
+A ``ray.cluster_utils.Cluster`` starts with its head only (1 CPU); the test plays the
+autoscaler by adding a node after the run asked for it with ``request_resources``.
+(Ray's ``AutoscalingCluster`` would do that itself, but it runs ``ray stop --force``,
+which kills every Ray on the machine.)
+"""
+
+from __future__ import annotations
+
+import collections
+import json
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+import ray
+from ray.cluster_utils import Cluster
+
+from hindsight.config import load_config
+from hindsight.trainer import Trainer
+from hindsight.watchdog import pending_actors
+from relabel_service.store import tools
+
+pytestmark = [pytest.mark.ray]
+
+
+@pytest.fixture(scope="module")
+def head_only():
+    # connect=True: the driver joins this cluster's address only (never a plain ray.init())
+    c = Cluster(initialize_head=True, connect=True, head_node_args={"num_cpus": 1, "include_dashboard": False})
+    yield c
+    ray.shutdown()
+    c.shutdown()
+
+
+def _requested_bundles() -> list | None:
+    """What the run last asked the Ray autoscaler for (v1 autoscaler: a GCS KV entry)."""
+    from ray.autoscaler._private.constants import AUTOSCALER_RESOURCE_REQUEST_CHANNEL
+    from ray.experimental.internal_kv import _internal_kv_get
+
+    raw = _internal_kv_get(AUTOSCALER_RESOURCE_REQUEST_CHANNEL)
+    return None if raw is None else json.loads(raw)
+
+
+def _node_of(actor: Any) -> str:
+    return ray.get(actor.__ray_call__.remote(lambda self: ray.get_runtime_context().get_node_id()), timeout=120)
+
+
+def _wait(cond, timeout: float, what: str, th: threading.Thread, out: dict) -> Any:
+    deadline = time.monotonic() + timeout
+    while True:
+        value = cond()
+        if value:
+            return value
+        assert "error" not in out, out.get("error")
+        assert th.is_alive(), f"the run ended before {what}: {out}"
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.2)
+
+
+def test_pending_workers_are_placed_on_a_joining_node_and_collect(head_only, tmp_path):
+    from ray.autoscaler.v2.utils import is_autoscaler_v2
+
+    # Head: 1 CPU. The run at its start size takes 0.98 of it (learner 0.5, relabeler 0.25,
+    # 2 shards x 0.05, eval 0.05, one rollout worker 0.08); a second worker (0.08) does not fit.
+    # Starved learner (one update per 256 inserted steps): the pool grows 1 -> 2 -> 3.
+    cfg = load_config("smoke", [
+        f"logdir={tmp_path}", "rollout.autoscale=[1, 3]", "rollout.autoscale_every_s=1", "relabel.strategy=none",
+        "rollout.num_workers=1", "rollout.envs_per_worker=1", "rollout.num_cpus=0.08", "learner.num_gpus=0",
+        "learner.samples_per_insert=1", "env_steps=6000", "watchdog_s=5",
+    ])
+    trainer = Trainer(cfg, progress=False, ledger=True)
+    out: dict = {}
+
+    def target() -> None:
+        try:
+            out.update(trainer.run())
+        except BaseException as e:  # surfaced by the test
+            out["error"] = e
+
+    th = threading.Thread(target=target, daemon=True)
+    th.start()
+    try:
+        others = 1 + cfg.store.num_shards + cfg.relabel.num_workers + 1  # learner, shards, relabeler, eval actor
+        asked = set()
+
+        def grown_and_pending() -> bool:
+            bundles = None if is_autoscaler_v2() else _requested_bundles()
+            if bundles:
+                asked.add(len(bundles) - others)
+            pool = getattr(trainer, "pool", None)
+            if pool is None or pool.size < 3:
+                return False
+            pending = pending_actors({"rollout": [pool.actors[w] for w in (1, 2)]})
+            return sum(pending.get("rollout", {}).values()) == 2
+
+        _wait(grown_and_pending, 60, "the pool to grow to 3 with 2 workers pending", th, out)
+        if not is_autoscaler_v2():
+            assert 3 in asked, asked  # the pool asked the autoscaler for 3 workers' bundles
+        head_id = head_only.head_node.node_id
+        assert _node_of(trainer.pool.actors[0]) == head_id
+        stored_before = trainer.driver.env_steps
+
+        # the autoscaler's part: a node joins
+        node = head_only.add_node(num_cpus=1)
+        head_only.wait_for_nodes()
+        workers = {w: trainer.pool.actors[w] for w in (1, 2)}
+        _wait(lambda: not pending_actors({"rollout": list(workers.values())}), 120,
+              "the pending workers to be placed", th, out)
+        assert {_node_of(a) for a in workers.values()} == {node.node_id}
+        th.join(timeout=300)
+        assert not th.is_alive(), "the run did not finish"
+    finally:
+        if th.is_alive():
+            trainer.stop.requested = "SIGTERM"
+            th.join(timeout=120)
+    assert "error" not in out, out.get("error")
+    summary = out
+    assert "interrupted" not in summary
+    assert summary["env_steps"] >= 6000 > stored_before
+    assert [(h["from"], h["to"]) for h in summary["autoscale"][:2]] == [(1, 2), (2, 3)], summary["autoscale"]
+    # the workers placed on the new node stored trajectories, and every one reached the learner once
+    stored = [t.episode_id for t in tools.load_all(Path(summary["run_dir"]) / "store")]
+    by_worker = collections.Counter(eid.split("-")[0] for eid in stored)
+    assert by_worker["w1"] > 0 and by_worker["w2"] > 0, by_worker
+    ledger = summary["ledger"]
+    assert ledger["lost"] == 0 and ledger["duplicates"] == 0
+    assert set(ledger["episode_ids"]) == set(stored)
+    if not is_autoscaler_v2():
+        assert _requested_bundles() == []  # the end withdrew the request
