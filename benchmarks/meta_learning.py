@@ -61,7 +61,7 @@ def run(
                     "strategy": strategy, "seed": seed, "run_dir": s["run_dir"], "iterations": s["iterations"],
                     "env_steps": s["env_steps"], "updates": s["updates"], "wall_time_s": round(s["wall_time_s"], 1),
                     "final_return": s["final_eval"]["return_mean"], "final_success": s["final_eval"]["success_rate"],
-                    "relabel": s["relabel"], "eval_history": s["eval_history"],
+                    "relabel": s["relabel"], "eval_history": _dedupe(s["eval_history"]),
                 })
         table = {}
         for st in strategies:
@@ -72,11 +72,69 @@ def run(
                 "final_return_per_seed": [r["final_return"] for r in mine],
                 "final_success_mean": float(np.mean(succ)) if succ else None,
                 "env_steps": [r["env_steps"] for r in mine],
+                "updates": [r["updates"] for r in mine],
             }
-        res = {"table": table, "runs": runs}
+        res = {"table": table, "per_eval": per_evaluation(runs, strategies), "runs": runs}
         res["plot"] = _plot(family, runs, strategies, Path(logdir) / f"meta-learning-{family}.png")
         out["families"][family] = res
     return out
+
+
+def _dedupe(history: list[dict]) -> list[dict]:
+    """One entry per iteration (the trainer's final meta-test repeats the last periodic one
+    when the run ends on an evaluation iteration: same weights, same seed, same numbers)."""
+    by_it: dict[int, dict] = {}
+    for e in history:
+        by_it[int(e["iteration"])] = e
+    return [by_it[k] for k in sorted(by_it)]
+
+
+def per_evaluation(runs: list[dict], strategies: Sequence[str]) -> list[dict]:
+    """Rows (strategy, iteration, env steps, meta-test return and success rate as mean and
+    std over the seeds, ddof 0) at every evaluation iteration that all of the strategy's
+    seeds reached."""
+    rows = []
+    for st in strategies:
+        mine = [r for r in runs if r["strategy"] == st]
+        if not mine:
+            continue
+        hist = [{int(e["iteration"]): e for e in r["eval_history"]} for r in mine]
+        for it in sorted(set.intersection(*(set(h) for h in hist))):
+            es = [h[it] for h in hist]
+            ret = np.array([e["return_mean"] for e in es], dtype=np.float64)
+            succ = [e["success_rate"] for e in es if e.get("success_rate") is not None]
+            rows.append({
+                "strategy": st, "iteration": it, "env_steps": int(es[0]["env_steps"]), "seeds": len(es),
+                "return_mean": float(ret.mean()), "return_std": float(ret.std()),
+                "success_mean": float(np.mean(succ)) if succ else None,
+                "success_std": float(np.std(succ)) if succ else None,
+            })
+    return rows
+
+
+def markdown(result: dict[str, Any]) -> str:
+    """The per-evaluation table of every family (README format)."""
+    lines = []
+    for family, res in result["families"].items():
+        lines += [f"**{family}**", "",
+                  "| strategy | iteration | env steps | meta-test return | success rate | seeds |",
+                  "| --- | ---: | ---: | ---: | ---: | ---: |"]
+        for r in res["per_eval"]:
+            succ = "-" if r["success_mean"] is None else f"{r['success_mean']:.2f} ± {r['success_std']:.2f}"
+            lines.append(f"| {r['strategy']} | {r['iteration']} | {r['env_steps']} | "
+                         f"{r['return_mean']:.2f} ± {r['return_std']:.2f} | {succ} | {r['seeds']} |")
+        lines.append("")
+    return "\n".join(lines)
+
+
+def rerender(result: dict[str, Any], logdir: str) -> dict[str, Any]:
+    """Recompute the per-evaluation rows and the PNGs of a saved result (``--from-json``)."""
+    for family, res in result["families"].items():
+        for r in res["runs"]:
+            r["eval_history"] = _dedupe(r["eval_history"])
+        res["per_eval"] = per_evaluation(res["runs"], result["strategies"])
+        res["plot"] = _plot(family, res["runs"], result["strategies"], Path(logdir) / f"meta-learning-{family}.png")
+    return result
 
 
 def _plot(family: str, runs: list[dict], strategies: Sequence[str], path: Path) -> str:
@@ -120,12 +178,19 @@ def main(argv: Sequence[str] | None = None) -> None:
     p.add_argument("--set", action="append", default=[], help="config override for every run (repeatable)")
     p.add_argument("--quick", action="store_true", help="tiny meta family, 3 iterations, 1 seed")
     p.add_argument("--json")
+    p.add_argument("--from-json", nargs="+", metavar="JSON",
+                   help="no runs: re-render the tables and PNGs (into --logdir) of saved --json results")
     a = p.parse_args(argv)
+    if a.from_json:
+        for f in a.from_json:
+            print(markdown(rerender(json.loads(Path(f).read_text()), a.logdir)))
+        return
     result = run(a.families, a.strategies, a.seeds, a.iterations, a.env_steps, a.eval_every, a.logdir, a.set, a.quick)
     short = {f: {"table": r["table"], "plot": r["plot"]} for f, r in result["families"].items()}
     print(json.dumps({k: v for k, v in result.items() if k != "families"} | {"families": short}, indent=2))
     if a.json:
         Path(a.json).write_text(json.dumps(result, indent=2))
+    print(markdown(result))
 
 
 if __name__ == "__main__":
