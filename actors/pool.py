@@ -135,14 +135,15 @@ class RolloutPool:
         except Exception:  # already dead, or its node is gone
             pass
 
-    def replace(self, wid: int) -> None:
-        """Start a new actor under the same id (its episode ids stay unique: new incarnation)."""
+    def replace(self, wid: int, count: bool = True) -> None:
+        """Start a new actor under the same id (its episode ids stay unique: new incarnation).
+        ``count=False``: not a failure (a never-started actor dropped with its queued round)."""
         if wid in self.actors:
             self._kill(self.actors[wid])
             self.actors[wid] = self.make_actor(wid)
             self.gen[wid] += 1
             self._watch_ready(wid)
-            self.replaced += 1
+            self.replaced += int(count)
 
     def submit(self, wid: int, version: int, weights_ref: Any, random_actions: bool) -> tuple[Any, int]:
         """Start a round on ``wid``: (result ref, the generation that runs it)."""

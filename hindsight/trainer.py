@@ -658,6 +658,7 @@ class _Driver:
                 continue
             getattr(self, f"_on_{kind[0]}")(kind, result)
         self._check_stalled_rounds()
+        self._drop_unplaced_rounds()
 
     def _check_stalled_rounds(self) -> None:
         """A rollout round running past ``rollout.round_timeout_s`` (an env that hangs)
@@ -676,6 +677,19 @@ class _Driver:
                             kind[1], now - max(kind[3], ready))
                 self.round_failures += 1
                 self._replace_rollout(kind)
+
+    def _drop_unplaced_rounds(self) -> None:
+        """Once the budget is spent, a round queued on a worker that has not started (an
+        autoscaled worker pending placement until a node joins, which may never happen) is
+        not needed: its actor is restarted without it, or the run would wait for a node
+        forever. Nothing of such a round was collected, so nothing acknowledged is lost."""
+        if self.env_steps < self.budget:
+            return
+        for ref, kind in list(self.inflight.items()):
+            if kind[0] == "rollout" and self.t.pool.is_current(kind[1], kind[2]) and self.t.pool.ready_since(kind[1]) is None:
+                del self.inflight[ref]
+                log.info("rollout worker %s: never started before the budget was spent; its round is dropped", kind[1])
+                self.t.pool.replace(kind[1], count=False)
 
     def _replace_rollout(self, kind: tuple) -> None:
         wid, gen = kind[1], kind[2]

@@ -27,6 +27,9 @@ from relabel_service.store import tools
 
 pytestmark = [pytest.mark.ray]
 
+#: env steps of the join test
+BUDGET = 15000
+
 
 @pytest.fixture(scope="module")
 def head_only():
@@ -62,18 +65,18 @@ def _wait(cond, timeout: float, what: str, th: threading.Thread, out: dict) -> A
         time.sleep(0.2)
 
 
-def test_pending_workers_are_placed_on_a_joining_node_and_collect(head_only, tmp_path):
-    from ray.autoscaler.v2.utils import is_autoscaler_v2
-
+def _config(tmp_path: Path, env_steps: int):
     # Head: 1 CPU. The run at its start size takes 0.98 of it (learner 0.5, relabeler 0.25,
     # 2 shards x 0.05, eval 0.05, one rollout worker 0.08); a second worker (0.08) does not fit.
     # Starved learner (one update per 256 inserted steps): the pool grows 1 -> 2 -> 3.
-    cfg = load_config("smoke", [
+    return load_config("smoke", [
         f"logdir={tmp_path}", "rollout.autoscale=[1, 3]", "rollout.autoscale_every_s=1", "relabel.strategy=none",
         "rollout.num_workers=1", "rollout.envs_per_worker=1", "rollout.num_cpus=0.08", "learner.num_gpus=0",
-        "learner.samples_per_insert=1", "env_steps=6000", "watchdog_s=5",
+        "learner.samples_per_insert=1", f"env_steps={env_steps}", "watchdog_s=5",
     ])
-    trainer = Trainer(cfg, progress=False, ledger=True)
+
+
+def _start(trainer: Trainer) -> tuple[threading.Thread, dict]:
     out: dict = {}
 
     def target() -> None:
@@ -84,6 +87,42 @@ def test_pending_workers_are_placed_on_a_joining_node_and_collect(head_only, tmp
 
     th = threading.Thread(target=target, daemon=True)
     th.start()
+    return th, out
+
+
+def _stored_by_worker(summary: dict) -> tuple[list[str], collections.Counter]:
+    stored = [t.episode_id for t in tools.load_all(Path(summary["run_dir"]) / "store")]
+    return stored, collections.Counter(eid.split("-")[0] for eid in stored)
+
+
+# (first in the module: it needs the cluster as the fixture made it, the head alone)
+def test_workers_still_pending_at_the_budget_do_not_hold_the_run(head_only, tmp_path):
+    """No node ever joins: the grown workers stay pending; at the budget their queued
+    rounds are dropped and the run finishes (before the fix it waited for a node forever)."""
+    trainer = Trainer(_config(tmp_path, 2500), progress=False, ledger=True)
+    th, out = _start(trainer)
+    th.join(timeout=180)
+    if th.is_alive():
+        trainer.stop.requested = "SIGTERM"
+        th.join(timeout=120)
+        pytest.fail("the run waited for workers Ray never placed")
+    assert "error" not in out, out.get("error")
+    assert "interrupted" not in out and out["env_steps"] >= 2500
+    assert [(h["from"], h["to"]) for h in out["autoscale"][:2]] == [(1, 2), (2, 3)], out["autoscale"]
+    stored, by_worker = _stored_by_worker(out)
+    assert set(by_worker) == {"w0"}, by_worker  # the pending ones never ran
+    assert out["workers_replaced"] == 0  # dropping an unstarted round is not a failure
+    ledger = out["ledger"]
+    assert ledger["lost"] == 0 and ledger["duplicates"] == 0 and set(ledger["episode_ids"]) == set(stored)
+
+
+def test_pending_workers_are_placed_on_a_joining_node_and_collect(head_only, tmp_path):
+    from ray.autoscaler.v2.utils import is_autoscaler_v2
+
+    # a budget the one placed worker alone needs far longer for than a node takes to join
+    cfg = _config(tmp_path, BUDGET)
+    trainer = Trainer(cfg, progress=False, ledger=True)
+    th, out = _start(trainer)
     try:
         others = 1 + cfg.store.num_shards + cfg.relabel.num_workers + 1  # learner, shards, relabeler, eval actor
         asked = set()
@@ -121,11 +160,10 @@ def test_pending_workers_are_placed_on_a_joining_node_and_collect(head_only, tmp
     assert "error" not in out, out.get("error")
     summary = out
     assert "interrupted" not in summary
-    assert summary["env_steps"] >= 6000 > stored_before
+    assert summary["env_steps"] >= BUDGET > stored_before
     assert [(h["from"], h["to"]) for h in summary["autoscale"][:2]] == [(1, 2), (2, 3)], summary["autoscale"]
     # the workers placed on the new node stored trajectories, and every one reached the learner once
-    stored = [t.episode_id for t in tools.load_all(Path(summary["run_dir"]) / "store")]
-    by_worker = collections.Counter(eid.split("-")[0] for eid in stored)
+    stored, by_worker = _stored_by_worker(summary)
     assert by_worker["w1"] > 0 and by_worker["w2"] > 0, by_worker
     ledger = summary["ledger"]
     assert ledger["lost"] == 0 and ledger["duplicates"] == 0
