@@ -68,11 +68,12 @@ def _wait(cond, timeout: float, what: str, th: threading.Thread, out: dict) -> A
 def _config(tmp_path: Path, env_steps: int):
     # Head: 1 CPU. The run at its start size takes 0.98 of it (learner 0.5, relabeler 0.25,
     # 2 shards x 0.05, eval 0.05, one rollout worker 0.08); a second worker (0.08) does not fit.
-    # Starved learner (one update per 256 inserted steps): the pool grows 1 -> 2 -> 3.
+    # Starved learner (one update per 1024 inserted steps: nearly every train call waits
+    # for data): the pool grows 1 -> 2 -> 3.
     return load_config("smoke", [
         f"logdir={tmp_path}", "rollout.autoscale=[1, 3]", "rollout.autoscale_every_s=1", "relabel.strategy=none",
         "rollout.num_workers=1", "rollout.envs_per_worker=1", "rollout.num_cpus=0.08", "learner.num_gpus=0",
-        "learner.samples_per_insert=1", f"env_steps={env_steps}", "watchdog_s=5",
+        "learner.samples_per_insert=0.25", f"env_steps={env_steps}", "watchdog_s=5",
     ])
 
 
@@ -108,7 +109,10 @@ def test_workers_still_pending_at_the_budget_do_not_hold_the_run(head_only, tmp_
         pytest.fail("the run waited for workers Ray never placed")
     assert "error" not in out, out.get("error")
     assert "interrupted" not in out and out["env_steps"] >= 2500
-    assert [(h["from"], h["to"]) for h in out["autoscale"][:2]] == [(1, 2), (2, 3)], out["autoscale"]
+    # the pool grew (so workers were pending) and only ever grew; how far within the budget
+    # depends on the machine's speed
+    moves = [(h["from"], h["to"]) for h in out["autoscale"]]
+    assert moves and moves[0] == (1, 2) and all(b == a + 1 for a, b in moves), out["autoscale"]
     stored, by_worker = _stored_by_worker(out)
     assert set(by_worker) == {"w0"}, by_worker  # the pending ones never ran
     assert out["workers_replaced"] == 0  # dropping an unstarted round is not a failure

@@ -171,7 +171,7 @@ def _requested_bundles() -> list | None:
     "overrides, grows",
     [
         # starved: one update per 128 inserted steps at most, the learner mostly waits for data
-        (["rollout.num_workers=1", "rollout.envs_per_worker=1", "learner.samples_per_insert=1", "env_steps=3000"], True),
+        (["rollout.num_workers=1", "rollout.envs_per_worker=1", "learner.samples_per_insert=0.25", "env_steps=3000"], True),
         # saturated: two updates per env step, collection mostly held by the rate limiter
         (["rollout.num_workers=3", "learner.samples_per_insert=256", "learner.min_replay=100", "env_steps=1200"], False),
     ],
