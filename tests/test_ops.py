@@ -170,8 +170,10 @@ def _requested_bundles() -> list | None:
 @pytest.mark.parametrize(
     "overrides, grows",
     [
-        # starved: one update per 128 inserted steps at most, the learner mostly waits for data
-        (["rollout.num_workers=1", "rollout.envs_per_worker=1", "learner.samples_per_insert=0.25", "env_steps=3000"], True),
+        # starved: one update per 1024 inserted steps, the learner waits on nearly every call; a
+        # budget and period that give several periods even on a fast, quiet machine
+        (["rollout.num_workers=1", "rollout.envs_per_worker=1", "learner.samples_per_insert=0.25", "env_steps=12000",
+          "rollout.autoscale_every_s=0.5"], True),
         # saturated: two updates per env step, collection mostly held by the rate limiter
         (["rollout.num_workers=3", "learner.samples_per_insert=256", "learner.min_replay=100", "env_steps=1200"], False),
     ],
