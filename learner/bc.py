@@ -260,13 +260,14 @@ def evaluate_policy(
     num_envs: int = 8,
 ) -> dict[str, Any]:
     """The training runs' evaluation (``RolloutWorker.evaluate``): deterministic policy on
-    the family's fixed evaluation tasks cycled to ``episodes``, initial states seeded from
-    ``seed``; undiscounted returns of the commanded task."""
+    the family's evaluation tasks for ``episodes`` episodes (``TaskFamily.eval_tasks_for``,
+    exactly the tasks a training run with ``eval.episodes = episodes`` evaluates on), initial
+    states seeded from ``seed``; undiscounted returns of the commanded task."""
     from actors.rollout import RolloutWorker
     from envs import get_family
 
     family = get_family(family_name, **family_kwargs)
-    tasks = np.resize(family.eval_tasks(), (episodes, family.task_dim))
+    tasks = family.eval_tasks_for(episodes)
     threads = torch.get_num_threads()
     try:
         worker = RolloutWorker(0, family_name, min(num_envs, episodes), net_cfg, seed=seed,

@@ -238,3 +238,25 @@ def test_bad_input_is_named(tmp_path):
     with pytest.raises(ValueError, match="family"):
         train_bc(get_family("test_linear"), _three(), BCConfig(epochs=1))
     assert isinstance(StepBatch, type) and fam.task_dim == 2
+
+
+def test_bc_evaluates_on_the_training_runs_eval_tasks(monkeypatch):
+    """``evaluate_policy`` plays exactly the tasks a training run with the same ``eval.episodes``
+    plays (``eval_tasks_for``): 30 distinct seeded tasks on a random-prior family, not its 25
+    fixed ones cycled (5 of which would count twice)."""
+    from actors.rollout import RolloutWorker
+    from learner.bc import evaluate_policy
+
+    seen = {}
+
+    def fake_evaluate(self, weights, tasks, seed=0):
+        seen["tasks"] = np.array(tasks)
+        return {"return_mean": 0.0}
+
+    monkeypatch.setattr(RolloutWorker, "evaluate", fake_evaluate)
+    fam = get_family("point_reacher")
+    from learner.sac.config import SACConfig
+
+    evaluate_policy("point_reacher", {}, {}, SACConfig(), 30, 0)
+    np.testing.assert_array_equal(seen["tasks"], fam.eval_tasks_for(30))
+    assert len(np.unique(seen["tasks"], axis=0)) == 30
