@@ -19,6 +19,12 @@ base class derives the two batched forms from it:
 * ``rewards(steps, tasks[K, Z]) -> [B, K]``   every step under every task (AIR, HIPI);
 * ``rewards_for(steps, tasks[B, Z]) -> [B]``  each step under its own task (HER, HIPI-RL).
 
+and one reduced form, ``segment_returns(steps, tasks[K, Z], weights[B], lengths[M]) -> [M, K]``:
+the weighted reward sums of M trajectories laid end to end under every task (AIR's
+discounted returns, weights gamma^t). By default ``rewards`` then segment sums; a family
+whose reward has terms that depend on the step or the task alone may override it with an
+equal form that evaluates only its joint terms step x task (``envs/point.py``).
+
 Whatever the reward needs that the observation lacks (x-velocity, contact cost, the
 post-step fingertip position, ...) is recorded per step in ``reward_inputs`` so that any
 stored step can be rewarded under any task later, without the simulator.
@@ -34,10 +40,14 @@ where the family defines one, a batched success test (see ``MetaTaskFamily``):
 
 from __future__ import annotations
 
-from typing import Any, ClassVar, NamedTuple, Protocol
+from typing import Any, ClassVar, Iterator, NamedTuple, Protocol
 
 import gymnasium as gym
 import numpy as np
+
+#: (step, task) values per block in a family's blocked ``segment_returns``: a block's few
+#: float64 temporaries (256 KiB each) stay in one core's L2 cache
+SEGMENT_BLOCK_ELEMENTS = 1 << 15
 
 
 class StepBatch(NamedTuple):
@@ -54,6 +64,48 @@ class StepBatch(NamedTuple):
     def expand(self) -> "StepBatch":
         """Insert a task axis after the batch axis: arrays [B, 1, ...] (for [B, K] rewards)."""
         return StepBatch(*(np.asarray(x)[:, None] for x in self))
+
+
+def segment_sums(x: np.ndarray, lengths: np.ndarray) -> np.ndarray:
+    """Sums of consecutive segments of x [B, ...] of the given lengths [M] -> [M, ...]
+    (an empty segment sums to 0)."""
+    lengths = np.asarray(lengths, dtype=np.int64)
+    assert x.shape[0] == int(lengths.sum()), (x.shape, int(lengths.sum()))
+    out = np.zeros((len(lengths),) + x.shape[1:], dtype=np.result_type(x, np.float64))
+    nonempty = lengths > 0
+    if nonempty.any():
+        starts = np.cumsum(lengths) - lengths
+        out[nonempty] = np.add.reduceat(x, starts[nonempty], axis=0)
+    return out
+
+
+def segment_blocks(lengths: np.ndarray, per_step: int, max_elements: int) -> Iterator[tuple[int, int, int, int]]:
+    """(m0, m1, s0, s1): consecutive runs of whole segments [m0, m1) holding steps [s0, s1)
+    with at most ``max_elements`` (step x per_step) values each (at least one segment)."""
+    lengths = np.asarray(lengths, dtype=np.int64)
+    m0, s0, n_steps = 0, 0, 0
+    for m, n in enumerate(lengths.tolist()):
+        if m > m0 and (n_steps + n) * per_step > max_elements:
+            yield m0, m, s0, s0 + n_steps
+            m0, s0, n_steps = m, s0 + n_steps, 0
+        n_steps += n
+    if m0 < len(lengths):
+        yield m0, len(lengths), s0, s0 + n_steps
+
+
+def weighted_segment_sums(x: np.ndarray, weights: np.ndarray, lengths: np.ndarray) -> np.ndarray:
+    """sum_{s in segment m} weights[s] x[s, :] for x [B, C], weights [B], lengths [M] -> [M, C].
+
+    Overwrites x (it is a block's scratch buffer). Segments of one length L (a block of
+    time-limited episodes) are one batched [1, L] x [L, C] product each; others a
+    ``np.add.reduceat``."""
+    lengths = np.asarray(lengths, dtype=np.int64)
+    M, C = len(lengths), x.shape[1]
+    if M and lengths[0] > 0 and np.all(lengths == lengths[0]):
+        L = int(lengths[0])
+        return np.matmul(weights.reshape(M, 1, L), x.reshape(M, L, C)).reshape(M, C)
+    x *= weights[:, None]
+    return segment_sums(x, lengths)
 
 
 class UnknownFamilyError(KeyError):
@@ -212,6 +264,20 @@ class TaskFamily:
         """Each step under its own task: tasks [B, Z] -> [B]."""
         tasks = self.check_tasks(tasks)
         return self.reward_fn(steps, tasks)
+
+    def segment_returns(self, steps: StepBatch, tasks: np.ndarray, weights: np.ndarray,
+                        lengths: np.ndarray) -> np.ndarray:
+        """sum_{s in segment m} weights[s] r(step s | z_k): M segments of consecutive steps
+        (lengths [M], summing to B), tasks [K, Z], weights [B] -> [M, K].
+
+        AIR's discounted returns of M trajectories laid end to end (weights gamma^t, t
+        restarting at each trajectory's first step), every step counted (termination that
+        depends on the task is the caller's business). Default: ``rewards`` times the
+        weights, then segment sums. An override must equal it up to rounding
+        (tests/test_envs.py checks every family against this form)."""
+        weights = np.asarray(weights, dtype=np.float64)
+        assert weights.shape == (len(steps),), (weights.shape, len(steps))
+        return segment_sums(np.asarray(self.rewards(steps, tasks), dtype=np.float64) * weights[:, None], lengths)
 
     # ---- one step, unbatched (the env's per-step reward) ------------------------------------
     def step_reward(self, obs: np.ndarray, action: np.ndarray, next_obs: np.ndarray,

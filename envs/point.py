@@ -21,10 +21,22 @@ from typing import Any, ClassVar
 import gymnasium as gym
 import numpy as np
 
-from envs.core import StepBatch, TaskFamily
+from envs.core import SEGMENT_BLOCK_ELEMENTS, StepBatch, TaskFamily, segment_blocks, segment_sums, weighted_segment_sums
 
 _NO_REWARD_INPUTS = np.zeros(0)
 _SQRT_2PI = float(np.sqrt(2.0 * np.pi))
+_LN10 = float(np.log(10.0))
+
+
+def _distances(points: np.ndarray, centers: np.ndarray) -> np.ndarray:
+    """||p_b - q_c|| for points [B, 2], centers [C, 2] -> [B, C], as ``np.linalg.norm`` of
+    the difference computes it (the same rounding, no [B, C, 2] temporary)."""
+    dx = np.subtract.outer(points[:, 0], centers[:, 0])
+    dy = np.subtract.outer(points[:, 1], centers[:, 1])
+    dx *= dx
+    dy *= dy
+    dx += dy
+    return np.sqrt(dx, out=dx)
 
 
 class _GHPointEnv(gym.Env):
@@ -137,6 +149,38 @@ class PointTrajectory(_GHPointFamily):
         pdf = np.exp(-0.5 * dev**2) / (self.sigma * _SQRT_2PI)
         return np.where(alpha >= 0.0, alpha * pdf, 0.0)
 
+    def segment_returns(self, steps: StepBatch, tasks: np.ndarray, weights: np.ndarray,
+                        lengths: np.ndarray) -> np.ndarray:
+        """``TaskFamily.segment_returns`` ([M, K]) in blocks that stay in cache, with the
+        per-task constants taken out of the [B, K] work: the rotated coordinates of a block
+        are two [b, 2] x [2, K] products, and 1 / (sigma sqrt(2 pi)) multiplies the [M, K]
+        sums (the reward is alpha * N(...) where alpha >= 0)."""
+        tasks = self.check_tasks(tasks)
+        w = np.asarray(weights, dtype=np.float64)
+        p = np.asarray(steps.obs, dtype=np.float64)[:, :2]  # [B, 2] pre-step position
+        theta, d, amp = tasks[:, 0], tasks[:, 1], tasks[:, 2]
+        c, s = np.cos(theta), np.sin(theta)
+        to_xr = np.stack([c, -s])  # [2, K]: x' = c x - s y
+        to_yr = np.stack([s, c])  # [2, K]: y' = s x + c y
+        inv_d, pi_over_d = 1.0 / d, np.pi / d
+        scale = -0.5 / self.sigma**2
+        out = np.empty((len(lengths), len(tasks)))
+        for m0, m1, s0, s1 in segment_blocks(lengths, len(tasks), SEGMENT_BLOCK_ELEMENTS):
+            xr = p[s0:s1] @ to_xr  # [b, K]
+            dev = p[s0:s1] @ to_yr  # y'
+            arg = xr * pi_over_d
+            np.sin(arg, out=arg)
+            arg *= amp
+            dev -= arg  # y' - amp sin(pi x' / d)
+            dev *= dev
+            dev *= scale
+            np.exp(dev, out=dev)  # sigma sqrt(2 pi) * pdf
+            xr *= inv_d  # alpha
+            np.maximum(xr, 0.0, out=xr)
+            dev *= xr
+            out[m0:m1] = weighted_segment_sums(dev, w[s0:s1], lengths[m0:m1])
+        return out / (self.sigma * _SQRT_2PI)
+
     def make_env(self, task: np.ndarray, seed: int | None = None) -> gym.Env:
         env = PointTrajectoryEnv(self, task)
         env.reset(seed=seed)
@@ -236,6 +280,35 @@ class PointReacher(_GHPointFamily):
         energy = -np.linalg.norm(a, axis=-1)
         safety = np.log10(np.linalg.norm(e - self.obstacle(tasks), axis=-1) + 0.01) / 5.0
         return c[..., 0] * reach + c[..., 1] * energy + c[..., 2] * safety
+
+    def segment_returns(self, steps: StepBatch, tasks: np.ndarray, weights: np.ndarray,
+                        lengths: np.ndarray) -> np.ndarray:
+        """``TaskFamily.segment_returns`` ([M, K]) term by term: with W, E, D_k, S_k the
+        weighted sums of 1, ||a||, ||e - g_k|| and log10(||e - o_k|| + .01),
+
+            sum_t w_t r_t = c0 (0.2 W - D_k) - c1 E + c2 S_k / 5,
+
+        so only the two distances and one log are evaluated per (step, task), in blocks
+        that stay in cache (log10 as log / ln 10: the same to a few ulp, and SIMD)."""
+        tasks = self.check_tasks(tasks)
+        w = np.asarray(weights, dtype=np.float64)
+        lengths = np.asarray(lengths, dtype=np.int64)
+        e = np.asarray(steps.next_obs, dtype=np.float64)[:, :2]  # [B, 2] post-step position
+        a = np.asarray(steps.action, dtype=np.float64)
+        K = len(tasks)
+        centers = np.concatenate([self.goal(tasks), self.obstacle(tasks)])  # [2K, 2]
+        sums = np.empty((len(lengths), 2 * K))  # [M, 2K]: D then S * ln 10
+        for m0, m1, s0, s1 in segment_blocks(lengths, 2 * K, SEGMENT_BLOCK_ELEMENTS):
+            dist = _distances(e[s0:s1], centers)  # [b, 2K]
+            safety = dist[:, K:]
+            safety += 0.01
+            np.log(safety, out=safety)
+            sums[m0:m1] = weighted_segment_sums(dist, w[s0:s1], lengths[m0:m1])
+        total = segment_sums(w, lengths)[:, None]  # [M, 1]
+        energy = segment_sums(w * np.linalg.norm(a, axis=-1), lengths)[:, None]
+        c = self.weights(tasks)  # [K, 3]
+        return (c[:, 0] * (0.2 * total - sums[:, :K]) - c[:, 1] * energy
+                + (c[:, 2] / (5.0 * _LN10)) * sums[:, K:])
 
     def make_env(self, task: np.ndarray, seed: int | None = None) -> gym.Env:
         env = PointReacherEnv(self, task)

@@ -367,6 +367,80 @@ def test_every_family_of_mine_has_hand_cases() -> None:
     assert all(v >= 3 for v in counts.values()), counts
 
 
+# ---- 3b. segment_returns (AIR's weighted reward sums) == double loop -----------------------
+
+
+@pytest.mark.parametrize("block", [1, 1 << 15], ids=["one_segment_per_block", "default_blocks"])
+@pytest.mark.parametrize("name", ALL)
+def test_segment_returns_equal_double_loop(name: str, block: int, monkeypatch: pytest.MonkeyPatch) -> None:
+    # the point families' override (and every family's default) against the definition:
+    # sum over each segment's steps of weight x rewards_for, one (segment, task) at a time;
+    # uneven segments (an empty one, a run of equal ones) and blocks of one segment
+    import envs.point
+
+    monkeypatch.setattr(envs.point, "SEGMENT_BLOCK_ELEMENTS", block)
+    fam = get_family(name)
+    steps = recorded_steps(name)
+    tasks = candidate_tasks(fam, steps)
+    B = len(steps)
+    lengths = np.array([B // 4, 3, 3, 3, 0, B - B // 4 - 9])  # an empty one, a run of equal ones
+    cut = np.concatenate([[0], np.cumsum(lengths)])
+    weights = np.random.default_rng(2).uniform(0.1, 1.0, size=B)
+    expected = np.zeros((len(lengths), len(tasks)))
+    for m, (lo, hi) in enumerate(zip(cut[:-1], cut[1:])):
+        for k in range(len(tasks)):
+            for i in range(lo, hi):
+                row = take(steps, slice(i, i + 1))
+                expected[m, k] += weights[i] * fam.rewards_for(row, tasks[k : k + 1])[0]
+    got = fam.segment_returns(steps, tasks, weights, lengths)
+    assert got.shape == expected.shape
+    np.testing.assert_allclose(got, expected, rtol=1e-12, atol=1e-12)
+    # equal-length segments take the batched-product path: the same sums
+    even = (B // 4) * 4
+    even_steps = take(steps, slice(0, even))
+    loop = np.stack([fam.segment_returns(take(even_steps, slice(i, i + B // 4)), tasks, weights[i : i + B // 4],
+                                         np.array([B // 4]))[0] for i in range(0, even, B // 4)])
+    np.testing.assert_allclose(fam.segment_returns(even_steps, tasks, weights[:even], np.full(4, B // 4)), loop,
+                               rtol=1e-12, atol=1e-12)
+
+
+#: two-step segments whose steps are hand cases above: (family, task, step fields, weights,
+#: lengths, weighted sums worked out from the per-step rewards)
+SEGMENT_CASES = [
+    # reach_only task: e = (.2, .1) -> .1; e = g = (.2, 0) -> .2; one segment, weights 1, .5
+    ("point_reacher", "reach", [0, 0.5, 0, 0.2, PI, 0.2], {"next_obs": [[0.2, 0.1], [0.2, 0]]}, [1, 0.5], [2],
+     [0.1 + 0.5 * 0.2]),
+    # the same steps as two one-step segments
+    ("point_reacher", "reach_split", [0, 0.5, 0, 0.2, PI, 0.2], {"next_obs": [[0.2, 0.1], [0.2, 0]]}, [1, 0.5],
+     [1, 1], [0.1, 0.5 * 0.2]),
+    # energy_only task: |a| = .5 then 1 -> -.5 + .5 * -1 = -1
+    ("point_reacher", "energy", [0.25, 0.5, 0, 0.2, 0, 0.2], {"action": [[0.3, 0.4], [0.6, 0.8]]}, [1, 0.5], [2],
+     [-1.0]),
+    # safety_only task, o = (0, .2): |e - o| = .09 -> log10(.1)/5 = -.2; |e - o| = .99 -> log10(1) = 0
+    ("point_reacher", "safety", [0, 1, 0, 0.2, PI / 2, 0.2], {"next_obs": [[0, 0.29], [0, 1.19]]}, [1, 0.5], [2],
+     [-0.2]),
+    # on_axis task: pre-step (.5, 0) -> 3.989422804, (-.3, 0) -> 0
+    ("point_trajectory", "ahead_then_behind", [0, 1, 0], {"obs": [[0.5, 0], [-0.3, 0]]}, [1, 0.9], [2],
+     [3.989422804]),
+    ("point_trajectory", "behind_then_ahead", [0, 1, 0], {"obs": [[-0.3, 0], [0.5, 0]]}, [1, 0.9], [2],
+     [0.9 * 3.989422804]),
+]
+
+
+@pytest.mark.parametrize("family,id_,task,fields,weights,lengths,expected", SEGMENT_CASES,
+                         ids=[c[1] for c in SEGMENT_CASES])
+def test_segment_returns_hand_table(family, id_, task, fields, weights, lengths, expected) -> None:
+    fam = get_family(family)
+    rows = [_row(fam, **{k: v[i] for k, v in fields.items()}) for i in range(2)]
+    steps = StepBatch(*(np.concatenate(f) for f in zip(*rows)))
+    got = fam.segment_returns(steps, np.array([task], dtype=np.float64), np.array(weights, dtype=np.float64),
+                              np.array(lengths))
+    np.testing.assert_allclose(got[:, 0], expected, rtol=1e-9, atol=1e-9)
+    np.testing.assert_allclose(got, TaskFamily.segment_returns(fam, steps, np.array([task], dtype=np.float64),
+                                                               np.array(weights, dtype=np.float64), np.array(lengths)),
+                               rtol=1e-12, atol=1e-12)
+
+
 # ---- 4. rewards for another task from the stored rollout alone -------------------------
 
 

@@ -13,8 +13,10 @@ trajectory's first step. Two fast paths, both exact rewrites of that sum:
   trajectory's discounted feature sum is computed once and all tasks cost one matmul
   (GH code for HalfCheetahMO; ALGORITHMS.md §3);
 * other families: all steps of all trajectories under all K tasks in one
-  ``family.rewards`` call (chunked only past ``max_elements`` (step, task) pairs), then
-  one discount-weighted segment sum (``np.add.reduceat``).
+  ``family.segment_returns`` call (chunked only past ``max_elements`` (step, task) pairs):
+  by default ``family.rewards`` then one discount-weighted segment sum; the point
+  families evaluate only their joint (step, task) terms, in cache-sized blocks
+  (``envs/point.py``; issue 9).
 
 Terminal-aware returns. Where a family's episodes end when the task is achieved
 (``task_dependent_termination``: reacher_goal's goal), R(tau|z) stops at the first step
@@ -202,10 +204,13 @@ def discounted_returns(
     out = np.zeros((len(trajs), len(tasks)))
     for lo, hi in _chunks(lengths, len(tasks), max_elements):
         steps = concat_steps(trajs[lo:hi])
-        r = np.asarray(family.rewards(steps, tasks), dtype=np.float64)
-        r = r * discount_weights(lengths[lo:hi], discount)[:, None]  # [S_chunk, K]
-        if family.task_dependent_termination:
-            r = np.where(alive_mask(family.terminals(steps, tasks), lengths[lo:hi]), r, 0.0)
+        weights = discount_weights(lengths[lo:hi], discount)  # [S_chunk]
+        if not family.task_dependent_termination:
+            # the family's weighted reward sums: [S_chunk, K] rewards, or its cheaper equal form
+            out[lo:hi] = family.segment_returns(steps, tasks, weights, lengths[lo:hi])
+            continue
+        r = np.asarray(family.rewards(steps, tasks), dtype=np.float64) * weights[:, None]  # [S_chunk, K]
+        r = np.where(alive_mask(family.terminals(steps, tasks), lengths[lo:hi]), r, 0.0)
         out[lo:hi] = segment_sum(r, lengths[lo:hi])
     return out
 
@@ -284,9 +289,9 @@ def air_percentiles(R_new: np.ndarray, R_ref: np.ndarray) -> np.ndarray:
     code ranks ties arbitrarily by argsort; this definition is the deterministic one in
     ALGORITHMS.md). Few new rows (M N K <= ``AIR_DIRECT_COUNT_MAX``): the count itself,
     O(M N K) comparisons (a relabel worker fed one trajectory at a time: N K, no sort).
-    Otherwise O((N + M) K log(N + M)): a stable argsort per column of the stacked returns,
-    so on equal values the reference rows (stacked first) precede the new ones and every
-    new row counts all references at or before its sorted position.
+    Otherwise O((N + M) K log N): each column of the references sorted once, and the
+    count is the position ``searchsorted(..., side="right")`` of each new return in it
+    (the number of references <= it, exactly).
     """
     R_new = np.asarray(R_new, dtype=np.float64)
     R_ref = np.asarray(R_ref, dtype=np.float64)
@@ -294,15 +299,12 @@ def air_percentiles(R_new: np.ndarray, R_ref: np.ndarray) -> np.ndarray:
     assert R_ref.shape == (N, K) and N > 0, (R_new.shape, R_ref.shape)
     if M * N * K <= AIR_DIRECT_COUNT_MAX:
         return np.count_nonzero(R_ref[None, :, :] <= R_new[:, None, :], axis=1) / N
-    stacked = np.concatenate([R_ref, R_new], axis=0)  # [N + M, K]
-    order = np.argsort(stacked, axis=0, kind="stable")  # [N + M, K]
-    is_ref = order < N
-    refs_so_far = np.cumsum(is_ref, axis=0)  # references at or before each sorted slot
-    counts = np.empty((M, K), dtype=np.int64)
-    rows = order[~is_ref] - N
-    cols = np.broadcast_to(np.arange(K), order.shape)[~is_ref]
-    counts[rows, cols] = refs_so_far[~is_ref]
-    return counts / N
+    ref_sorted = np.sort(R_ref.T, axis=1)  # [K, N], each candidate's column ascending
+    new_t = np.ascontiguousarray(R_new.T)  # [K, M]
+    counts = np.empty((K, M), dtype=np.int64)
+    for k in range(K):
+        counts[k] = np.searchsorted(ref_sorted[k], new_t[k], side="right")
+    return counts.T / N
 
 
 def air_select(percentiles: np.ndarray, advantages: np.ndarray, m: int = 1) -> np.ndarray:
