@@ -2,6 +2,8 @@
 
     hindsight bench rollout|store|learner|relabel|all [--quick] [--json FILE]
     hindsight bench learner --device cuda       # eager vs CUDA-graph updates on the GPU
+    hindsight bench relabel --families point_reacher --strategies air [--per-call 16]
+                                                # relabel capacity of some families only
     hindsight bench e2e [--quick]               # training vs Stable-Baselines3 SAC (not in "all")
 
 Each result records the machine and its load average at the start, so a figure measured
@@ -35,7 +37,9 @@ def machine() -> dict[str, Any]:
     }
 
 
-def run_benchmark(name: str, quick: bool = False, device: str | None = None, steps: int | None = None) -> dict[str, Any]:
+def run_benchmark(name: str, quick: bool = False, device: str | None = None, steps: int | None = None,
+                  families: list[str] | None = None, strategies: list[str] | None = None,
+                  per_call: int | None = None) -> dict[str, Any]:
     if name == "all":
         return {n: run_benchmark(n, quick) for n in NAMES}
     if name not in NAMES + EXTRA:
@@ -46,7 +50,12 @@ def run_benchmark(name: str, quick: bool = False, device: str | None = None, ste
     load = machine()["load_average_1_5_15"]
     if steps is not None and name != "e2e":
         raise ValueError(f"--steps applies to the e2e benchmark only, not {name!r}")
+    relabel_only = {"families": families, "strategies": strategies, "per_call": per_call}
+    given = [k for k, v in relabel_only.items() if v is not None]
+    if given and name != "relabel":
+        raise ValueError(f"--{given[0].replace('_', '-')} applies to the relabel benchmark only, not {name!r}")
     kwargs: dict[str, Any] = {"device": device} if device is not None else {}
+    kwargs.update({k: relabel_only[k] for k in given})
     if steps is not None:
         kwargs["steps"] = steps
     result = importlib.import_module(f"benchmarks.{name}").run(quick=quick, **kwargs)

@@ -94,18 +94,24 @@ def segment_blocks(lengths: np.ndarray, per_step: int, max_elements: int) -> Ite
 
 
 def weighted_segment_sums(x: np.ndarray, weights: np.ndarray, lengths: np.ndarray) -> np.ndarray:
-    """sum_{s in segment m} weights[s] x[s, :] for x [B, C], weights [B], lengths [M] -> [M, C].
+    """sum_{s in segment m} weights[s] x[c, s] for x [C, B] (one row per task or term, the
+    steps along the row), weights [B], lengths [M] -> [M, C].
 
-    Overwrites x (it is a block's scratch buffer). Segments of one length L (a block of
-    time-limited episodes) are one batched [1, L] x [L, C] product each; others a
-    ``np.add.reduceat``."""
+    Rows run along the steps so that every elementwise pass over a block is long and
+    contiguous however few tasks there are. Segments of one length L whose weights repeat
+    (time-limited episodes, gamma^t) are one [C M, L] x [L] product; other equal lengths a
+    batched product; uneven ones ``np.add.reduceat`` (x is overwritten then)."""
     lengths = np.asarray(lengths, dtype=np.int64)
-    M, C = len(lengths), x.shape[1]
+    M, (C, B) = len(lengths), x.shape
+    assert B == int(lengths.sum()) and weights.shape == (B,), (x.shape, weights.shape, int(lengths.sum()))
     if M and lengths[0] > 0 and np.all(lengths == lengths[0]):
         L = int(lengths[0])
-        return np.matmul(weights.reshape(M, 1, L), x.reshape(M, L, C)).reshape(M, C)
-    x *= weights[:, None]
-    return segment_sums(x, lengths)
+        w = weights.reshape(M, L)
+        if np.array_equal(w, np.broadcast_to(w[0], w.shape)):
+            return (x.reshape(C * M, L) @ w[0]).reshape(C, M).T
+        return np.einsum("cml,ml->mc", x.reshape(C, M, L), w)
+    x *= weights
+    return segment_sums(x.T, lengths)
 
 
 class UnknownFamilyError(KeyError):

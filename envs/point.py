@@ -28,11 +28,12 @@ _SQRT_2PI = float(np.sqrt(2.0 * np.pi))
 _LN10 = float(np.log(10.0))
 
 
-def _distances(points: np.ndarray, centers: np.ndarray) -> np.ndarray:
-    """||p_b - q_c|| for points [B, 2], centers [C, 2] -> [B, C], as ``np.linalg.norm`` of
-    the difference computes it (the same rounding, no [B, C, 2] temporary)."""
-    dx = np.subtract.outer(points[:, 0], centers[:, 0])
-    dy = np.subtract.outer(points[:, 1], centers[:, 1])
+def _distances(centers: np.ndarray, points: np.ndarray) -> np.ndarray:
+    """||p_b - q_c|| for centers [C, 2], points [B, 2] -> [C, B] (the steps along each row),
+    as ``np.linalg.norm`` of the difference computes it (the same rounding, no [C, B, 2]
+    temporary)."""
+    dx = np.subtract.outer(centers[:, 0], points[:, 0])
+    dy = np.subtract.outer(centers[:, 1], points[:, 1])
     dx *= dx
     dy *= dy
     dx += dy
@@ -153,29 +154,29 @@ class PointTrajectory(_GHPointFamily):
                         lengths: np.ndarray) -> np.ndarray:
         """``TaskFamily.segment_returns`` ([M, K]) in blocks that stay in cache, with the
         per-task constants taken out of the [B, K] work: the rotated coordinates of a block
-        are two [b, 2] x [2, K] products, and 1 / (sigma sqrt(2 pi)) multiplies the [M, K]
+        are two [K, 2] x [2, b] products, and 1 / (sigma sqrt(2 pi)) multiplies the [M, K]
         sums (the reward is alpha * N(...) where alpha >= 0)."""
         tasks = self.check_tasks(tasks)
         w = np.asarray(weights, dtype=np.float64)
         p = np.asarray(steps.obs, dtype=np.float64)[:, :2]  # [B, 2] pre-step position
         theta, d, amp = tasks[:, 0], tasks[:, 1], tasks[:, 2]
         c, s = np.cos(theta), np.sin(theta)
-        to_xr = np.stack([c, -s])  # [2, K]: x' = c x - s y
-        to_yr = np.stack([s, c])  # [2, K]: y' = s x + c y
+        to_xr = np.stack([c, -s], axis=1)  # [K, 2]: x' = c x - s y
+        to_yr = np.stack([s, c], axis=1)  # [K, 2]: y' = s x + c y
         inv_d, pi_over_d = 1.0 / d, np.pi / d
         scale = -0.5 / self.sigma**2
         out = np.empty((len(lengths), len(tasks)))
         for m0, m1, s0, s1 in segment_blocks(lengths, len(tasks), SEGMENT_BLOCK_ELEMENTS):
-            xr = p[s0:s1] @ to_xr  # [b, K]
-            dev = p[s0:s1] @ to_yr  # y'
-            arg = xr * pi_over_d
+            xr = to_xr @ p[s0:s1].T  # [K, b]
+            dev = to_yr @ p[s0:s1].T  # y'
+            arg = xr * pi_over_d[:, None]
             np.sin(arg, out=arg)
-            arg *= amp
+            arg *= amp[:, None]
             dev -= arg  # y' - amp sin(pi x' / d)
             dev *= dev
             dev *= scale
             np.exp(dev, out=dev)  # sigma sqrt(2 pi) * pdf
-            xr *= inv_d  # alpha
+            xr *= inv_d[:, None]  # alpha
             np.maximum(xr, 0.0, out=xr)
             dev *= xr
             out[m0:m1] = weighted_segment_sums(dev, w[s0:s1], lengths[m0:m1])
@@ -299,8 +300,8 @@ class PointReacher(_GHPointFamily):
         centers = np.concatenate([self.goal(tasks), self.obstacle(tasks)])  # [2K, 2]
         sums = np.empty((len(lengths), 2 * K))  # [M, 2K]: D then S * ln 10
         for m0, m1, s0, s1 in segment_blocks(lengths, 2 * K, SEGMENT_BLOCK_ELEMENTS):
-            dist = _distances(e[s0:s1], centers)  # [b, 2K]
-            safety = dist[:, K:]
+            dist = _distances(centers, e[s0:s1])  # [2K, b]
+            safety = dist[K:]
             safety += 0.01
             np.log(safety, out=safety)
             sums[m0:m1] = weighted_segment_sums(dist, w[s0:s1], lengths[m0:m1])

@@ -5,6 +5,7 @@
     hindsight store verify DIR | hindsight store stats DIR
     hindsight scale RUN_DIR N
     hindsight bench NAME [--quick] [--json FILE] [--device cuda] [--steps N]
+    hindsight bench relabel [--families F,..] [--strategies S,..] [--per-call M]
     hindsight chaos [--faults a,b] [--nodes 3] [--json FILE]   # fault injection on a local cluster
     hindsight config [--config NAME]          # the hyperparameter table
     hindsight eval --checkpoint RUN_DIR       # PEARL meta-test on held-out tasks
@@ -221,7 +222,9 @@ def _chaos(args: argparse.Namespace) -> int:
 def _bench(args: argparse.Namespace) -> int:
     from benchmarks import run_benchmark
 
-    result = run_benchmark(args.name, quick=args.quick, device=args.device, steps=args.steps)
+    split = lambda v: [x for x in v.split(",") if x] if v else None  # noqa: E731
+    result = run_benchmark(args.name, quick=args.quick, device=args.device, steps=args.steps,
+                           families=split(args.families), strategies=split(args.strategies), per_call=args.per_call)
     text = json.dumps(result, indent=2)
     print(text)
     if args.json:
@@ -371,6 +374,11 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--json", help="write the result to this file")
     b.add_argument("--device", help="learner only: cpu (default) or cuda")
     b.add_argument("--steps", type=int, help="e2e only: env-step budget of each training run")
+    b.add_argument("--families", help="relabel only: measure just the capacity of these families "
+                   "(comma-separated, e.g. point_reacher,point_trajectory)")
+    b.add_argument("--strategies", help="relabel only: just these strategies (comma-separated, e.g. air)")
+    b.add_argument("--per-call", type=int, help="relabel only: new trajectories per relabel call in the "
+                   "capacity figures (default 16, relabel.batch_trajectories)")
     b.set_defaults(func=_bench)
 
     c = sub.add_parser("config", help="print every config key with its default and meaning")

@@ -63,7 +63,25 @@ def test_bench_relabel_fields(tmp_path):
     assert _number(r["min_speedup_required_cases"])
     cap = r["capacity"]
     assert _number(cap["min_ratio"]) and cap["production"]["half_cheetah_mo"]["trajectories_per_s"] > 0
-    assert {"air_nonlinear_pool (M=16)", "none", "her_future"} <= set(cap["strategies"])
+    assert set(cap["strategies"]) == {"half_cheetah_mo", "reacher_goal", "point_reacher", "point_trajectory"}
+    # every strategy a relabel worker runs, on each family it applies to (HER: goal families)
+    every = {"air (fresh)", "air (pool)", "advantage", "max_reward", "hipi", "random", "none"}
+    assert set(cap["strategies"]["point_reacher"]) == every | {"her_final", "her_future"}
+    assert set(cap["strategies"]["point_trajectory"]) == every
+    assert all(_number(row["ratio"]) for fam in cap["strategies"].values() for row in fam.values())
+
+
+def test_bench_relabel_capacity_only(tmp_path):
+    r = _bench("relabel", tmp_path, "--families", "point_reacher", "--strategies", "air", "--per-call", "4")
+    assert set(r) >= {"capacity"} and "air_linear" not in r
+    cap = r["capacity"]
+    assert cap["trajectories_per_call"] == 4 and set(cap["strategies"]) == {"point_reacher"}
+    assert set(cap["strategies"]["point_reacher"]) == {"air (fresh)", "air (pool)"}
+
+
+def test_bench_relabel_only_options_refused_elsewhere(capsys):
+    assert main(["bench", "store", "--quick", "--families", "point_reacher"]) != 0
+    assert "--families applies to the relabel benchmark only" in capsys.readouterr().err
 
 
 @pytest.mark.slow

@@ -234,6 +234,14 @@ def discounted_returns_per_trajectory(
         w = np.asarray(family.task_weights(flat), dtype=np.float64).reshape(M, K, -1)
         return np.einsum("md,mkd->mk", feats, w)
     lengths = trajectory_lengths(trajs)
+    if not family.task_dependent_termination and type(family).segment_returns is not TaskFamily.segment_returns:
+        # a family with its own segment_returns (the point families): one call per
+        # trajectory under its own K candidates beats K-fold repeated steps through rewards_for
+        out = np.zeros((M, K))
+        for m, traj in enumerate(trajs):
+            w = discount_weights(lengths[m : m + 1], discount)
+            out[m] = family.segment_returns(traj.steps(), flat[m * K : (m + 1) * K], w, lengths[m : m + 1])[0]
+        return out
     out = np.zeros((M, K))
     for lo, hi in _chunks(lengths, K, max_elements):
         steps = concat_steps(trajs[lo:hi])
