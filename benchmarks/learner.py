@@ -12,13 +12,17 @@ each is reported, with the ratio ours / plain.
 
 Ours is measured twice: with the default ``task_to_all_layers=True`` (slightly more FLOPs:
 the task is re-appended to every hidden layer) and with the task on the input only, which
-is exactly the baseline's architecture.
+is exactly the baseline's architecture. The default architecture is also measured with
+``SACConfig.compile`` (losses and backward through ``torch.compile``, ``compiled_*``
+fields; its one-off compile time is ``compile_seconds``), interleaved with the eager one.
 
 FLOP ceiling (``ratio_of_flop_ceiling``): every matmul one update runs (forward and
 backward, recorded with a dispatch mode) is timed alone on operands of the same shapes in
 the same run; their summed time is the fastest an update could be if everything but its
 matmuls were free. Reported at one thread and, as the learner runs by default, at every
-core of the machine (``all_cores``).
+core of the machine (``all_cores``), for the eager and the compiled update
+(``ratio_of_flop_ceiling_eager`` / ``_compiled``); ``ratio_of_flop_ceiling`` is the path
+the learner takes by default (``default_path``: ``SACConfig().compile``).
 
 ``--device cuda``: eager updates and CUDA-graph launches of k = 1, 8, 32 updates
 (``learner/sac/graphed.py``, replay sampling on the device) at batch 256, 256x256, with
@@ -27,6 +31,7 @@ TF32 off and on; the ceiling likewise from the GPU's own matmul timings.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import statistics
 import time
@@ -234,10 +239,16 @@ def _cpu_block(threads: int, quick: bool, with_plain: bool) -> dict[str, Any]:
     torch.set_num_threads(threads)
     reps, n, warmup = (2, 8, 3) if quick else (7, 150, 30)
     batches = _batches(8, seed=0)
-    ours_all = init_state(OBS, ACT, TASK, SACConfig(hidden_sizes=(HIDDEN, HIDDEN)), "cpu", seed=0)
+    cfg = SACConfig(hidden_sizes=(HIDDEN, HIDDEN))
+    ours_all = init_state(OBS, ACT, TASK, dataclasses.replace(cfg, compile=False), "cpu", seed=0)
+    ours_compiled = init_state(OBS, ACT, TASK, dataclasses.replace(cfg, compile=True), "cpu", seed=0)
+    t0 = time.perf_counter()
+    update(ours_compiled, batches[0], with_metrics=False)  # the compile (or its cache hit)
+    compile_seconds = time.perf_counter() - t0
     steps: dict[str, Callable[[Batch], Any]] = {
         # metrics read every 100 updates, as a trainer would
         "ours_all_layers": lambda b: update(ours_all, b, with_metrics=ours_all.step % 100 == 0),
+        "ours_compiled": lambda b: update(ours_compiled, b, with_metrics=ours_compiled.step % 100 == 0),
     }
     if with_plain:
         plain = PlainSAC(seed=0)
@@ -253,13 +264,23 @@ def _cpu_block(threads: int, quick: bool, with_plain: bool) -> dict[str, Any]:
         for name in names[r % len(names):] + names[: r % len(names)]:  # rotate the order
             rates[name].append(_rate(steps[name], batches, n))
     med = {k: statistics.median(v) for k, v in rates.items()}
+    # the ceiling counts the eager update's matmuls; the compiled one runs the same products
     ceiling = flop_ceiling(lambda: update(ours_all, batches[0], with_metrics=False), torch.device("cpu"),
                            reps=2 if quick else 15)
+    default_path = "compiled" if cfg.compile else "eager"
+    ratio = {"eager": med["ours_all_layers"] / ceiling["ceiling_updates_per_s"],
+             "compiled": med["ours_compiled"] / ceiling["ceiling_updates_per_s"]}
     out: dict[str, Any] = {
         "threads": threads,
         "ours_updates_per_s": med["ours_all_layers"],
+        "compiled_updates_per_s": med["ours_compiled"],
+        "compiled_over_eager": med["ours_compiled"] / med["ours_all_layers"],
+        "compile_seconds": compile_seconds,
         **ceiling,
-        "ratio_of_flop_ceiling": med["ours_all_layers"] / ceiling["ceiling_updates_per_s"],
+        "ratio_of_flop_ceiling_eager": ratio["eager"],
+        "ratio_of_flop_ceiling_compiled": ratio["compiled"],
+        "default_path": default_path,
+        "ratio_of_flop_ceiling": ratio[default_path],
         "all_rates": rates,
     }
     if with_plain:
@@ -334,8 +355,9 @@ def _timed_rate(step: Callable[[], Any], device: torch.device, seconds: float, p
 
 
 def run(quick: bool = False, device: str = "cpu") -> dict[str, Any]:
-    """CPU: updates/s of ours at 1 thread and at every core, the plain step (1 thread), and
-    each against the FLOP ceiling measured in the same run. CUDA: eager vs CUDA-graph rates."""
+    """CPU: updates/s of ours (eager and compiled) at 1 thread and at every core, the plain
+    step (1 thread), and each against the FLOP ceiling measured in the same run. CUDA: eager
+    vs CUDA-graph rates."""
     base = {"batch_size": BATCH, "hidden": [HIDDEN, HIDDEN], "dims": {"obs": OBS, "action": ACT, "task": TASK}}
     if device.startswith("cuda"):
         if not torch.cuda.is_available():
@@ -346,11 +368,12 @@ def run(quick: bool = False, device: str = "cpu") -> dict[str, Any]:
     try:
         one = _cpu_block(1, quick, with_plain=True)
         out: dict[str, Any] = {**base, "device": "cpu", "one_thread": one}
-        # headline fields as before (one thread), plus the ceiling ratio
+        # headline fields as before (one thread), plus the compiled path and the ceiling ratios
         for k in ("plain_updates_per_s", "ours_updates_per_s", "ours_input_only_updates_per_s", "ratio",
-                  "ratio_input_only"):
+                  "ratio_input_only", "compiled_updates_per_s", "compiled_over_eager", "compile_seconds",
+                  "ratio_of_flop_ceiling_eager", "ratio_of_flop_ceiling_compiled", "default_path",
+                  "ratio_of_flop_ceiling"):
             out[k] = one[k]
-        out["ratio_of_flop_ceiling"] = one["ratio_of_flop_ceiling"]
         if cores > 1:
             every = _cpu_block(cores, quick, with_plain=False)
             out["all_cores"] = every

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import numpy as np
@@ -13,7 +14,7 @@ from learner.core import Batch, pick_device, to_torch
 from learner.local import RandomPolicy, evaluate
 from learner.replay import Replay
 from learner.sac.config import SACConfig, sac_config_for, sac_defaults
-from learner.sac.losses import bellman_target, compute_losses
+from learner.sac.losses import bellman_target, compute_losses, draw_noise
 from learner.sac.networks import Actor, InferencePolicy, TaskMLP, TwinCritic
 from learner.sac.update import (
     METRIC_NAMES,
@@ -129,6 +130,40 @@ def test_update_without_metrics_returns_empty_dict() -> None:
     _, metrics = update(state, make_batch(), with_metrics=False)
     assert metrics == {}
 
+
+
+def test_noise_drawn_ahead_equals_noise_drawn_inside_the_losses() -> None:
+    """``draw_noise`` draws what ``compute_losses`` would (the compiled update relies on it)."""
+    state = init_state(O, A, Z, SMALL, "cpu", seed=4)
+    b = make_batch(seed=1)
+    g = torch.Generator()
+    g.set_state(state.generator.get_state())
+    inside = compute_losses(state.nets, b, SMALL, state.log_alpha, state.generator)
+    ahead = compute_losses(state.nets, b, SMALL, state.log_alpha, None, draw_noise(b, g))
+    assert torch.equal(inside.metric_vector(), ahead.metric_vector())
+    assert torch.equal(g.get_state(), state.generator.get_state())
+
+
+def test_compiled_update_equals_the_eager_update() -> None:
+    """``compile=True`` (torch.compile of losses + backward; compiles once, tens of seconds):
+    same seed and batches, terminal rows with NaN next observations included, give the eager
+    path's parameters, targets, Adam moments and metrics up to float32 rounding."""
+    nan_next = make_batch(seed=9, p_terminal=0.5)
+    nan_next = nan_next._replace(next_obs=torch.where(nan_next.terminated[:, None], torch.nan, nan_next.next_obs))
+    batches = [make_batch(seed=i) for i in range(3)] + [nan_next]
+    eager = init_state(O, A, Z, SMALL, "cpu", seed=5)
+    compiled = init_state(O, A, Z, dataclasses.replace(SMALL, compile=True), "cpu", seed=5)
+    for b in batches:
+        _, m_eager = update(eager, b)
+        _, m_compiled = update(compiled, b)
+        assert m_compiled == pytest.approx(m_eager, rel=1e-5, abs=1e-6)
+    a, c = all_tensors(eager), all_tensors(compiled)
+    for k in a:
+        torch.testing.assert_close(c[k], a[k], rtol=1e-5, atol=1e-6, msg=k)
+    assert all(torch.isfinite(v).all() for v in c.values())
+    for sa, sc in zip(eager.optimizer.state.values(), compiled.optimizer.state.values()):
+        torch.testing.assert_close(sc["exp_avg"], sa["exp_avg"], rtol=1e-4, atol=1e-7)
+    assert torch.equal(eager.generator.get_state(), compiled.generator.get_state())
 
 # ---- (c) checkpoints ------------------------------------------------------------------
 

@@ -78,6 +78,15 @@ class SACConfig:
     hidden_bias_init: float = 0.1
     """Constant initial bias of every hidden layer (rlkit ``b_init_value``)."""
 
+    compile: bool = False
+    """Run the losses and their backward through ``torch.compile`` (inductor; C++ kernels on
+    the CPU, built with the system's gcc) instead of eagerly; Adam and the Polyak update stay
+    eager. Same update up to float32 rounding (the noise is drawn from the same generator in
+    the same order). Costs a compile of tens of seconds to minutes in each new learner process
+    (inductor caches it on disk), so it pays off only for long runs; ``hindsight bench learner``
+    measures both paths (``learner/sac/update.py``, README "Speed"). The CUDA-graph learner
+    (``learner.cuda_graph``) does not use it."""
+
     def __post_init__(self) -> None:
         object.__setattr__(self, "hidden_sizes", tuple(int(h) for h in self.hidden_sizes))
         check_ranges(self)  # the declared ranges above

@@ -83,10 +83,7 @@ class GraphedUpdates:
             with torch.no_grad():
                 torch._foreach_lerp_(targets, onlines, st.cfg.tau)
         with torch.no_grad():
-            self.metrics.copy_(torch.stack([
-                losses.critic.detach(), losses.actor.detach(), losses.alpha.detach(), losses.alpha_value,
-                losses.q1, losses.q2, losses.target_q, losses.entropy,
-            ]))
+            self.metrics.copy_(losses.metric_vector())
 
     def _capture(self) -> None:
         """Warm up on a side stream (initialises Adam's state: real updates, counted by

@@ -35,6 +35,10 @@ class SACNetworks(NamedTuple):
     target_critic: TwinCritic
 
 
+#: order of the diagnostics in ``Losses.metric_vector`` (and of ``update``'s metrics)
+METRIC_NAMES = ("critic_loss", "actor_loss", "alpha_loss", "alpha", "q1", "q2", "target_q", "entropy")
+
+
 class Losses(NamedTuple):
     """Scalar losses (with graph) and detached scalar diagnostics."""
 
@@ -51,6 +55,14 @@ class Losses(NamedTuple):
     def total(self) -> torch.Tensor:
         return self.critic + self.actor + self.alpha
 
+    def metric_vector(self) -> torch.Tensor:
+        """The diagnostics as one detached tensor [8] in ``METRIC_NAMES`` order (read with
+        one host sync)."""
+        return torch.stack([
+            self.critic.detach(), self.actor.detach(), self.alpha.detach(), self.alpha_value,
+            self.q1, self.q2, self.target_q, self.entropy,
+        ])
+
 
 def bellman_target(reward: torch.Tensor, terminated: torch.Tensor, next_q: torch.Tensor,
                    next_log_prob: torch.Tensor, alpha: torch.Tensor, discount: float,
@@ -65,12 +77,24 @@ def bellman_target(reward: torch.Tensor, terminated: torch.Tensor, next_q: torch
     return reward_scale * reward + discount * bootstrap
 
 
+def draw_noise(batch: Batch, generator: torch.Generator | None) -> tuple[torch.Tensor, torch.Tensor]:
+    """The two standard-normal draws [B, A] that ``compute_losses`` makes from ``generator``
+    (next actions first, then the actor's), in that order, drawn ahead of the losses."""
+    shape, a = batch.action.shape, batch.action
+    return tuple(torch.randn(shape, generator=generator, device=a.device, dtype=a.dtype) for _ in range(2))
+
+
 def compute_losses(nets: SACNetworks, batch: Batch, cfg: SACConfig, log_alpha: torch.Tensor,
-                   generator: torch.Generator | None = None) -> Losses:
-    """Critic, actor and temperature losses for ``batch`` (see the module docstring)."""
+                   generator: torch.Generator | None = None,
+                   noise: tuple[torch.Tensor, torch.Tensor] | None = None) -> Losses:
+    """Critic, actor and temperature losses for ``batch`` (see the module docstring).
+
+    ``noise``: the actors' reparameterisation noise as ``draw_noise(batch, generator)`` gives
+    it (same values as drawing inside); None draws from ``generator`` here."""
+    next_eps, eps = (None, None) if noise is None else noise
     alpha = log_alpha.detach().exp()
     with torch.no_grad():
-        next_action, next_log_prob = nets.actor.sample(batch.next_obs, batch.task, generator)
+        next_action, next_log_prob = nets.actor.sample(batch.next_obs, batch.task, generator, next_eps)
         next_q = torch.amin(nets.target_critic(batch.next_obs, next_action, batch.task), dim=0)  # [B]
         target = bellman_target(batch.reward, batch.terminated, next_q, next_log_prob, alpha,
                                 cfg.discount, cfg.reward_scale)  # [B]
@@ -78,7 +102,7 @@ def compute_losses(nets: SACNetworks, batch: Batch, cfg: SACConfig, log_alpha: t
     q = nets.critic(batch.obs, batch.action, batch.task)  # [2, B]
     critic_loss = (q - target).square().mean(dim=1).sum()
 
-    action, log_prob = nets.actor.sample(batch.obs, batch.task, generator)  # [B, A], [B]
+    action, log_prob = nets.actor.sample(batch.obs, batch.task, generator, eps)  # [B, A], [B]
     q_pi = torch.amin(nets.critic(batch.obs, action, batch.task, detach_params=True), dim=0)
     actor_loss = (alpha * log_prob - q_pi).mean()
 

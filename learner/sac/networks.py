@@ -63,11 +63,14 @@ def _init_layer(
     return w, b
 
 
-def tanh_gaussian_sample(mean: torch.Tensor, log_std: torch.Tensor,
-                         generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+def tanh_gaussian_sample(mean: torch.Tensor, log_std: torch.Tensor, generator: torch.Generator | None = None,
+                         eps: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """a = tanh(mean + std * eps) [B, A] and log pi(a) [B] of a tanh-Gaussian (``Actor.sample``;
-    PEARL's losses call it with the mean and log-std they also regularise)."""
-    eps = torch.randn(mean.shape, generator=generator, device=mean.device, dtype=mean.dtype)
+    PEARL's losses call it with the mean and log-std they also regularise). ``eps`` [B, A]: a
+    standard-normal draw made by the caller (a compiled update cannot draw from a
+    ``torch.Generator``); None draws it here from ``generator``."""
+    if eps is None:
+        eps = torch.randn(mean.shape, generator=generator, device=mean.device, dtype=mean.dtype)
     u = mean + log_std.exp() * eps
     log_prob = (-0.5 * eps.square() - log_std - _LOG_SQRT_2PI).sum(-1)
     log_prob = log_prob - (2.0 * (_LOG_2 - u - F.softplus(-2.0 * u))).sum(-1)
@@ -178,15 +181,16 @@ class Actor(nn.Module):
         mean, log_std = self.net(obs, task).chunk(2, dim=-1)
         return mean, log_std.clamp(self.log_std_min, self.log_std_max)
 
-    def sample(self, obs: torch.Tensor, task: torch.Tensor,
-               generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    def sample(self, obs: torch.Tensor, task: torch.Tensor, generator: torch.Generator | None = None,
+               eps: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """Reparameterised a = tanh(mean + std * eps) [B, A] and log pi(a | s, z) [B].
 
         log pi = log N(u; mean, std) - sum log(1 - tanh(u)^2), the latter written as
-        2 (log 2 - u - softplus(-2u)) which is exact and stable for large |u|.
+        2 (log 2 - u - softplus(-2u)) which is exact and stable for large |u|. ``eps``: the
+        standard-normal noise [B, A] drawn by the caller, else drawn from ``generator``.
         """
         mean, log_std = self(obs, task)
-        return tanh_gaussian_sample(mean, log_std, generator)
+        return tanh_gaussian_sample(mean, log_std, generator, eps)
 
     def log_prob(self, obs: torch.Tensor, task: torch.Tensor, action: torch.Tensor,
                  eps: float = 1e-6) -> torch.Tensor:

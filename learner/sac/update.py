@@ -11,6 +11,12 @@ is a function of (state, batch) alone. PyTorch optimisers work in place, so the 
 updated in place and returned (Acme's ``update_step`` shape without copying tensors).
 ``save_state`` writes all of it, so save -> load -> update equals an uninterrupted run
 bit for bit on the same device.
+
+With ``cfg.compile`` the losses and their backward run as one ``torch.compile``d function
+(``learner/sac/compiled.py``): the actors' noise is drawn beforehand from ``state.generator`` in
+the order ``compute_losses`` draws it, so the update equals the eager one up to float32
+rounding; fused Adam and the Polyak update stay eager (compiling them measured slower:
+dynamo does not trace the fused Adam kernel and breaks the graph around it).
 """
 
 from __future__ import annotations
@@ -26,11 +32,9 @@ import torch
 from learner.checkpoints import atomic_save
 from learner.core import Batch
 from learner.sac.config import SACConfig
-from learner.sac.losses import SACNetworks, compute_losses
+from learner.sac.losses import METRIC_NAMES, SACNetworks, compute_losses, draw_noise
 from learner.sac.networks import Actor, TwinCritic, ValueFnFactory
 
-#: order of the values ``update`` reports (one tensor, converted once)
-METRIC_NAMES = ("critic_loss", "actor_loss", "alpha_loss", "alpha", "q1", "q2", "target_q", "entropy")
 _FORMAT = 1
 
 
@@ -103,22 +107,26 @@ def update(state: SACState, batch: Batch, with_metrics: bool = True) -> tuple[SA
     """One SAC gradient step on ``batch`` (actor, twin critic, alpha) and the Polyak update.
 
     ``with_metrics=False`` skips the one host sync that reading the diagnostics costs (call with
-    True every k steps on a GPU); on CPU it is nearly free.
+    True every k steps on a GPU); on CPU it is nearly free. ``state.cfg.compile`` runs the losses
+    and their backward compiled (module docstring).
     """
-    losses = compute_losses(state.nets, batch, state.cfg, state.log_alpha, state.generator)
+    if state.cfg.compile:
+        from learner.sac.compiled import compiled_losses  # imports inductor (seconds): only here
+
+        noise = draw_noise(batch, state.generator)
+        total, metrics = compiled_losses()(state.nets, batch, state.cfg, state.log_alpha, noise)
+    else:
+        losses = compute_losses(state.nets, batch, state.cfg, state.log_alpha, state.generator)
+        total = losses.total
     state.optimizer.zero_grad(set_to_none=True)
-    losses.total.backward()
+    total.backward()
     state.optimizer.step()
-    with torch.no_grad():
-        for target, online in zip(state.target_critic.parameters(), state.critic.parameters()):
-            target.lerp_(online, state.cfg.tau)  # target += tau * (online - target)
+    with torch.no_grad():  # target += tau * (online - target), one foreach call
+        torch._foreach_lerp_(list(state.target_critic.parameters()), list(state.critic.parameters()), state.cfg.tau)
     state.step += 1
     if not with_metrics:
         return state, {}
-    values = torch.stack([
-        losses.critic.detach(), losses.actor.detach(), losses.alpha.detach(), losses.alpha_value,
-        losses.q1, losses.q2, losses.target_q, losses.entropy,
-    ]).tolist()
+    values = (metrics if state.cfg.compile else losses.metric_vector()).tolist()
     return state, dict(zip(METRIC_NAMES, values))
 
 
