@@ -156,7 +156,8 @@ class RelabelWorker:
         reference: Sequence = ()
         if self.cfg.reference_size > 0 and self.strategy_name == "air":
             if self.calls % self.reference_refresh == 0 or not self.reference:
-                self.reference = self.store.recent(self.cfg.reference_size)
+                held = {t.episode_id: t for t in self.reference}
+                self.reference = self.store.recent(self.cfg.reference_size, held=held)
             # GH Alg. 2: the N most recent trajectories, the new ones included. Between
             # refreshes the trajectories read since join the set and the oldest leave it.
             self.reference = most_recent([*self.reference, *trajs], self.cfg.reference_size)

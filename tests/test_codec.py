@@ -68,6 +68,12 @@ def test_roundtrip_any_dtype_and_shape(traj: Trajectory) -> None:
     assert h.task.tobytes() == traj.task.tobytes()
 
 
+@given(traj=trajectories())
+@settings(max_examples=25, deadline=None)
+def test_peek_reads_id_and_time(traj: Trajectory) -> None:
+    assert codec.peek(codec.encode(traj)) == (traj.episode_id, traj.created_at)
+
+
 def test_decode_is_zero_copy_and_read_only_on_bytes() -> None:
     traj = make_traj(np.random.default_rng(0), T=5)
     payload = codec.encode(traj)

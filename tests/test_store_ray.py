@@ -85,6 +85,13 @@ def test_streaming_cursors_and_queries(ray_session, tmp_path) -> None:
     new, _ = store.read_new(cursors)
     assert sorted(t.episode_id for t in new) == sorted(t.episode_id for t in more)
     assert [t.episode_id for t in store.recent(3)] == [t.episode_id for t in more[-3:]]
+    # the objects a caller holds come back as themselves (not decoded again), the rest decoded
+    held = {t.episode_id: t for t in more[-2:]}
+    back = store.recent(3, held=held)
+    assert [t.episode_id for t in back] == [t.episode_id for t in more[-3:]]
+    assert back[1] is more[-2] and back[2] is more[-1] and back[0] is not more[-3]
+    assert_traj_equal(back[0], more[-3])
+    assert store.recent(0, held=held) == []
     a, b = store.sample(7, seed=5), store.sample(7, seed=5)
     assert [t.episode_id for t in a] == [t.episode_id for t in b] and len({t.episode_id for t in a}) == 7
     assert len(store.sample(1000, seed=0)) == 26

@@ -203,11 +203,19 @@ class TrajectoryStore:
         payloads, new = self.read_new_raw(cursors, max_per_shard, max_bytes_per_shard)
         return [codec.decode(p) for p in payloads], new
 
-    def recent(self, n: int) -> list[Trajectory]:
-        """The n newest trajectories over all shards by ``created_at``, oldest first."""
-        trajs = [codec.decode(p) for recs in self._gather([(s, "recent", (n,)) for s in range(self.num_shards)]) for p in recs]
-        trajs.sort(key=lambda t: t.created_at)
-        return trajs[max(0, len(trajs) - n) :] if n > 0 else []
+    def recent(self, n: int, held: Mapping[str, Trajectory] | None = None) -> list[Trajectory]:
+        """The n newest trajectories over all shards by ``created_at``, oldest first.
+
+        Each shard sends its n newest; only the n newest of all are decoded, and a record
+        whose episode_id is in ``held`` comes back as that object, not decoded again (a
+        relabel worker refreshing its reference set mostly gets back what it holds)."""
+        if n <= 0:
+            return []
+        payloads = [p for recs in self._gather([(s, "recent", (n,)) for s in range(self.num_shards)]) for p in recs]
+        keys = [codec.peek(p) for p in payloads]
+        order = sorted(range(len(payloads)), key=lambda i: keys[i][1])  # stable: shard order on equal times
+        held = held or {}
+        return [held.get(keys[i][0]) or codec.decode(payloads[i]) for i in order[max(0, len(order) - n) :]]
 
     def sample(self, n: int, seed: int | None = None) -> list[Trajectory]:
         """min(n, total) distinct trajectories drawn uniformly over all shards (seeded)."""

@@ -176,6 +176,13 @@ def _view(mv: memoryview, pos: int, spec: list, field: str) -> tuple[np.ndarray,
     return arr, end
 
 
+def peek(buf: Any) -> tuple[str, float]:
+    """(episode_id, created_at) of a payload, from its metadata alone (no array views, no
+    Trajectory): what choosing the newest records, or skipping ones already held, needs."""
+    _, meta, _ = _parse(buf)
+    return str(meta["episode_id"]), float(meta["created_at"])
+
+
 def decode(buf: Any) -> Trajectory:
     """msgpack payload -> Trajectory whose arrays are views of ``buf`` (see module doc)."""
     mv, meta, pos = _parse(buf)
