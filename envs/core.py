@@ -273,17 +273,38 @@ class TaskFamily:
 
     def segment_returns(self, steps: StepBatch, tasks: np.ndarray, weights: np.ndarray,
                         lengths: np.ndarray) -> np.ndarray:
-        """sum_{s in segment m} weights[s] r(step s | z_k): M segments of consecutive steps
-        (lengths [M], summing to B), tasks [K, Z], weights [B] -> [M, K].
+        """sum_{s in segment m} weights[s] r(step s | z_mk): M segments of consecutive steps
+        (lengths [M], summing to B), weights [B] -> [M, K]; tasks [K, Z] shared by every
+        segment (AIR) or [M, K, Z], each segment's own (advantage, max-reward).
 
-        AIR's discounted returns of M trajectories laid end to end (weights gamma^t, t
-        restarting at each trajectory's first step), every step counted (termination that
-        depends on the task is the caller's business). Default: ``rewards`` times the
-        weights, then segment sums. An override must equal it up to rounding
-        (tests/test_envs.py checks every family against this form)."""
+        Discounted returns of M trajectories laid end to end (weights gamma^t, t restarting
+        at each trajectory's first step), every step counted (termination that depends on
+        the task is the caller's business). Default: ``rewards`` (shared tasks) or one
+        ``rewards_for`` over the steps repeated K times, times the weights, then segment
+        sums. An override must equal it up to rounding (tests/test_envs.py checks every
+        family against the double loop)."""
         weights = np.asarray(weights, dtype=np.float64)
+        lengths = np.asarray(lengths, dtype=np.int64)
         assert weights.shape == (len(steps),), (weights.shape, len(steps))
-        return segment_sums(np.asarray(self.rewards(steps, tasks), dtype=np.float64) * weights[:, None], lengths)
+        tasks = self.check_segment_tasks(tasks, len(lengths))
+        if tasks.ndim == 2:
+            r = np.asarray(self.rewards(steps, tasks), dtype=np.float64)  # [B, K]
+        else:
+            K = tasks.shape[1]
+            rep = StepBatch(*(np.repeat(np.asarray(x), K, axis=0) for x in steps))  # step-major [B K]
+            own = tasks[np.repeat(np.arange(len(lengths)), lengths)].reshape(-1, self.task_dim)  # [B K, Z]
+            r = np.asarray(self.rewards_for(rep, own), dtype=np.float64).reshape(-1, K)
+        return segment_sums(r * weights[:, None], lengths)
+
+    def check_segment_tasks(self, tasks: Any, num_segments: int) -> np.ndarray:
+        """Tasks [K, Z] or [M, K, Z] (M = num_segments) as float64, checked."""
+        tasks = np.asarray(tasks, dtype=np.float64)
+        if tasks.ndim == 3 and tasks.shape[0] == num_segments:
+            return self.check_tasks(tasks.reshape(-1, tasks.shape[-1])).reshape(tasks.shape)
+        if tasks.ndim == 3:
+            raise ValueError(f"family {self.name!r}: per-segment tasks must have shape [{num_segments}, K, "
+                             f"{self.task_dim}], got {tasks.shape}")
+        return self.check_tasks(tasks)
 
     # ---- one step, unbatched (the env's per-step reward) ------------------------------------
     def step_reward(self, obs: np.ndarray, action: np.ndarray, next_obs: np.ndarray,

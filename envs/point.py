@@ -16,7 +16,7 @@ the dynamics only; the reward sees the action as given, which is the one a rollo
 
 from __future__ import annotations
 
-from typing import Any, ClassVar
+from typing import Any, Callable, ClassVar
 
 import gymnasium as gym
 import numpy as np
@@ -29,15 +29,50 @@ _LN10 = float(np.log(10.0))
 
 
 def _distances(centers: np.ndarray, points: np.ndarray) -> np.ndarray:
-    """||p_b - q_c|| for centers [C, 2], points [B, 2] -> [C, B] (the steps along each row),
-    as ``np.linalg.norm`` of the difference computes it (the same rounding, no [C, B, 2]
-    temporary)."""
-    dx = np.subtract.outer(centers[:, 0], points[:, 0])
-    dy = np.subtract.outer(centers[:, 1], points[:, 1])
+    """||p_b - q_c|| for centers [..., C, 2], points [..., B, 2] -> [..., C, B] (the steps
+    along each row), as ``np.linalg.norm`` of the difference computes it (the same
+    rounding, no [..., C, B, 2] temporary)."""
+    dx = centers[..., :, None, 0] - points[..., None, :, 0]
+    dy = centers[..., :, None, 1] - points[..., None, :, 1]
     dx *= dx
     dy *= dy
     dx += dy
     return np.sqrt(dx, out=dx)
+
+
+def _blocked_term_sums(
+    terms: Callable[[np.ndarray, np.ndarray], np.ndarray],
+    columns: int,
+    points: np.ndarray,
+    tasks: np.ndarray,
+    weights: np.ndarray,
+    lengths: np.ndarray,
+) -> np.ndarray:
+    """sum_{s in segment m} weights[s] X[c, s] -> [M, C], where X = terms(points, tasks)
+    holds the C = ``columns`` per-(step, task) terms of a family's reward: points [..., b, P],
+    tasks [..., K, Z] -> [..., C, b].
+
+    tasks [K, Z] are shared by every segment; tasks [M, K, Z] are each segment's own
+    (advantage relabeling's per-trajectory candidates), a block of equal-length segments
+    then one batched call. Blocks of whole segments hold at most SEGMENT_BLOCK_ELEMENTS
+    terms, so the passes over them stay in cache."""
+    lengths = np.asarray(lengths, dtype=np.int64)
+    out = np.empty((len(lengths), columns))
+    for m0, m1, s0, s1 in segment_blocks(lengths, columns, SEGMENT_BLOCK_ELEMENTS):
+        if tasks.ndim == 2:
+            out[m0:m1] = weighted_segment_sums(terms(points[s0:s1], tasks), weights[s0:s1], lengths[m0:m1])
+            continue
+        n, L = m1 - m0, int(lengths[m0])
+        if L > 0 and np.all(lengths[m0:m1] == L):
+            x = terms(points[s0:s1].reshape(n, L, -1), tasks[m0:m1])  # [n, C, L]
+            out[m0:m1] = np.einsum("mcl,ml->mc", x, weights[s0:s1].reshape(n, L))
+            continue
+        start = s0
+        for m in range(m0, m1):
+            stop = start + int(lengths[m])
+            out[m] = terms(points[start:stop], tasks[m]) @ weights[start:stop]
+            start = stop
+    return out
 
 
 class _GHPointEnv(gym.Env):
@@ -152,35 +187,33 @@ class PointTrajectory(_GHPointFamily):
 
     def segment_returns(self, steps: StepBatch, tasks: np.ndarray, weights: np.ndarray,
                         lengths: np.ndarray) -> np.ndarray:
-        """``TaskFamily.segment_returns`` ([M, K]) in blocks that stay in cache, with the
-        per-task constants taken out of the [B, K] work: the rotated coordinates of a block
-        are two [K, 2] x [2, b] products, and 1 / (sigma sqrt(2 pi)) multiplies the [M, K]
-        sums (the reward is alpha * N(...) where alpha >= 0)."""
-        tasks = self.check_tasks(tasks)
-        w = np.asarray(weights, dtype=np.float64)
+        """``TaskFamily.segment_returns`` in blocks that stay in cache: a block's rotated
+        coordinates are two [K, 2] x [2, b] products, and 1 / (sigma sqrt(2 pi)) multiplies
+        the [M, K] sums (the reward is alpha N(...) where alpha >= 0, else 0)."""
+        tasks = self.check_segment_tasks(tasks, len(lengths))
         p = np.asarray(steps.obs, dtype=np.float64)[:, :2]  # [B, 2] pre-step position
-        theta, d, amp = tasks[:, 0], tasks[:, 1], tasks[:, 2]
+        sums = _blocked_term_sums(self._terms, tasks.shape[-2], p, tasks, np.asarray(weights, dtype=np.float64),
+                                  lengths)
+        return sums / (self.sigma * _SQRT_2PI)
+
+    def _terms(self, p: np.ndarray, tasks: np.ndarray) -> np.ndarray:
+        """sigma sqrt(2 pi) r for positions p [..., b, 2], tasks [..., K, 3] -> [..., K, b]."""
+        theta, d, amp = tasks[..., 0, None], tasks[..., 1, None], tasks[..., 2, None]  # [..., K, 1]
         c, s = np.cos(theta), np.sin(theta)
-        to_xr = np.stack([c, -s], axis=1)  # [K, 2]: x' = c x - s y
-        to_yr = np.stack([s, c], axis=1)  # [K, 2]: y' = s x + c y
-        inv_d, pi_over_d = 1.0 / d, np.pi / d
-        scale = -0.5 / self.sigma**2
-        out = np.empty((len(lengths), len(tasks)))
-        for m0, m1, s0, s1 in segment_blocks(lengths, len(tasks), SEGMENT_BLOCK_ELEMENTS):
-            xr = to_xr @ p[s0:s1].T  # [K, b]
-            dev = to_yr @ p[s0:s1].T  # y'
-            arg = xr * pi_over_d[:, None]
-            np.sin(arg, out=arg)
-            arg *= amp[:, None]
-            dev -= arg  # y' - amp sin(pi x' / d)
-            dev *= dev
-            dev *= scale
-            np.exp(dev, out=dev)  # sigma sqrt(2 pi) * pdf
-            xr *= inv_d[:, None]  # alpha
-            np.maximum(xr, 0.0, out=xr)
-            dev *= xr
-            out[m0:m1] = weighted_segment_sums(dev, w[s0:s1], lengths[m0:m1])
-        return out / (self.sigma * _SQRT_2PI)
+        pt = np.swapaxes(p, -1, -2)  # [..., 2, b]
+        xr = np.concatenate([c, -s], axis=-1) @ pt  # [..., K, b]: x' = c x - s y
+        dev = np.concatenate([s, c], axis=-1) @ pt  # y' = s x + c y
+        arg = xr * (np.pi / d)
+        np.sin(arg, out=arg)
+        arg *= amp
+        dev -= arg  # y' - amp sin(pi x' / d)
+        dev *= dev
+        dev *= -0.5 / self.sigma**2
+        np.exp(dev, out=dev)  # sigma sqrt(2 pi) * pdf
+        xr /= d  # alpha
+        np.maximum(xr, 0.0, out=xr)
+        dev *= xr
+        return dev
 
     def make_env(self, task: np.ndarray, seed: int | None = None) -> gym.Env:
         env = PointTrajectoryEnv(self, task)
@@ -284,32 +317,34 @@ class PointReacher(_GHPointFamily):
 
     def segment_returns(self, steps: StepBatch, tasks: np.ndarray, weights: np.ndarray,
                         lengths: np.ndarray) -> np.ndarray:
-        """``TaskFamily.segment_returns`` ([M, K]) term by term: with W, E, D_k, S_k the
-        weighted sums of 1, ||a||, ||e - g_k|| and log10(||e - o_k|| + .01),
+        """``TaskFamily.segment_returns`` term by term: with W, E, D_k, S_k the weighted sums
+        of 1, ||a||, ||e - g_k|| and log10(||e - o_k|| + .01),
 
             sum_t w_t r_t = c0 (0.2 W - D_k) - c1 E + c2 S_k / 5,
 
         so only the two distances and one log are evaluated per (step, task), in blocks
         that stay in cache (log10 as log / ln 10: the same to a few ulp, and SIMD)."""
-        tasks = self.check_tasks(tasks)
+        tasks = self.check_segment_tasks(tasks, len(lengths))
         w = np.asarray(weights, dtype=np.float64)
-        lengths = np.asarray(lengths, dtype=np.int64)
+        K = tasks.shape[-2]
         e = np.asarray(steps.next_obs, dtype=np.float64)[:, :2]  # [B, 2] post-step position
-        a = np.asarray(steps.action, dtype=np.float64)
-        K = len(tasks)
-        centers = np.concatenate([self.goal(tasks), self.obstacle(tasks)])  # [2K, 2]
-        sums = np.empty((len(lengths), 2 * K))  # [M, 2K]: D then S * ln 10
-        for m0, m1, s0, s1 in segment_blocks(lengths, 2 * K, SEGMENT_BLOCK_ELEMENTS):
-            dist = _distances(centers, e[s0:s1])  # [2K, b]
-            safety = dist[K:]
-            safety += 0.01
-            np.log(safety, out=safety)
-            sums[m0:m1] = weighted_segment_sums(dist, w[s0:s1], lengths[m0:m1])
+        sums = _blocked_term_sums(self._terms, 2 * K, e, tasks, w, lengths)  # [M, 2K]: D, S ln 10
         total = segment_sums(w, lengths)[:, None]  # [M, 1]
-        energy = segment_sums(w * np.linalg.norm(a, axis=-1), lengths)[:, None]
-        c = self.weights(tasks)  # [K, 3]
-        return (c[:, 0] * (0.2 * total - sums[:, :K]) - c[:, 1] * energy
-                + (c[:, 2] / (5.0 * _LN10)) * sums[:, K:])
+        energy = segment_sums(w * np.linalg.norm(np.asarray(steps.action, dtype=np.float64), axis=-1),
+                              lengths)[:, None]
+        c = self.weights(tasks)  # [..., K, 3]
+        return (c[..., 0] * (0.2 * total - sums[:, :K]) - c[..., 1] * energy
+                + (c[..., 2] / (5.0 * _LN10)) * sums[:, K:])
+
+    def _terms(self, e: np.ndarray, tasks: np.ndarray) -> np.ndarray:
+        """||e - g_k|| then log(||e - o_k|| + .01) for positions e [..., b, 2], tasks
+        [..., K, 6] -> [..., 2K, b]."""
+        K = tasks.shape[-2]
+        dist = _distances(np.concatenate([self.goal(tasks), self.obstacle(tasks)], axis=-2), e)
+        safety = dist[..., K:, :]
+        safety += 0.01
+        np.log(safety, out=safety)
+        return dist
 
     def make_env(self, task: np.ndarray, seed: int | None = None) -> gym.Env:
         env = PointReacherEnv(self, task)

@@ -395,12 +395,23 @@ def test_segment_returns_equal_double_loop(name: str, block: int, monkeypatch: p
     got = fam.segment_returns(steps, tasks, weights, lengths)
     assert got.shape == expected.shape
     np.testing.assert_allclose(got, expected, rtol=1e-12, atol=1e-12)
+    # each segment under its own tasks [M, K, Z] (advantage relabeling's candidates)
+    own = np.stack([np.roll(tasks, m, axis=0) for m in range(len(lengths))])  # [M, K, Z]
+    expected_own = np.stack([expected[m, (np.arange(len(tasks)) - m) % len(tasks)] for m in range(len(lengths))])
+    np.testing.assert_allclose(fam.segment_returns(steps, own, weights, lengths), expected_own,
+                               rtol=1e-12, atol=1e-12)
     # equal-length segments take the batched-product path: the same sums
     even = (B // 4) * 4
     even_steps = take(steps, slice(0, even))
     loop = np.stack([fam.segment_returns(take(even_steps, slice(i, i + B // 4)), tasks, weights[i : i + B // 4],
                                          np.array([B // 4]))[0] for i in range(0, even, B // 4)])
     np.testing.assert_allclose(fam.segment_returns(even_steps, tasks, weights[:even], np.full(4, B // 4)), loop,
+                               rtol=1e-12, atol=1e-12)
+    own = np.stack([np.roll(tasks, m, axis=0) for m in range(4)])
+    loop_own = np.stack([fam.segment_returns(take(even_steps, slice(i, i + B // 4)), own[i // (B // 4)],
+                                             weights[i : i + B // 4], np.array([B // 4]))[0]
+                         for i in range(0, even, B // 4)])
+    np.testing.assert_allclose(fam.segment_returns(even_steps, own, weights[:even], np.full(4, B // 4)), loop_own,
                                rtol=1e-12, atol=1e-12)
 
 

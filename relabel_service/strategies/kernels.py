@@ -234,13 +234,12 @@ def discounted_returns_per_trajectory(
         w = np.asarray(family.task_weights(flat), dtype=np.float64).reshape(M, K, -1)
         return np.einsum("md,mkd->mk", feats, w)
     lengths = trajectory_lengths(trajs)
-    if not family.task_dependent_termination and type(family).segment_returns is not TaskFamily.segment_returns:
-        # a family with its own segment_returns (the point families): one call per
-        # trajectory under its own K candidates beats K-fold repeated steps through rewards_for
+    if not family.task_dependent_termination:
+        # each trajectory under its own K candidates: the family's segment_returns
         out = np.zeros((M, K))
-        for m, traj in enumerate(trajs):
-            w = discount_weights(lengths[m : m + 1], discount)
-            out[m] = family.segment_returns(traj.steps(), flat[m * K : (m + 1) * K], w, lengths[m : m + 1])[0]
+        for lo, hi in _chunks(lengths, K, max_elements):
+            weights = discount_weights(lengths[lo:hi], discount)
+            out[lo:hi] = family.segment_returns(concat_steps(trajs[lo:hi]), tasks[lo:hi], weights, lengths[lo:hi])
         return out
     out = np.zeros((M, K))
     for lo, hi in _chunks(lengths, K, max_elements):
