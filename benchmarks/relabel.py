@@ -26,8 +26,8 @@ T = 20), with fresh candidates per request (GH) and with the shared candidate po
 on a family it applies to (HER on ``reacher_goal``), each with and without
 ``to_transitions``.
 
-``capacity``: each strategy's rate (one relabel worker, ``per_call`` = 16 new
-trajectories per call unless told otherwise, transitions included; AIR in steady state at
+``capacity``: each strategy's rate (one relabel worker, ``per_call`` = 32 new
+trajectories per call unless told otherwise: 16 per shard from the 2 shards it owns, transitions included; AIR in steady state at
 N = 500, K = 100, fresh candidates and pool) over what the rollout workers of the family's
 deploy config produce (one worker with the policy in the loop, times the number of
 workers; timed in turn with the strategies, the ratio a median over rounds), for
@@ -58,8 +58,10 @@ GOAL_FAMILY = "reacher_goal"
 #: the families whose capacity is reported (each has a deploy config of its name); the
 #: point families, with short episodes and a non-linear reward, are where it is tightest
 CAPACITY_FAMILIES = (AIR_FAMILY, GOAL_FAMILY, NONLINEAR_FAMILY, "point_trajectory")
-#: new trajectories per relabel call in the capacity figures (``relabel.batch_trajectories``)
-CAPACITY_PER_CALL = 16
+#: new trajectories per relabel call in the capacity figures: what one relabel worker takes
+#: per call once trajectories arrive faster than it relabels them at the defaults,
+#: ``relabel.batch_trajectories`` (16) from each of the ``store.num_shards`` (2) it owns
+CAPACITY_PER_CALL = 32
 
 
 def synth_trajectories(

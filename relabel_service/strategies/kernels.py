@@ -112,6 +112,10 @@ def _linear_fast_path(family: TaskFamily) -> bool:
 def _chunks(lengths: np.ndarray, per_step: int, max_elements: int) -> Iterator[tuple[int, int]]:
     """Ranges [lo, hi) of whole trajectories holding <= max_elements (step x per_step)
     values (at least one trajectory per chunk)."""
+    if int(lengths.sum()) * per_step <= max_elements:  # the usual case: one chunk
+        if len(lengths):
+            yield 0, len(lengths)
+        return
     lo, size = 0, 0
     for i, n in enumerate(lengths):
         cost = int(n) * per_step
@@ -285,8 +289,9 @@ def discounted_returns_naive(
 
 
 # ---- AIR (GH Alg. 2, Eq. 4) --------------------------------------------------------------
-#: air_percentiles counts directly (an [M, N, K] comparison) up to this many elements
-AIR_DIRECT_COUNT_MAX = 1 << 21
+#: air_percentiles counts directly (an [M, N, K] comparison) up to this many elements; past
+#: it sorting the reference columns is faster (from ~10 new rows at N = 500, K = 100)
+AIR_DIRECT_COUNT_MAX = 1 << 19
 
 
 def air_percentiles(R_new: np.ndarray, R_ref: np.ndarray) -> np.ndarray:
