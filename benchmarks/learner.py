@@ -22,7 +22,9 @@ the same run; their summed time is the fastest an update could be if everything 
 matmuls were free. Reported at one thread and, as the learner runs by default, at every
 core of the machine (``all_cores``), for the eager and the compiled update
 (``ratio_of_flop_ceiling_eager`` / ``_compiled``); ``ratio_of_flop_ceiling`` is the path
-the learner takes by default (``default_path``: ``SACConfig().compile``).
+the learner takes by default (``default_path``: ``SACConfig().compile``). The
+``*_cpu_time_*`` ratios time both sides with this thread's CPU clock instead of the wall
+clock, which on a shared machine leaves out the time other processes held the core.
 
 ``--device cuda``: eager updates and CUDA-graph launches of k = 1, 8, 32 updates
 (``learner/sac/graphed.py``, replay sampling on the device) at batch 256, 256x256, with
@@ -151,11 +153,13 @@ def _batches(n: int, seed: int) -> list[Batch]:
     ]
 
 
-def _rate(step: Callable[[Batch], Any], batches: list[Batch], n: int) -> float:
-    start = time.perf_counter()
+def _rates(step: Callable[[Batch], Any], batches: list[Batch], n: int) -> tuple[float, float]:
+    """Calls per second of wall time and of this thread's CPU time (which leaves out the time
+    other processes on a shared machine took the core; exact at one torch thread)."""
+    start, cpu = time.perf_counter(), time.thread_time()
     for i in range(n):
         step(batches[i % len(batches)])
-    return n / (time.perf_counter() - start)
+    return n / (time.perf_counter() - start), n / (time.thread_time() - cpu)
 
 
 # ---- the FLOP ceiling ------------------------------------------------------------------------
@@ -203,22 +207,24 @@ def flop_ceiling(step: Callable[[], Any], device: torch.device, reps: int) -> di
     counts: dict[tuple, int] = {}
     for op in ops:
         counts[op] = counts.get(op, 0) + 1
-    total_s = 0.0
+    total_s = total_cpu_s = 0.0
     for (kind, (sa, sb)), count in counts.items():
         x, y = torch.randn(sa, device=device), torch.randn(sb, device=device)
         fn = torch.bmm if kind == "bmm" else torch.mm
         out = fn(x, y)
         for _ in range(3):
             fn(x, y, out=out)
-        times = []
+        times, cpu_times = [], []
         for _ in range(reps):
             _sync(device)
-            t0 = time.perf_counter()
+            t0, c0 = time.perf_counter(), time.thread_time()
             for _ in range(10):
                 fn(x, y, out=out)
             _sync(device)
             times.append((time.perf_counter() - t0) / 10)
+            cpu_times.append((time.thread_time() - c0) / 10)
         total_s += count * statistics.median(times)
+        total_cpu_s += count * statistics.median(cpu_times)
     flops = sum(_flops(k, s) for k, s in ops)
     return {
         "matmuls_per_update": len(ops),
@@ -226,6 +232,8 @@ def flop_ceiling(step: Callable[[], Any], device: torch.device, reps: int) -> di
         "matmul_seconds_per_update": total_s,
         "ceiling_updates_per_s": 1.0 / total_s,
         "matmul_gflops": flops / total_s / 1e9,
+        # the same in this thread's CPU time (meaningful on CPU only)
+        "ceiling_updates_per_s_cpu_time": 1.0 / total_cpu_s,
     }
 
 
@@ -257,13 +265,17 @@ def _cpu_block(threads: int, quick: bool, with_plain: bool) -> dict[str, Any]:
         steps["plain"] = plain.step
         steps["ours_input_only"] = lambda b: update(ours_input, b, with_metrics=ours_input.step % 100 == 0)
     for step in steps.values():
-        _rate(step, batches, warmup)
+        _rates(step, batches, warmup)
     rates: dict[str, list[float]] = {k: [] for k in steps}
+    cpu_rates: dict[str, list[float]] = {k: [] for k in steps}
     names = list(steps)
     for r in range(reps):
         for name in names[r % len(names):] + names[: r % len(names)]:  # rotate the order
-            rates[name].append(_rate(steps[name], batches, n))
+            wall, cpu = _rates(steps[name], batches, n)
+            rates[name].append(wall)
+            cpu_rates[name].append(cpu)
     med = {k: statistics.median(v) for k, v in rates.items()}
+    med_cpu = {k: statistics.median(v) for k, v in cpu_rates.items()}
     # the ceiling counts the eager update's matmuls; the compiled one runs the same products
     ceiling = flop_ceiling(lambda: update(ours_all, batches[0], with_metrics=False), torch.device("cpu"),
                            reps=2 if quick else 15)
@@ -281,7 +293,12 @@ def _cpu_block(threads: int, quick: bool, with_plain: bool) -> dict[str, Any]:
         "ratio_of_flop_ceiling_compiled": ratio["compiled"],
         "default_path": default_path,
         "ratio_of_flop_ceiling": ratio[default_path],
+        # CPU time of this thread, ceiling likewise: what the code achieves while it holds a
+        # core, less sensitive to the other sessions on a shared machine (1 thread only)
+        "ratio_of_flop_ceiling_cpu_time_eager": med_cpu["ours_all_layers"] / ceiling["ceiling_updates_per_s_cpu_time"],
+        "ratio_of_flop_ceiling_cpu_time_compiled": med_cpu["ours_compiled"] / ceiling["ceiling_updates_per_s_cpu_time"],
         "all_rates": rates,
+        "all_rates_cpu_time": cpu_rates,
     }
     if with_plain:
         out.update({
@@ -372,7 +389,8 @@ def run(quick: bool = False, device: str = "cpu") -> dict[str, Any]:
         for k in ("plain_updates_per_s", "ours_updates_per_s", "ours_input_only_updates_per_s", "ratio",
                   "ratio_input_only", "compiled_updates_per_s", "compiled_over_eager", "compile_seconds",
                   "ratio_of_flop_ceiling_eager", "ratio_of_flop_ceiling_compiled", "default_path",
-                  "ratio_of_flop_ceiling"):
+                  "ratio_of_flop_ceiling", "ratio_of_flop_ceiling_cpu_time_eager",
+                  "ratio_of_flop_ceiling_cpu_time_compiled"):
             out[k] = one[k]
         if cores > 1:
             every = _cpu_block(cores, quick, with_plain=False)
