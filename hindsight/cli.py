@@ -296,6 +296,10 @@ def _experiment(args: argparse.Namespace) -> int:
         result = run_experiment(args.file, out=out, max_cells=args.max_cells, address=args.address,
                                 progress=not args.no_progress, extra_overrides=args.set or ())
     print(f"{len(result['cells'])} finished cell(s), {len(result['pending'])} pending; wrote {out / 'results.md'}")
+    if result.get("interrupted"):
+        sig = result["interrupted"]
+        print(f"{sig}: the grid stopped; resume with the same command (finished cells are kept)", file=sys.stderr)
+        return 128 + int(getattr(signal.Signals, sig, signal.SIGINT))
     return 0
 
 

@@ -167,7 +167,10 @@ def run_experiment(
     progress: bool = True,
     extra_overrides: Sequence[str] = (),
 ) -> dict[str, Any]:
-    """Run the unfinished cells (at most ``max_cells`` of them), then write the report."""
+    """Run the unfinished cells (at most ``max_cells`` of them), then write the report.
+
+    A SIGINT / SIGTERM stops the cell in progress (as ``hindsight train`` does) and the grid
+    with it; the report then has ``interrupted`` (the signal's name)."""
     import ray
 
     from hindsight.config import uses_pearl
@@ -183,6 +186,7 @@ def run_experiment(
     if max_cells is not None:
         todo = todo[: max(0, max_cells)]
     started_ray = False
+    interrupted: str | None = None
     if todo and not ray.is_initialized():
         if address:
             ray.init(address=address, include_dashboard=False, log_to_driver=False)
@@ -202,11 +206,21 @@ def run_experiment(
             trainer_cls: Any = Trainer
             if uses_pearl(cfg):
                 from hindsight.meta_trainer import MetaTrainer as trainer_cls
-            trainer_cls(cfg, run_dir=run_dir, progress=progress).run()
+            summary = trainer_cls(cfg, run_dir=run_dir, progress=progress).run()
+            if summary.get("interrupted"):
+                # the cell stopped on SIGINT / SIGTERM (no summary.json: it reruns from scratch
+                # on resume); the grid stops with it, never on to the next cell
+                interrupted = str(summary["interrupted"])
+                log.warning("%s: %s stopped %s / %s / seed %d; rerun the same command to resume",
+                            spec.name, interrupted, cell.family.label, cell.strategy.label, cell.seed)
+                break
     finally:
         if started_ray:
             ray.shutdown()
-    return write_report(spec, out_dir)
+    report = write_report(spec, out_dir)
+    if interrupted:
+        report["interrupted"] = interrupted
+    return report
 
 
 # ---- the report ---------------------------------------------------------------------------------

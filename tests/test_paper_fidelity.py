@@ -180,3 +180,42 @@ def test_experiment_resumes_without_rerunning_finished_cells(ray_session, tmp_pa
     after = snapshot(out / "runs")
     run_experiment(spec, out=out, progress=False)  # all finished: nothing runs
     assert snapshot(out / "runs") == after
+
+
+def test_a_signal_stops_the_whole_grid_not_just_its_cell(ray_session, tmp_path):
+    """Ctrl-C during a cell stops that cell cleanly and the grid with it: the next cell never
+    starts (before, each SIGINT only ended the cell in progress and the grid went on)."""
+    import os
+    import signal
+    import threading
+    import time
+
+    import yaml
+
+    from hindsight.experiment import run_experiment
+
+    spec = tmp_path / "tiny.yaml"
+    spec.write_text(yaml.safe_dump({
+        "name": "tiny", "config": "smoke",
+        "set": ["env_steps=200000", "eval.every_steps=100000", "learner.min_replay=100", "rollout.random_steps=100"],
+        "families": ["test_goal"], "strategies": ["none"], "seeds": [0, 1],
+    }))
+    out = tmp_path / "out"
+    cell0 = out / "runs" / "test_goal" / "none" / "seed0"
+    cell1 = out / "runs" / "test_goal" / "none" / "seed1"
+
+    def interrupt_once_running() -> None:
+        deadline = time.monotonic() + 120
+        while not (cell0 / "store").exists() and time.monotonic() < deadline:  # the trainer's handler is on
+            time.sleep(0.2)
+        time.sleep(1.0)
+        os.kill(os.getpid(), signal.SIGINT)
+
+    t = threading.Thread(target=interrupt_once_running, daemon=True)
+    t.start()
+    result = run_experiment(spec, out=out, progress=False)
+    t.join()
+    assert result["interrupted"] == "SIGINT"
+    assert not (cell0 / "summary.json").exists()  # unfinished: it reruns on resume
+    assert not cell1.exists()  # the grid stopped
+    assert not result["cells"] and len(result["pending"]) == 2
