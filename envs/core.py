@@ -68,7 +68,7 @@ class StepBatch(NamedTuple):
 
 def segment_sums(x: np.ndarray, lengths: np.ndarray) -> np.ndarray:
     """Sums of consecutive segments of x [B, ...] of the given lengths [M] -> [M, ...]
-    (an empty segment sums to 0)."""
+    (an empty segment sums to 0, where ``np.add.reduceat`` alone would return the next element)."""
     lengths = np.asarray(lengths, dtype=np.int64)
     assert x.shape[0] == int(lengths.sum()), (x.shape, int(lengths.sum()))
     out = np.zeros((len(lengths),) + x.shape[1:], dtype=np.result_type(x, np.float64))

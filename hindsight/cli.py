@@ -73,7 +73,7 @@ def _train(args: argparse.Namespace) -> int:
             f"resume with: hindsight train --resume {summary['run_dir']}",
             file=sys.stderr,
         )
-        return 128 + int(getattr(signal.Signals, sig, signal.SIGINT))
+        return _signal_exit(sig)
     fe = summary["final_eval"]
     if summary.get("algorithm") == "pearl":
         print(
@@ -284,6 +284,11 @@ def _bc(args: argparse.Namespace) -> int:
     return 0
 
 
+def _signal_exit(sig: str) -> int:
+    """The shell's exit status for a run stopped by the named signal: 128 + its number."""
+    return 128 + int(getattr(signal.Signals, sig, signal.SIGINT))
+
+
 def _experiment(args: argparse.Namespace) -> int:
     from hindsight.experiment import load_spec, results_dir, run_experiment, write_report
 
@@ -299,7 +304,7 @@ def _experiment(args: argparse.Namespace) -> int:
     if result.get("interrupted"):
         sig = result["interrupted"]
         print(f"{sig}: the grid stopped; resume with the same command (finished cells are kept)", file=sys.stderr)
-        return 128 + int(getattr(signal.Signals, sig, signal.SIGINT))
+        return _signal_exit(sig)
     return 0
 
 

@@ -144,17 +144,24 @@ def test_progress_shows_the_drain(axis_run):
 
 
 # ---- the experiment runner resumes a half-finished grid -----------------------------------------
-def test_experiment_resumes_without_rerunning_finished_cells(ray_session, tmp_path):
+def _tiny_grid(tmp_path: Path, env_steps: int, eval_every: int) -> Path:
+    """A two-cell grid (test_goal, strategy none, seeds 0 and 1) on the smoke config."""
     import yaml
-
-    from hindsight.experiment import run_experiment
 
     spec = tmp_path / "tiny.yaml"
     spec.write_text(yaml.safe_dump({
         "name": "tiny", "config": "smoke",
-        "set": ["env_steps=400", "eval.every_steps=200", "learner.min_replay=100", "rollout.random_steps=100"],
+        "set": [f"env_steps={env_steps}", f"eval.every_steps={eval_every}", "learner.min_replay=100",
+                "rollout.random_steps=100"],
         "families": ["test_goal"], "strategies": ["none"], "seeds": [0, 1],
     }))
+    return spec
+
+
+def test_experiment_resumes_without_rerunning_finished_cells(ray_session, tmp_path):
+    from hindsight.experiment import run_experiment
+
+    spec = _tiny_grid(tmp_path, env_steps=400, eval_every=200)
     out = tmp_path / "out"
     first = run_experiment(spec, out=out, max_cells=1, progress=False)  # half the grid
     assert len(first["cells"]) == 1 and first["pending"] == ["test_goal/none/seed1"]
@@ -190,16 +197,9 @@ def test_a_signal_stops_the_whole_grid_not_just_its_cell(ray_session, tmp_path):
     import threading
     import time
 
-    import yaml
-
     from hindsight.experiment import run_experiment
 
-    spec = tmp_path / "tiny.yaml"
-    spec.write_text(yaml.safe_dump({
-        "name": "tiny", "config": "smoke",
-        "set": ["env_steps=200000", "eval.every_steps=100000", "learner.min_replay=100", "rollout.random_steps=100"],
-        "families": ["test_goal"], "strategies": ["none"], "seeds": [0, 1],
-    }))
+    spec = _tiny_grid(tmp_path, env_steps=200_000, eval_every=100_000)
     out = tmp_path / "out"
     cell0 = out / "runs" / "test_goal" / "none" / "seed0"
     cell1 = out / "runs" / "test_goal" / "none" / "seed1"

@@ -202,7 +202,7 @@ def test_discounted_returns_recover_recorded_rewards():
 
 def test_segment_sum_handles_empty_segments():
     x = np.arange(6.0)[:, None]
-    np.testing.assert_array_equal(K.segment_sum(x, np.array([0, 2, 0, 4, 0]))[:, 0], [0, 1, 0, 14, 0])
+    np.testing.assert_array_equal(K.segment_sums(x, np.array([0, 2, 0, 4, 0]))[:, 0], [0, 1, 0, 14, 0])
 
 
 # ---- AIR kernels ----------------------------------------------------------------------------------

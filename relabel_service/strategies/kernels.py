@@ -41,7 +41,7 @@ from typing import Any, Iterator, Sequence
 
 import numpy as np
 
-from envs.core import StepBatch, TaskFamily
+from envs.core import StepBatch, TaskFamily, segment_sums
 from relabel_service.core import Trajectory, concat_steps
 
 #: (step, task) pairs evaluated per ``family.rewards`` call on non-linear families
@@ -70,20 +70,6 @@ def discount_weights(lengths: np.ndarray, discount: float) -> np.ndarray:
     """[S]: gamma^t for every step of trajectories laid end to end, t restarting at 0."""
     _, _, t = step_layout(lengths)
     return np.power(float(discount), t.astype(np.float64))
-
-
-def segment_sum(x: np.ndarray, lengths: np.ndarray) -> np.ndarray:
-    """Sum consecutive segments of x [S, ...] of the given lengths [M] -> [M, ...].
-
-    Empty segments give 0 (``np.add.reduceat`` alone would return the next element)."""
-    lengths = np.asarray(lengths, dtype=np.int64)
-    assert x.shape[0] == int(lengths.sum()), (x.shape, int(lengths.sum()))
-    out = np.zeros((len(lengths),) + x.shape[1:], dtype=np.result_type(x, np.float64))
-    nonempty = lengths > 0
-    if nonempty.any():
-        starts = np.cumsum(lengths) - lengths
-        out[nonempty] = np.add.reduceat(x, starts[nonempty], axis=0)
-    return out
 
 
 def alive_mask(terminals: np.ndarray, lengths: np.ndarray) -> np.ndarray:
@@ -136,7 +122,7 @@ def discounted_feature_sums(
     if not len(trajs):
         return np.zeros((0, family.feature_dim))
     phi = np.asarray(family.features(concat_steps(trajs)), dtype=np.float64)  # [S, D]
-    return segment_sum(phi * discount_weights(lengths, discount)[:, None], lengths)
+    return segment_sums(phi * discount_weights(lengths, discount)[:, None], lengths)
 
 
 class FeatureSumCache:
@@ -215,7 +201,7 @@ def discounted_returns(
             continue
         r = np.asarray(family.rewards(steps, tasks), dtype=np.float64) * weights[:, None]  # [S_chunk, K]
         r = np.where(alive_mask(family.terminals(steps, tasks), lengths[lo:hi]), r, 0.0)
-        out[lo:hi] = segment_sum(r, lengths[lo:hi])
+        out[lo:hi] = segment_sums(r, lengths[lo:hi])
     return out
 
 
@@ -258,7 +244,7 @@ def discounted_returns_per_trajectory(
         if family.task_dependent_termination:
             term = np.asarray(family.terminals_for(rep, rep_tasks)).reshape(-1, K)
             r = np.where(alive_mask(term, lengths[lo:hi]), r, 0.0)
-        out[lo:hi] = segment_sum(r, lengths[lo:hi])
+        out[lo:hi] = segment_sums(r, lengths[lo:hi])
     return out
 
 
