@@ -14,8 +14,9 @@ The driver moves object refs, never data: a relabeled batch goes from the relabe
 to the learner directly. Every producer has a bounded number of calls in flight, so a
 busy actor is never flooded and back-pressure comes for free.
 
-Evaluation runs on the learner's axis: an eval "at X env steps" fires once the learner
-reports having trained on the transitions of X env steps (not when X have been
+Evaluation runs on the learner's axis: an eval "at X env steps" fires once the learner's
+updates stand for X env steps at the rate limiter's exact ratio, capped by the env steps
+it was sent (``RateLimiter.env_steps_paid``; not when X have been
 collected, which can run well ahead through the rate limiter's tolerance and the relabel
 backlog), on weights the learner publishes for it, and eval histories and learning curves
 use that x. The final evaluation uses the learner's latest weights. Once collection has

@@ -68,8 +68,8 @@ class Learner:
         self.inserted = 0  # env steps whose transitions reached the replay (rate limiter)
         self.transitions = 0  # transitions added, relabeled copies included
         self.updates = 0
-        # the learner's axis: env steps inserted before the latest train call that updated,
-        # i.e. env steps whose transitions the current weights were trained on (eval x)
+        # the learner's axis (eval x): the env steps the updates so far stand for at the
+        # rate limiter's exact ratio, from min_replay, capped by the env steps inserted
         self.trained_env_steps = 0
         self._updates_offset = 0  # updates before a resume do not count against new data
         self.version = 0
@@ -153,8 +153,6 @@ class Learner:
         metrics: dict[str, float] = {}
         relabel_stats: dict[str, float] = {}
         with self._state_lock:
-            if n:  # the learner's axis: the env steps these updates could sample from
-                self.trained_env_steps = inserted
             done = 0
             k = int(getattr(self.cfg, "updates_per_launch", 1))
             if self.use_graph and n >= k:
@@ -173,6 +171,9 @@ class Learner:
                 self.state, m = update(self.state, batch, with_metrics=(i == n - done - 1))
                 metrics = m or metrics
                 self._count_updates(1)
+        if n:  # the learner's axis: the env steps its updates stand for, at most those inserted
+            paid = self.limiter.env_steps_paid(inserted, self.updates - self._updates_offset)
+            self.trained_env_steps = max(self.trained_env_steps, paid)
         if "q1" in metrics:
             metrics["q_mean"] = 0.5 * (metrics["q1"] + metrics["q2"])
         return {

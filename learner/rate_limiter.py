@@ -34,6 +34,18 @@ class RateLimiter:
         """Updates that keep the ratio exact after ``inserted`` transitions."""
         return max(0, inserted - self.min_replay) * self.samples_per_insert / self.batch_size
 
+    def env_steps_paid(self, inserted: int, updates: int) -> int:
+        """Env steps that ``updates`` updates stand for at the exact ratio (the learner's axis).
+
+        ``min_replay`` plus the inserts the updates pay for, never more than were inserted:
+        when collection overshoots ``min_replay`` before the first update (8 HalfCheetah
+        envs land 8,000 steps at once), the first updates still count from ``min_replay``.
+        """
+        if updates <= 0 or inserted < self.min_replay:
+            return 0
+        paid = self.min_replay + updates * self.batch_size / self.samples_per_insert
+        return int(min(inserted, math.floor(paid)))
+
     def updates_allowed(self, inserted: int, updates: int) -> int:
         """How many updates the learner may run now (0: wait for data)."""
         if inserted < self.min_replay:

@@ -109,13 +109,20 @@ def axis_run(ray_session, tmp_path_factory):
 
 
 def test_evals_are_on_the_learners_axis(axis_run):
-    _, summary, _ = axis_run
+    run_dir, summary, _ = axis_run
     history = summary["eval_history"]
+    import yaml
+
+    learner = yaml.safe_load((run_dir / "config.yaml").read_text())["learner"]
+    per_update = learner["sac"]["batch_size"] / learner["samples_per_insert"]
     assert len(history) >= 2
     for entry in history:
         # no eval before the learner has trained on min_replay env steps' transitions
         assert entry["env_steps"] >= 1200 and entry["updates"] > 0, entry
         assert entry["env_steps"] <= entry["collected_env_steps"], entry
+        # the env steps the updates stand for at the exact ratio, not every env step in the
+        # replay when the first update ran
+        assert entry["env_steps"] <= 1200 + entry["updates"] * per_update, entry
     scheduled = [e["env_steps"] for e in history[:-1]]
     assert scheduled == sorted(scheduled)
 

@@ -44,3 +44,20 @@ def test_bad_parameters_are_named():
         RateLimiter(0, 256, 10)
     with pytest.raises(ValueError, match="spi_tolerance"):
         RateLimiter(1, 256, 10, tolerance=1.5)
+
+
+@pytest.mark.parametrize(
+    "inserted, updates, paid",
+    [
+        (99, 5, 0),  # below min_replay: no update stands for anything yet
+        (18000, 0, 0),  # no update yet
+        # 8 HalfCheetah envs landed 18,000 steps before the first update: 50 updates at
+        # 2 updates per env step (spi 8 / batch 4) stand for min_replay + 25 steps, not 18,000
+        (18000, 50, 125),
+        (110, 31, 110),  # the tolerance let the learner run ahead: capped by what was inserted
+        (111, 21, 110),  # 100 + 21 / 2 = 110.5 -> 110
+    ],
+)
+def test_env_steps_paid_is_the_learners_axis(inserted, updates, paid):
+    lim = RateLimiter(samples_per_insert=8, batch_size=4, min_replay=100, tolerance=0.5)
+    assert lim.env_steps_paid(inserted, updates) == paid
