@@ -331,7 +331,11 @@ class MetaTrainer(Trainer):
         os.replace(tmp, self.run_dir / STATE_FILE)
 
     def _finish(self) -> dict[str, Any]:
-        final = self._evaluate()
+        hist = self.state["eval_history"]
+        if self.last_eval is not None and hist and hist[-1]["iteration"] == self.state["iteration"]:
+            final = self.last_eval  # the last iteration's meta-test already ran on these weights
+        else:
+            final = self._evaluate()
         self._save()
         counters = ray.get(self.learner.counters.remote())
         store_stats = self.store.stats()

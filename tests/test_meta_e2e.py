@@ -121,6 +121,9 @@ def test_resume_continues_from_the_checkpoint(runs):
     assert second["env_steps"] == first["env_steps"] + sched.num_tasks_sample * (sched.num_steps_prior + sched.num_steps_posterior)
     state = json.loads((run_dir / "trainer_state.json").read_text())
     assert state["iteration"] == 3 and len(state["eval_history"]) >= 2
+    # the first run's last iteration (2) was a scheduled meta-test: its end reuses it
+    iterations = [e["iteration"] for e in state["eval_history"]]
+    assert iterations == sorted(set(iterations)), iterations
 
 
 def test_collection_plan_follows_the_schedule():
