@@ -19,11 +19,18 @@ step at ``learning_starts`` to the end of ``learn``. SB3 comes from the optional
 (``pip install -e .[bench]``); without it the SB3 fields say so and the ratios are None.
 
 ``ratio_vs_sb3_none`` / ``ratio_vs_sb3_air``: Hindsight's env steps/s over SB3's (W = 1).
+
+Each Hindsight run is followed by its learner alone: the run's final checkpoint (the same
+networks, batch and optimiser) updated on random batches of the run's shapes, at the run's
+learner thread count, with nothing else running (``isolated_learner_updates_per_s``);
+``learner_in_run_over_isolated`` is the run's learning-window updates/s over that rate
+(target 0.9: the pipeline neither starves nor slows its learner).
 ``--quick``: 1000 steps with 64x64 networks and batch 64 (checks that everything runs).
 """
 
 from __future__ import annotations
 
+import math
 import os
 import tempfile
 import time
@@ -69,7 +76,7 @@ def _learning_window(tb_dir: Path, learning_starts: int) -> dict[str, float] | N
 
 
 def run_hindsight(strategy: str, workers: int, s: dict[str, Any], logdir: str) -> dict[str, Any]:
-    from hindsight.config import load_config
+    from hindsight.config import learner_cpus, load_config
     from hindsight.trainer import Trainer
 
     spi = s["batch"]  # samples per insert = batch size: one update per env step
@@ -93,12 +100,46 @@ def run_hindsight(strategy: str, workers: int, s: dict[str, Any], logdir: str) -
         "wall_s_including_startup_and_eval": round(wall, 2),
         "learner_device": summary["learner_device"],
     }
+    threads = max(1, math.ceil(float(summary.get("learner_threads") or learner_cpus(cfg, os.cpu_count() or 1))))
+    isolated = isolated_learner_rate(Path(summary["run_dir"]), threads, seconds=2.0 if s["hidden"] < 256 else 15.0)
+    out.update({"learner_threads": threads, "isolated_learner_updates_per_s": round(isolated, 2)})
     if window is not None:
         out.update({k: round(v, 3) for k, v in window.items()})
+        out["learner_in_run_over_isolated"] = round(window["updates_per_s"] / isolated, 3)
     else:  # a run too short for two log events: the whole run's rate
         out.update({"env_steps_per_s": summary["env_steps_per_s"], "updates_per_s": summary["updates_per_s"],
                     "window": "whole run (too short for the TensorBoard window)"})
     return out
+
+
+def isolated_learner_rate(run_dir: Path, threads: int, seconds: float) -> float:
+    """SAC updates/s of a run's final checkpoint on random batches of its shapes, alone."""
+    import torch
+
+    from learner.core import Batch
+    from learner.sac.update import load_state, update
+
+    state = load_state(run_dir / "checkpoints" / "learner.pt", "cpu")
+    b, g = state.cfg.batch_size, torch.Generator().manual_seed(0)
+    batches = [
+        Batch(obs=torch.randn(b, state.obs_dim, generator=g), action=torch.rand(b, state.action_dim, generator=g) * 2 - 1,
+              reward=torch.randn(b, generator=g), next_obs=torch.randn(b, state.obs_dim, generator=g),
+              terminated=torch.rand(b, generator=g) < 0.01, task=torch.randn(b, state.task_dim, generator=g),
+              reward_inputs=torch.zeros(b, 0))
+        for _ in range(4)
+    ]
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        for i in range(10):  # warm-up
+            update(state, batches[i % 4], with_metrics=False)
+        n, t0 = 0, time.perf_counter()
+        while time.perf_counter() - t0 < seconds:
+            update(state, batches[n % 4], with_metrics=n % 100 == 0)  # metrics as the learner reads them
+            n += 1
+        return n / (time.perf_counter() - t0)
+    finally:
+        torch.set_num_threads(before)
 
 
 def run_sb3(s: dict[str, Any]) -> dict[str, Any]:
@@ -173,4 +214,5 @@ def run(quick: bool = False, steps: int | None = None, strategies: Sequence[str]
         two = result["hindsight"][f"{first}_w2"]["env_steps_per_s"]
         result["scaling_w2_over_w1"] = round(two / one, 3)
     result["target_ratio_vs_sb3"] = 1.2
+    result["target_learner_in_run_over_isolated"] = 0.9
     return result

@@ -1137,6 +1137,7 @@ class _Driver:
             "env_steps_per_s": self.env_steps / max(1e-9, wall),
             "updates_per_s": counters["updates"] / max(1e-9, wall),
             "learner_device": counters["device"],
+            "learner_threads": counters.get("threads"),
             "policy_version": final["policy_version"],
             "rollout_workers": t.pool.size,
             "workers_replaced": t.pool.replaced,

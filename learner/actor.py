@@ -53,7 +53,8 @@ class Learner:
         version_floor: int = 0,
     ):
         # every core Ray gives the learner: a fractional share counts as a whole thread
-        torch.set_num_threads(max(1, math.ceil(cfg.num_cpus)))
+        self.threads = max(1, math.ceil(cfg.num_cpus))
+        torch.set_num_threads(self.threads)
         self.cfg = cfg
         self.device = pick_device(cfg.device)
         if self.device.type == "cuda":
@@ -210,6 +211,7 @@ class Learner:
             "ingest_per_s": r["ingest_n"] / max(1e-9, now - r["ingest_t"]),
             "updates_per_s": r["update_n"] / max(1e-9, now - r["update_t"]),
             "device": str(self.device),
+            "threads": self.threads,
         }
         self._rates = {"ingest_t": now, "ingest_n": 0, "update_t": now, "update_n": 0}
         return out

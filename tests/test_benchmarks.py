@@ -94,6 +94,10 @@ def test_bench_e2e_fields():
     run = r["hindsight"]["none_w1"]
     assert run["env_steps"] >= r["settings"]["budget"] and run["updates"] > 0
     assert _number(run["env_steps_per_s"])
+    # the run's learner alone, from its final checkpoint, at the run's thread count
+    assert run["learner_threads"] >= 1 and _number(run["isolated_learner_updates_per_s"])
+    if "window" not in run:
+        assert _number(run["learner_in_run_over_isolated"])
     if "error" in r["sb3"]:
         assert "pip install" in r["sb3"]["error"] and r["ratio_vs_sb3_none"] is None
     else:
