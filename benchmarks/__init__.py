@@ -39,7 +39,7 @@ def machine() -> dict[str, Any]:
 
 def run_benchmark(name: str, quick: bool = False, device: str | None = None, steps: int | None = None,
                   families: list[str] | None = None, strategies: list[str] | None = None,
-                  per_call: int | None = None) -> dict[str, Any]:
+                  per_call: int | None = None, overrides: list[str] | None = None) -> dict[str, Any]:
     if name == "all":
         return {n: run_benchmark(n, quick) for n in NAMES}
     if name not in NAMES + EXTRA:
@@ -50,6 +50,8 @@ def run_benchmark(name: str, quick: bool = False, device: str | None = None, ste
     load = machine()["load_average_1_5_15"]
     if steps is not None and name != "e2e":
         raise ValueError(f"--steps applies to the e2e benchmark only, not {name!r}")
+    if overrides and name != "e2e":
+        raise ValueError(f"--set applies to the e2e benchmark only, not {name!r}")
     relabel_only = {"families": families, "strategies": strategies, "per_call": per_call}
     given = [k for k, v in relabel_only.items() if v is not None]
     if given and name != "relabel":
@@ -58,6 +60,8 @@ def run_benchmark(name: str, quick: bool = False, device: str | None = None, ste
     kwargs.update({k: relabel_only[k] for k in given})
     if steps is not None:
         kwargs["steps"] = steps
+    if overrides:
+        kwargs["overrides"] = list(overrides)
     result = importlib.import_module(f"benchmarks.{name}").run(quick=quick, **kwargs)
     result["benchmark"] = name
     result["quick"] = quick

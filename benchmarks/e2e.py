@@ -26,6 +26,8 @@ learner thread count, with nothing else running (``isolated_learner_updates_per_
 ``learner_in_run_over_isolated`` is the run's learning-window updates/s over that rate
 (target 0.9: the pipeline neither starves nor slows its learner).
 ``--quick``: 1000 steps with 64x64 networks and batch 64 (checks that everything runs).
+``--set KEY=VALUE`` (repeatable) adds config overrides to Hindsight's runs, e.g.
+``--set learner.sac.compile=true`` (the compile happens inside the timed window).
 """
 
 from __future__ import annotations
@@ -75,7 +77,8 @@ def _learning_window(tb_dir: Path, learning_starts: int) -> dict[str, float] | N
     }
 
 
-def run_hindsight(strategy: str, workers: int, s: dict[str, Any], logdir: str) -> dict[str, Any]:
+def run_hindsight(strategy: str, workers: int, s: dict[str, Any], logdir: str,
+                  overrides: Sequence[str] = ()) -> dict[str, Any]:
     from hindsight.config import learner_cpus, load_config
     from hindsight.trainer import Trainer
 
@@ -87,6 +90,7 @@ def run_hindsight(strategy: str, workers: int, s: dict[str, Any], logdir: str) -
         f"learner.samples_per_insert={spi}", f"learner.sac.batch_size={s['batch']}",
         f"learner.sac.hidden_sizes=[{s['hidden']}, {s['hidden']}]", f"learner.replay_capacity={s['budget'] * 2}",
         f"eval.every_steps={s['budget'] * 10}", "eval.episodes=1", "learner.checkpoint_every=1000000000",
+        *overrides,
     ])
     t0 = time.perf_counter()
     summary = Trainer(cfg, progress=False).run()
@@ -183,11 +187,14 @@ def run_sb3(s: dict[str, Any]) -> dict[str, Any]:
 
 
 def run(quick: bool = False, steps: int | None = None, strategies: Sequence[str] = ("none", "air"),
-        workers: Sequence[int] = (1, 2)) -> dict[str, Any]:
+        workers: Sequence[int] = (1, 2), overrides: Sequence[str] = ()) -> dict[str, Any]:
     import ray
 
+    from hindsight.config import load_config
+
     s = _settings(quick, steps)
-    result: dict[str, Any] = {"family": FAMILY, "settings": s, "hindsight": {}}
+    load_config(FAMILY, list(overrides))  # a typo in --set fails here, before any run
+    result: dict[str, Any] = {"family": FAMILY, "settings": s, "overrides": list(overrides), "hindsight": {}}
     started = False
     if not ray.is_initialized():  # one local Ray for every run (the trainer reuses it)
         ray.init(address="local", num_cpus=max(2, os.cpu_count() or 2), include_dashboard=False,
@@ -199,7 +206,7 @@ def run(quick: bool = False, steps: int | None = None, strategies: Sequence[str]
                 for strategy in strategies:
                     if w > 1 and strategy != strategies[0] and quick:
                         continue  # quick: the scaling run for the first strategy only
-                    result["hindsight"][f"{strategy}_w{w}"] = run_hindsight(strategy, w, s, logdir)
+                    result["hindsight"][f"{strategy}_w{w}"] = run_hindsight(strategy, w, s, logdir, overrides)
     finally:
         if started:
             ray.shutdown()

@@ -224,7 +224,8 @@ def _bench(args: argparse.Namespace) -> int:
 
     split = lambda v: [x for x in v.split(",") if x] if v else None  # noqa: E731
     result = run_benchmark(args.name, quick=args.quick, device=args.device, steps=args.steps,
-                           families=split(args.families), strategies=split(args.strategies), per_call=args.per_call)
+                           families=split(args.families), strategies=split(args.strategies), per_call=args.per_call,
+                           overrides=args.overrides)
     text = json.dumps(result, indent=2)
     print(text)
     if args.json:
@@ -383,6 +384,9 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--json", help="write the result to this file")
     b.add_argument("--device", help="learner only: cpu (default) or cuda")
     b.add_argument("--steps", type=int, help="e2e only: env-step budget of each training run")
+    b.add_argument("--set", action="append", metavar="KEY=VALUE", dest="overrides",
+                   help="e2e only: a config override for Hindsight's runs (repeatable), "
+                   "e.g. --set learner.sac.compile=true")
     b.add_argument("--families", help="relabel only: measure just the capacity of these families "
                    "(comma-separated, e.g. point_reacher,point_trajectory)")
     b.add_argument("--strategies", help="relabel only: just these strategies (comma-separated, e.g. air)")

@@ -102,3 +102,12 @@ def test_bench_e2e_fields():
         assert "pip install" in r["sb3"]["error"] and r["ratio_vs_sb3_none"] is None
     else:
         assert _number(r["sb3"]["env_steps_per_s"]) and _number(r["ratio_vs_sb3_none"])
+
+
+def test_bench_e2e_set_typo_fails_before_any_run():
+    from benchmarks import run_benchmark
+
+    with pytest.raises(Exception, match="learner.sac.compil'"):
+        run_benchmark("e2e", quick=True, overrides=["learner.sac.compil=true"])
+    with pytest.raises(ValueError, match="--set applies to the e2e benchmark only"):
+        run_benchmark("store", quick=True, overrides=["learner.sac.compile=true"])
