@@ -193,7 +193,8 @@ def run(quick: bool = False, steps: int | None = None, strategies: Sequence[str]
     from hindsight.config import load_config
 
     s = _settings(quick, steps)
-    load_config(FAMILY, list(overrides))  # a typo in --set fails here, before any run
+    for strategy in strategies:  # a typo in --set or --strategies fails here, before any run
+        load_config(FAMILY, [f"relabel.strategy={strategy}", *overrides])
     result: dict[str, Any] = {"family": FAMILY, "settings": s, "overrides": list(overrides), "hindsight": {}}
     started = False
     if not ray.is_initialized():  # one local Ray for every run (the trainer reuses it)

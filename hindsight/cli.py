@@ -389,7 +389,7 @@ def build_parser() -> argparse.ArgumentParser:
                    "e.g. --set learner.sac.compile=true")
     b.add_argument("--families", help="relabel only: measure just the capacity of these families "
                    "(comma-separated, e.g. point_reacher,point_trajectory)")
-    b.add_argument("--strategies", help="relabel only: just these strategies (comma-separated, e.g. air)")
+    b.add_argument("--strategies", help="relabel and e2e: just these strategies (comma-separated, e.g. air)")
     b.add_argument("--per-call", type=int, help="relabel only: new trajectories per relabel call in the "
                    "capacity figures (default 32: relabel.batch_trajectories 16 from each of the 2 shards "
                    "one worker owns)")
