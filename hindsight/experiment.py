@@ -302,7 +302,7 @@ def _plot_family(spec: ExperimentSpec, family: str, records: list[dict], out: Pa
         return None
     ax.set_xlabel("env steps trained on (learner's axis)")
     ax.set_ylabel(spec.metric.replace("_", " "))
-    ax.set_title(f"{spec.name}: {family} (mean ± std over seeds)")
+    ax.set_title(f"{spec.name}: {family}\n(mean ± std over seeds)", fontsize=10)  # long names fit
     ax.legend()
     fig.tight_layout()
     name = f"curves-{family}.png"

@@ -893,10 +893,12 @@ class _Driver:
             if t.needs_value:
                 self.value_ref = t.learner.critic_weights.remote()
                 self.value_version = result["version"]
+        # the learner's diagnostics on its own axis: during the drain collection's axis stands
+        # still and every point would pile up at the budget
         if result["metrics"]:
-            self.tb.scalars("sac", result["metrics"], self.env_steps)
+            self.tb.scalars("sac", result["metrics"], self.trained_steps)
         if result.get("relabel"):
-            self.tb.scalars("relabel_in_learner", result["relabel"], self.env_steps)
+            self.tb.scalars("relabel_in_learner", result["relabel"], self.trained_steps)
         if result["updates"] - self.last_ckpt_updates >= self.cfg.learner.checkpoint_every:
             self.last_ckpt_updates = result["updates"]
             try:
