@@ -8,9 +8,9 @@ at one SAC update per env step (samples per insert = batch size), strategies ``n
 env steps, learning starting after ``learning_starts`` uniformly random steps, final
 evaluation on one episode (``--steps N``: budget N, learning starts min(5000, N/4)). Env steps/s *while learning* are read from the run's
 TensorBoard ``perf/learner_updates`` events (wall time, env steps, updates): from the
-first event at or past ``learning_starts`` env steps to the last one (the end of the
-drain, when the learner has caught up), so Ray start-up, most of the random phase and the
-final evaluation are not counted.
+first event after the first update to the last one (the end of the drain, when the learner
+has caught up), so Ray start-up, the random phase and the final evaluation are not counted;
+env steps *learned* per second (updates/s at one update per env step; ``_learning_window``).
 
 Stable-Baselines3: ``SAC("MlpPolicy")`` on Gymnasium ``HalfCheetah-v5`` with the same
 hidden sizes, batch size, learning starts and budget, ``train_freq=1, gradient_steps=1``
@@ -50,30 +50,38 @@ def _settings(quick: bool, steps: int | None) -> dict[str, Any]:
     return {"budget": budget, "learning_starts": min(5_000, budget // 4), "hidden": 256, "batch": 256}
 
 
-def _learning_window(tb_dir: Path, learning_starts: int) -> dict[str, float] | None:
-    """Env steps and updates per second from the first TensorBoard event at or past
-    ``learning_starts`` env steps to the last one (the end of the drain), as SB3's clock
-    below runs from step ``learning_starts`` to the end of ``learn``. None when the run
-    was too short for two such events with steps between them."""
+def _learning_window(tb_dir: Path, learning_starts: int, env_steps_per_update: float = 1.0) -> dict[str, float] | None:
+    """Rates from the first TensorBoard ``perf/learner_updates`` event after learning started
+    (updates > 0, at or past ``learning_starts`` env steps) to the last one (the end of the
+    drain, when the learner has caught up).
+
+    ``env_steps_per_s`` counts the env steps *learned* per second: updates/s times the env
+    steps one update stands for (1 at one update per env step), the quantity SB3's clock
+    below measures (its loop does one env step and one update per iteration). The env steps
+    *collected* in the window are reported beside it: collection runs up to a round ahead of
+    the learner, so at the window's start some of them are already in. None when the run was
+    too short for two such events."""
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
     acc = EventAccumulator(str(tb_dir), size_guidance={"scalars": 0})
     acc.Reload()
     if "perf/learner_updates" not in acc.Tags().get("scalars", []):
         return None
-    events = [e for e in acc.Scalars("perf/learner_updates") if e.step >= learning_starts]
+    events = [e for e in acc.Scalars("perf/learner_updates") if e.step >= learning_starts and e.value > 0]
     if len(events) < 2:
         return None
     first, last = events[0], events[-1]
     seconds = last.wall_time - first.wall_time
-    if seconds <= 0 or last.step <= first.step:
+    if seconds <= 0 or last.value <= first.value:
         return None
+    updates_per_s = (last.value - first.value) / seconds
     return {
         "window_seconds": seconds,
-        "window_env_steps": last.step - first.step,
         "window_updates": last.value - first.value,
-        "env_steps_per_s": (last.step - first.step) / seconds,
-        "updates_per_s": (last.value - first.value) / seconds,
+        "window_collected_env_steps": last.step - first.step,
+        "collected_env_steps_per_s": (last.step - first.step) / seconds,
+        "updates_per_s": updates_per_s,
+        "env_steps_per_s": updates_per_s * env_steps_per_update,
     }
 
 
@@ -95,7 +103,7 @@ def run_hindsight(strategy: str, workers: int, s: dict[str, Any], logdir: str,
     t0 = time.perf_counter()
     summary = Trainer(cfg, progress=False).run()
     wall = time.perf_counter() - t0
-    window = _learning_window(Path(summary["run_dir"]) / "tb", s["learning_starts"])
+    window = _learning_window(Path(summary["run_dir"]) / "tb", s["learning_starts"], s["batch"] / spi)
     out = {
         "strategy": strategy,
         "rollout_workers": workers,

@@ -113,7 +113,8 @@ class LearnerConfig:
     num_gpus: float = field(-1.0, ge=-1)
     """GPUs to ask Ray for; -1: one if the cluster has any, else 0."""
     num_cpus: float = field(0.0, ge=0)
-    """Ray CPUs for the learner; its torch thread count is this rounded up (at least 1).
+    """Ray CPUs for the learner; its torch thread count is this rounded down (at least 1:
+    a fractional core is shared with other actors, see ``learner.core.threads_for``).
     0: what the cluster has left after the rollout, relabel, store and eval actors'
     reservations (``learner_cpus``), so on one box the learner uses every idle core."""
     replay_capacity: int = field(200_000, ge=1)

@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import json
 import logging
-import math
 import os
 import time
 from pathlib import Path
@@ -37,6 +36,7 @@ from actors.pool import MetaRolloutActor
 from hindsight.config import learner_cpus
 from hindsight.tb import TBWriter
 from hindsight.trainer import STATE_FILE, Trainer
+from learner.core import threads_for
 from learner.pearl.learner import MetaLearner
 from learner.pearl.update import make_utility_factory
 from relabel_service.store.actor import start_store
@@ -94,7 +94,7 @@ class MetaTrainer(Trainer):
         cpus = learner_cpus(cfg, node_cpus)
         self.learner = ray.remote(MetaLearner).options(num_cpus=cpus, num_gpus=self.num_gpus).remote(
             fam.obs_dim, fam.action_dim, J, mc.pearl, mc.schedule, cfg.learner.device, cfg.seed,
-            max(1, math.ceil(cpus)), str(self.run_dir / "checkpoints"), self.resume,
+            threads_for(cpus), str(self.run_dir / "checkpoints"), self.resume,
         )
         remote_rollout = ray.remote(MetaRolloutActor)
         threads = max(1, int(cfg.rollout.num_cpus))

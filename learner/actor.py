@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import math
 import os
 import threading
 import time
@@ -25,7 +24,7 @@ from typing import Any, Callable
 import numpy as np
 import torch
 
-from learner.core import pick_device, to_torch
+from learner.core import pick_device, threads_for, to_torch
 from learner.rate_limiter import RateLimiter
 from learner.replay import Replay
 from learner.sac.graphed import GraphedUpdates, set_tf32
@@ -52,8 +51,8 @@ class Learner:
         ledger: bool = False,
         version_floor: int = 0,
     ):
-        # every core Ray gives the learner: a fractional share counts as a whole thread
-        self.threads = max(1, math.ceil(cfg.num_cpus))
+        # the whole cores Ray gives the learner (a fractional share rounds down: threads_for)
+        self.threads = threads_for(cfg.num_cpus)
         torch.set_num_threads(self.threads)
         self.cfg = cfg
         self.device = pick_device(cfg.device)

@@ -15,6 +15,8 @@ Shapes (letters used in every shape comment of this package):
 
 from __future__ import annotations
 
+import math
+
 from typing import NamedTuple
 
 import numpy as np
@@ -79,3 +81,15 @@ def pick_device(pref: str = "auto") -> torch.device:
     if device.type == "cuda" and not torch.cuda.is_available():
         raise RuntimeError(f"device {pref!r} requested but torch sees no CUDA device")
     return device
+
+
+def threads_for(num_cpus: float) -> int:
+    """Torch threads for a learner holding ``num_cpus`` Ray CPUs: the whole cores, at least 1.
+
+    A fractional share rounds down: the other actors use the rest of that core, and an
+    intra-op thread they preempt stalls its siblings at every barrier. On the 2-core box a
+    2-thread learner beside one rollout worker ran 0.58 of its rate alone (33.7 vs 58.0
+    updates/s), a 1-thread one 0.94 (40.1 vs 42.5): more updates/s with one thread.
+    """
+    return max(1, math.floor(num_cpus + 1e-9))
+

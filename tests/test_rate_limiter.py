@@ -61,3 +61,10 @@ def test_bad_parameters_are_named():
 def test_env_steps_paid_is_the_learners_axis(inserted, updates, paid):
     lim = RateLimiter(samples_per_insert=8, batch_size=4, min_replay=100, tolerance=0.5)
     assert lim.env_steps_paid(inserted, updates) == paid
+
+
+def test_learner_threads_are_the_whole_cores_it_holds():
+    from learner.core import threads_for
+
+    # a fractional share rounds down: the rest of that core runs other actors
+    assert [threads_for(c) for c in (0.05, 0.83, 1.0, 1.35, 2.0, 2.7, 8.0)] == [1, 1, 1, 1, 2, 2, 8]
