@@ -1,5 +1,5 @@
 """The learner's fast paths: the CUDA-graph body (k updates with device sampling, checked
-eagerly on CPU), the graph itself (CUDA only), threads = CPUs, the learner's CPU share."""
+eagerly on CPU), the graph itself (CUDA only), threads = whole CPUs, the learner's CPU share."""
 
 from __future__ import annotations
 
@@ -89,13 +89,14 @@ def test_learner_gets_the_cpus_left_after_the_other_actors():
     assert learner_cpus(load_config("smoke", ["learner.num_cpus=3"]), 16.0) == 3.0
 
 
-def test_learner_threads_are_its_cpus_rounded_up():
+@pytest.mark.parametrize("num_cpus, expected", [(1.1, 1), (2.0, 2), (2.9, 2)])
+def test_learner_threads_are_its_whole_cpus(num_cpus, expected):
     from learner.actor import Learner
 
     threads = torch.get_num_threads()
     try:
-        cfg = dataclasses.replace(load_config(None).learner, sac=CFG, num_cpus=1.1, device="cpu")
-        Learner(O, A, Z, I, cfg, discount=0.9, seed=0)
-        assert torch.get_num_threads() == 2
+        cfg = dataclasses.replace(load_config(None).learner, sac=CFG, num_cpus=num_cpus, device="cpu")
+        learner = Learner(O, A, Z, I, cfg, discount=0.9, seed=0)
+        assert torch.get_num_threads() == expected and learner.counters()["threads"] == expected
     finally:
         torch.set_num_threads(threads)
