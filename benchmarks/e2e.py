@@ -32,7 +32,6 @@ learner thread count, with nothing else running (``isolated_learner_updates_per_
 
 from __future__ import annotations
 
-import math
 import os
 import tempfile
 import time
@@ -87,7 +86,7 @@ def _learning_window(tb_dir: Path, learning_starts: int, env_steps_per_update: f
 
 def run_hindsight(strategy: str, workers: int, s: dict[str, Any], logdir: str,
                   overrides: Sequence[str] = ()) -> dict[str, Any]:
-    from hindsight.config import learner_cpus, load_config
+    from hindsight.config import load_config
     from hindsight.trainer import Trainer
 
     spi = s["batch"]  # samples per insert = batch size: one update per env step
@@ -112,7 +111,7 @@ def run_hindsight(strategy: str, workers: int, s: dict[str, Any], logdir: str,
         "wall_s_including_startup_and_eval": round(wall, 2),
         "learner_device": summary["learner_device"],
     }
-    threads = max(1, math.ceil(float(summary.get("learner_threads") or learner_cpus(cfg, os.cpu_count() or 1))))
+    threads = int(summary["learner_threads"])  # the learner actor's own count (learner.core.threads_for)
     isolated = isolated_learner_rate(Path(summary["run_dir"]), threads, seconds=2.0 if s["hidden"] < 256 else 15.0)
     out.update({"learner_threads": threads, "isolated_learner_updates_per_s": round(isolated, 2)})
     if window is not None:
@@ -128,18 +127,11 @@ def isolated_learner_rate(run_dir: Path, threads: int, seconds: float) -> float:
     """SAC updates/s of a run's final checkpoint on random batches of its shapes, alone."""
     import torch
 
-    from learner.core import Batch
+    from benchmarks.learner import _batches
     from learner.sac.update import load_state, update
 
     state = load_state(run_dir / "checkpoints" / "learner.pt", "cpu")
-    b, g = state.cfg.batch_size, torch.Generator().manual_seed(0)
-    batches = [
-        Batch(obs=torch.randn(b, state.obs_dim, generator=g), action=torch.rand(b, state.action_dim, generator=g) * 2 - 1,
-              reward=torch.randn(b, generator=g), next_obs=torch.randn(b, state.obs_dim, generator=g),
-              terminated=torch.rand(b, generator=g) < 0.01, task=torch.randn(b, state.task_dim, generator=g),
-              reward_inputs=torch.zeros(b, 0))
-        for _ in range(4)
-    ]
+    batches = _batches(4, 0, state.cfg.batch_size, state.obs_dim, state.action_dim, state.task_dim)
     before = torch.get_num_threads()
     torch.set_num_threads(threads)
     try:

@@ -137,17 +137,17 @@ class PlainSAC:
             target_param.data.copy_(self.tau * param.data + (1 - self.tau) * target_param.data)
 
 
-def _batches(n: int, seed: int) -> list[Batch]:
+def _batches(n: int, seed: int, batch: int = BATCH, obs: int = OBS, act: int = ACT, task: int = TASK) -> list[Batch]:
     g = torch.Generator().manual_seed(seed)
     return [
         Batch(
-            obs=torch.randn(BATCH, OBS, generator=g),
-            action=torch.rand(BATCH, ACT, generator=g) * 2 - 1,
-            reward=torch.randn(BATCH, generator=g),
-            next_obs=torch.randn(BATCH, OBS, generator=g),
-            terminated=torch.rand(BATCH, generator=g) < 0.01,
-            task=torch.randn(BATCH, TASK, generator=g),
-            reward_inputs=torch.zeros(BATCH, 0),
+            obs=torch.randn(batch, obs, generator=g),
+            action=torch.rand(batch, act, generator=g) * 2 - 1,
+            reward=torch.randn(batch, generator=g),
+            next_obs=torch.randn(batch, obs, generator=g),
+            terminated=torch.rand(batch, generator=g) < 0.01,
+            task=torch.randn(batch, task, generator=g),
+            reward_inputs=torch.zeros(batch, 0),
         )
         for _ in range(n)
     ]
