@@ -27,7 +27,9 @@ learner thread count, with nothing else running (``isolated_learner_updates_per_
 (target 0.9: the pipeline neither starves nor slows its learner).
 ``--quick``: 1000 steps with 64x64 networks and batch 64 (checks that everything runs).
 ``--set KEY=VALUE`` (repeatable) adds config overrides to Hindsight's runs, e.g.
-``--set learner.sac.compile=true`` (the compile happens inside the timed window).
+``--set learner.sac.compile=true``: the learner compiles its update while the random phase
+fills the replay (``learner_warm_up_s``); if the compile outlasts that phase, the wait shows
+in ``wall_s_including_startup_and_eval`` and the window starts after it.
 """
 
 from __future__ import annotations
@@ -110,6 +112,8 @@ def run_hindsight(strategy: str, workers: int, s: dict[str, Any], logdir: str,
         "updates": summary["updates"],
         "wall_s_including_startup_and_eval": round(wall, 2),
         "learner_device": summary["learner_device"],
+        # with learner.sac.compile: the compile, done while the replay filled (learner/actor.py)
+        "learner_warm_up_s": round(float(summary.get("learner_warm_up_s") or 0.0), 2),
     }
     threads = int(summary["learner_threads"])  # the learner actor's own count (learner.core.threads_for)
     isolated = isolated_learner_rate(Path(summary["run_dir"]), threads, seconds=2.0 if s["hidden"] < 256 else 15.0)

@@ -1140,6 +1140,7 @@ class _Driver:
             "updates_per_s": counters["updates"] / max(1e-9, wall),
             "learner_device": counters["device"],
             "learner_threads": counters.get("threads"),
+            "learner_warm_up_s": counters.get("warm_up_seconds", 0.0),
             "policy_version": final["policy_version"],
             "rollout_workers": t.pool.size,
             "workers_replaced": t.pool.replaced,

@@ -24,7 +24,7 @@ from typing import Any, Callable
 import numpy as np
 import torch
 
-from learner.core import pick_device, threads_for, to_torch
+from learner.core import Batch, pick_device, threads_for, to_torch
 from learner.rate_limiter import RateLimiter
 from learner.replay import Replay
 from learner.sac.graphed import GraphedUpdates, set_tf32
@@ -80,6 +80,11 @@ class Learner:
             self.device.type == "cuda" and getattr(cfg, "cuda_graph", False) and batch_relabeler is None
         )
         self._graphed: GraphedUpdates | None = None
+        # With ``sac.compile`` the first update compiles (seconds to minutes); the learner
+        # does it on a scratch copy while the replay fills (``_warm_up``), not on the clock
+        self._dims = (obs_dim, action_dim, task_dim, reward_input_dim, seed)
+        self.warmed_up = not sac_cfg.compile
+        self.warm_up_seconds = 0.0
         # The actor may serve ingest while train runs (Ray max_concurrency 2): the replay
         # lock covers writes and samples, the state lock the networks and optimiser.
         self._replay_lock = threading.Lock()
@@ -148,7 +153,9 @@ class Learner:
             inserted, replay_size = self.inserted, len(self.replay)
         n = min(max_updates, self.limiter.updates_allowed(inserted, self.updates - self._updates_offset))
         n = n if replay_size >= max(1, self.cfg.min_replay) else 0
-        if n == 0:
+        if n == 0 and not self.warmed_up:
+            self._warm_up()  # compile now, while the replay fills
+        elif n == 0:
             time.sleep(0.02)  # nothing allowed yet: do not spin the driver's loop
         metrics: dict[str, float] = {}
         relabel_stats: dict[str, float] = {}
@@ -187,6 +194,28 @@ class Learner:
             "relabel": relabel_stats,
         }
 
+    def _warm_up(self) -> None:
+        """Compile the update (``sac.compile``) before the data allows the first one: one
+        update of a scratch state of the same shapes on a batch sampled from a scratch
+        replay of random rows, so the real updates find the compiled code (dynamo shares it
+        between states of the same shapes; the networks and optimiser are untouched)."""
+        t0 = time.perf_counter()
+        obs_dim, action_dim, task_dim, reward_input_dim, seed = self._dims
+        size = self.cfg.sac.batch_size
+        scratch = init_state(obs_dim, action_dim, task_dim, self.state.cfg, self.device, seed)
+        replay = Replay(size, obs_dim, action_dim, task_dim, self.device, reward_input_dim)
+        g = torch.Generator().manual_seed(seed)
+        replay.add(Batch(
+            obs=torch.randn(size, obs_dim, generator=g), action=torch.rand(size, action_dim, generator=g) * 2 - 1,
+            reward=torch.randn(size, generator=g), next_obs=torch.randn(size, obs_dim, generator=g),
+            terminated=torch.zeros(size, dtype=torch.bool), task=torch.randn(size, task_dim, generator=g),
+            reward_inputs=torch.randn(size, reward_input_dim, generator=g),
+        ))
+        batch = replay.sample(size, torch.Generator(device=self.device).manual_seed(seed))
+        update(scratch, batch, with_metrics=True)
+        self.warmed_up = True
+        self.warm_up_seconds = time.perf_counter() - t0
+
     def _count_updates(self, k: int) -> None:
         """Count k updates; publish the policy when a multiple of publish_every was passed."""
         every = self.cfg.publish_every
@@ -211,6 +240,7 @@ class Learner:
             "updates_per_s": r["update_n"] / max(1e-9, now - r["update_t"]),
             "device": str(self.device),
             "threads": self.threads,
+            "warm_up_seconds": self.warm_up_seconds,
         }
         self._rates = {"ingest_t": now, "ingest_n": 0, "update_t": now, "update_n": 0}
         return out

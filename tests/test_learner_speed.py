@@ -100,3 +100,34 @@ def test_learner_threads_are_its_whole_cpus(num_cpus, expected):
         assert torch.get_num_threads() == expected and learner.counters()["threads"] == expected
     finally:
         torch.set_num_threads(threads)
+
+
+def test_a_compiling_learner_compiles_while_the_replay_fills():
+    """``sac.compile``: a ``train`` call that the rate limiter allows nothing compiles the
+    update on a scratch state (the learner's networks untouched, no update counted), and
+    the real updates that follow run that compiled code without compiling again."""
+    from torch._dynamo.utils import counters
+
+    from learner.actor import Learner
+
+    threads = torch.get_num_threads()
+    try:
+        cfg = dataclasses.replace(load_config(None).learner, sac=dataclasses.replace(CFG, compile=True),
+                                  num_cpus=1, device="cpu", min_replay=100, samples_per_insert=16)
+        learner = Learner(O, A, Z, I, cfg, discount=0.9, seed=0)
+        before = {k: v.clone() for k, v in learner.state.critic.state_dict().items()}
+        assert not learner.warmed_up
+        report = learner.train(4)
+        assert report["updates_done"] == 0 and learner.updates == 0
+        assert learner.warmed_up and learner.counters()["warm_up_seconds"] > 0
+        for k, v in learner.state.critic.state_dict().items():
+            assert torch.equal(v, before[k]), k
+        graphs = counters["stats"]["unique_graphs"]
+        rows = filled_replay("cpu")._data
+        learner.ingest(TransitionBatch(*(x[:200].numpy() for x in rows)))
+        report = learner.train(4)
+        assert report["updates_done"] == 4
+        assert counters["stats"]["unique_graphs"] == graphs  # no second compile
+        assert any(not torch.equal(v, before[k]) for k, v in learner.state.critic.state_dict().items())
+    finally:
+        torch.set_num_threads(threads)
