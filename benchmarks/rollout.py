@@ -9,7 +9,12 @@ the SAC actor's forward pass each step, recording whole trajectories. Both in th
 process, one torch thread, interleaved repetitions; the ratio is the figure of merit.
 
 ``scaling``: W workers as Ray actors with one CPU each, one concurrent round each, against
-one worker: ``efficiency`` = rate(W) / (W rate(1)) (target 0.9).
+one worker: ``efficiency`` = rate(W) / (W rate(1)) (target 0.9). Beside it, the machine's
+own ceiling for this work: W Ray actors stepping plain Gymnasium HalfCheetah-v5 with random
+actions (the same number of steps, no policy, no recording), timed the same way right
+after the workers (``bare_env_efficiency``); ``efficiency_over_machine`` is the
+workers' efficiency over it. On a VM whose vCPUs share physical cores, or when other
+processes hold a core, W cores do not give W times one core, whatever the code does.
 """
 
 from __future__ import annotations
@@ -62,6 +67,21 @@ class _TimedWorker(RolloutWorker):
         return self.collect_episodes()[1]
 
 
+class _BareStepper:
+    """The machine's ceiling: plain HalfCheetah-v5 envs stepped with random actions, a round
+    of ``steps`` steps each (what one worker's round steps), nothing else."""
+
+    def __init__(self, num_envs: int, steps: int, seed: int):
+        import gymnasium as gym
+
+        self.envs = [gym.make("HalfCheetah-v5") for _ in range(num_envs)]
+        self.steps, self.seed = steps, seed
+
+    def round(self) -> dict[str, float]:
+        _random_steps_per_s(self.envs, self.steps, self.seed)
+        return {"env_steps": self.steps * len(self.envs)}
+
+
 def scaling(num_envs: int, quick: bool) -> dict[str, Any]:
     """W rollout workers (Ray actors, one CPU each) on W cores vs one: aggregate env steps/s
     of one concurrent round each, W = 1 and every power of two up to the core count."""
@@ -76,24 +96,41 @@ def scaling(num_envs: int, quick: bool) -> dict[str, Any]:
     if started:
         ray.init(address="local", num_cpus=cores, include_dashboard=False, log_to_driver=False)
     remote = ray.remote(num_cpus=1)(_TimedWorker)
+    bare_remote = ray.remote(num_cpus=1)(_BareStepper)
+    horizon = 200 if quick else get_family(FAMILY).horizon
     out: dict[str, Any] = {"cores": cores, "envs_per_worker": num_envs}
-    try:
-        base = None
-        for w in sizes:
-            actors = [remote.remote(worker_id=i, family=FAMILY, num_envs=num_envs, net_cfg=cfg, seed=0) for i in range(w)]
+
+    def measured(make) -> float:
+        """Median aggregate env steps/s of W actors' concurrent rounds (started, warmed up,
+        timed, killed: the workers and the bare steppers each hold the W cores in turn)."""
+        actors = [make(i) for i in range(w)]
+        try:
             ray.get([a.round.remote() for a in actors])  # warm-up (and actor start)
             rates = []
             for _ in range(1 if quick else 3):
                 t0 = time.perf_counter()
                 stats = ray.get([a.round.remote() for a in actors])
                 rates.append(sum(st["env_steps"] for st in stats) / (time.perf_counter() - t0))
+            return float(np.median(rates))
+        finally:
             for a in actors:
                 ray.kill(a)
-            rate = float(np.median(rates))
+
+    try:
+        base = bare_base = None
+        for w in sizes:
+            rate = measured(lambda i: remote.remote(worker_id=i, family=FAMILY, num_envs=num_envs, net_cfg=cfg, seed=0))
+            bare_rate = measured(lambda i: bare_remote.remote(num_envs, horizon, seed=i))
             base = rate if base is None else base
+            bare_base = bare_rate if bare_base is None else bare_base
+            eff, bare_eff = rate / (w * base), bare_rate / (w * bare_base)
             out[f"W={w}"] = {"env_steps_per_s": round(rate, 1), "speedup": round(rate / base, 3),
-                             "efficiency": round(rate / (w * base), 3)}
+                             "efficiency": round(eff, 3), "bare_env_steps_per_s": round(bare_rate, 1),
+                             "bare_env_efficiency": round(bare_eff, 3),
+                             "efficiency_over_machine": round(eff / bare_eff, 3)}
         out["efficiency_all_cores"] = out[f"W={cores}"]["efficiency"]
+        out["bare_env_efficiency_all_cores"] = out[f"W={cores}"]["bare_env_efficiency"]
+        out["efficiency_over_machine_all_cores"] = out[f"W={cores}"]["efficiency_over_machine"]
         out["target_efficiency"] = 0.9
     finally:
         if started:

@@ -31,6 +31,9 @@ def test_bench_rollout_fields(tmp_path):
         assert _number(r[key]), key
     sc = r["scaling"]
     assert _number(sc["W=1"]["env_steps_per_s"]) and _number(sc["efficiency_all_cores"])
+    for key in ("bare_env_efficiency_all_cores", "efficiency_over_machine_all_cores"):
+        assert _number(sc[key]), key
+    assert sc["W=1"]["bare_env_efficiency"] == 1.0
 
 
 def test_bench_learner_fields(tmp_path):
