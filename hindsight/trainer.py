@@ -1009,6 +1009,8 @@ class _Driver:
             max_backlog=self.cfg.relabel.max_backlog, collection_held=self.collection_held,
             learner_waiting=report.get("updates_done", 0) == 0, replay_size=int(report.get("replay_size", 0)),
             min_replay=self.cfg.learner.min_replay, budget_spent=self.env_steps >= self.budget,
+            # no train report from this learner process yet (a restarted one compiles again)
+            learner_compiling=self.cfg.learner.sac.compile and self.updates_base is None,
         )
         message = self.watchdog.message(reasons)
         log.warning("watchdog: %s", message)

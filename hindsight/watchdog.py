@@ -89,6 +89,7 @@ def diagnose(
     replay_size: int,
     min_replay: int,
     budget_spent: bool,
+    learner_compiling: bool = False,
 ) -> list[str]:
     """Where the run is stuck, most fundamental first (pure: the facts in, sentences out)."""
     reasons = []
@@ -102,7 +103,10 @@ def diagnose(
     if backlog > 0:
         held = " (collection waits: backlog above relabel.max_backlog)" if backlog > max_backlog else ""
         reasons.append(f"relabeler behind: {backlog} stored trajectories not yet relabeled{held}")
-    if learner_waiting:
+    if learner_compiling:
+        reasons.append("the learner has not finished its first train call: with learner.sac.compile it compiles "
+                       "its update first (seconds with a warm inductor cache, 30 s to 3 min cold)")
+    elif learner_waiting:
         if replay_size < min_replay:
             reasons.append(f"learner waiting for data: replay {replay_size} < learner.min_replay {min_replay}")
         else:

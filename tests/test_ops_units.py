@@ -141,6 +141,10 @@ def test_diagnose_names_where_it_is_stuck():
     assert diagnose(pending={}, cluster="", pool_size=2, backlog=0, max_backlog=64, collection_held=True,
                     learner_waiting=False, replay_size=0, min_replay=0, budget_spent=False) == [
         "collection held back by the rate limiter (the learner is behind)"]
+    compiling = diagnose(pending={}, cluster="", pool_size=2, backlog=0, max_backlog=64, collection_held=True,
+                         learner_waiting=True, replay_size=5000, min_replay=5000, budget_spent=False,
+                         learner_compiling=True)
+    assert "learner.sac.compile" in compiling[0] and not any("waiting for data" in r for r in compiling)
 
 
 def test_run_control_queues_requests_and_holds_answers():
