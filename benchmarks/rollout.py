@@ -20,7 +20,7 @@ processes hold a core, W cores do not give W times one core, whatever the code d
 from __future__ import annotations
 
 import time
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 import torch
@@ -100,7 +100,7 @@ def scaling(num_envs: int, quick: bool) -> dict[str, Any]:
     horizon = 200 if quick else get_family(FAMILY).horizon
     out: dict[str, Any] = {"cores": cores, "envs_per_worker": num_envs}
 
-    def measured(make) -> float:
+    def measured(make: Callable[[int], Any], w: int) -> float:
         """Median aggregate env steps/s of W actors' concurrent rounds (started, warmed up,
         timed, killed: the workers and the bare steppers each hold the W cores in turn)."""
         actors = [make(i) for i in range(w)]
@@ -119,8 +119,8 @@ def scaling(num_envs: int, quick: bool) -> dict[str, Any]:
     try:
         base = bare_base = None
         for w in sizes:
-            rate = measured(lambda i: remote.remote(worker_id=i, family=FAMILY, num_envs=num_envs, net_cfg=cfg, seed=0))
-            bare_rate = measured(lambda i: bare_remote.remote(num_envs, horizon, seed=i))
+            rate = measured(lambda i: remote.remote(worker_id=i, family=FAMILY, num_envs=num_envs, net_cfg=cfg, seed=0), w)
+            bare_rate = measured(lambda i: bare_remote.remote(num_envs, horizon, seed=i), w)
             base = rate if base is None else base
             bare_base = bare_rate if bare_base is None else bare_base
             eff, bare_eff = rate / (w * base), bare_rate / (w * bare_base)

@@ -82,7 +82,6 @@ class Learner:
         self._graphed: GraphedUpdates | None = None
         # With ``sac.compile`` the first update compiles (seconds to minutes); the learner
         # does it on a scratch copy while the replay fills (``_warm_up``), not on the clock
-        self._dims = (obs_dim, action_dim, task_dim, reward_input_dim, seed)
         self.warmed_up = not sac_cfg.compile
         self.warm_up_seconds = 0.0
         # The actor may serve ingest while train runs (Ray max_concurrency 2): the replay
@@ -196,22 +195,20 @@ class Learner:
 
     def _warm_up(self) -> None:
         """Compile the update (``sac.compile``) before the data allows the first one: one
-        update of a scratch state of the same shapes on a batch sampled from a scratch
-        replay of random rows, so the real updates find the compiled code (dynamo shares it
-        between states of the same shapes; the networks and optimiser are untouched)."""
+        update of a scratch state of the same shapes on a random batch of the replay's
+        dtypes, so the real updates find the compiled code (dynamo shares it between states
+        of the same shapes; the networks and optimiser are untouched)."""
         t0 = time.perf_counter()
-        obs_dim, action_dim, task_dim, reward_input_dim, seed = self._dims
-        size = self.cfg.sac.batch_size
-        scratch = init_state(obs_dim, action_dim, task_dim, self.state.cfg, self.device, seed)
-        replay = Replay(size, obs_dim, action_dim, task_dim, self.device, reward_input_dim)
-        g = torch.Generator().manual_seed(seed)
-        replay.add(Batch(
-            obs=torch.randn(size, obs_dim, generator=g), action=torch.rand(size, action_dim, generator=g) * 2 - 1,
-            reward=torch.randn(size, generator=g), next_obs=torch.randn(size, obs_dim, generator=g),
-            terminated=torch.zeros(size, dtype=torch.bool), task=torch.randn(size, task_dim, generator=g),
-            reward_inputs=torch.randn(size, reward_input_dim, generator=g),
-        ))
-        batch = replay.sample(size, torch.Generator(device=self.device).manual_seed(seed))
+        st, size = self.state, self.cfg.sac.batch_size
+        scratch = init_state(st.obs_dim, st.action_dim, st.task_dim, st.cfg, self.device, st.seed)
+        g = torch.Generator().manual_seed(st.seed)
+        batch = Batch(
+            obs=torch.randn(size, st.obs_dim, generator=g), action=torch.rand(size, st.action_dim, generator=g) * 2 - 1,
+            reward=torch.randn(size, generator=g), next_obs=torch.randn(size, st.obs_dim, generator=g),
+            terminated=torch.zeros(size, dtype=torch.bool), task=torch.randn(size, st.task_dim, generator=g),
+            reward_inputs=torch.randn(size, self.replay.dims[3], generator=g),
+        )
+        batch = Batch(*(x.to(self.device) for x in batch))
         update(scratch, batch, with_metrics=True)
         self.warmed_up = True
         self.warm_up_seconds = time.perf_counter() - t0
