@@ -21,9 +21,11 @@ base class derives the two batched forms from it:
 
 and one reduced form, ``segment_returns(steps, tasks[K, Z], weights[B], lengths[M]) -> [M, K]``:
 the weighted reward sums of M trajectories laid end to end under every task (AIR's
-discounted returns, weights gamma^t). By default ``rewards`` then segment sums; a family
-whose reward has terms that depend on the step or the task alone may override it with an
-equal form that evaluates only its joint terms step x task (``envs/point.py``).
+discounted returns, weights gamma^t), each stopping at its first step that terminates
+under the task where termination depends on it. By default ``rewards`` (and ``terminals``)
+then segment sums; a family may override it with an equal form that evaluates only its
+joint terms step x task (``envs/point.py``) or, for a sparse goal, only the first step at
+the goal (``reacher_goal``).
 
 Whatever the reward needs that the observation lacks (x-velocity, contact cost, the
 post-step fingertip position, ...) is recorded per step in ``reward_inputs`` so that any
@@ -91,6 +93,23 @@ def segment_blocks(lengths: np.ndarray, per_step: int, max_elements: int) -> Ite
         n_steps += n
     if m0 < len(lengths):
         yield m0, len(lengths), s0, s0 + n_steps
+
+
+def alive_mask(terminals: np.ndarray, lengths: np.ndarray) -> np.ndarray:
+    """bool [B, K]: step t of its segment counts under task k, i.e. no earlier step of the
+    segment terminated under k (the terminating step itself counts).
+
+    terminals [B, K] bool for segments of the given lengths [M] laid end to end. One
+    cumulative sum over all steps, minus its value before each segment's first step,
+    gives the per-segment count of terminals up to and including t; subtracting t's own
+    flag leaves the count strictly before t."""
+    terminals = np.asarray(terminals, dtype=bool)
+    lengths = np.asarray(lengths, dtype=np.int64)
+    assert terminals.shape[0] == int(lengths.sum()), (terminals.shape, int(lengths.sum()))
+    counts = np.cumsum(terminals, axis=0, dtype=np.int64)  # [B, K] inclusive, over all steps
+    starts = np.cumsum(lengths) - lengths
+    before = np.concatenate([np.zeros((1,) + counts.shape[1:], np.int64), counts])[starts]  # [M, K]
+    return counts - np.repeat(before, lengths, axis=0) - terminals == 0
 
 
 def weighted_segment_sums(x: np.ndarray, weights: np.ndarray, lengths: np.ndarray) -> np.ndarray:
@@ -278,23 +297,32 @@ class TaskFamily:
         segment (AIR) or [M, K, Z], each segment's own (advantage, max-reward).
 
         Discounted returns of M trajectories laid end to end (weights gamma^t, t restarting
-        at each trajectory's first step), every step counted (termination that depends on
-        the task is the caller's business). Default: ``rewards`` (shared tasks) or one
-        ``rewards_for`` over the steps repeated K times, times the weights, then segment
-        sums. An override must equal it up to rounding (tests/test_envs.py checks every
-        family against the double loop)."""
+        at each trajectory's first step). Where termination depends on the task
+        (``task_dependent_termination``), a segment's sum under z stops at its first step
+        that terminates under z: that step counts, the later ones (which an episode under z
+        would never have taken) do not; otherwise every step counts. Default: ``rewards``
+        and ``terminals`` (shared tasks) or one ``rewards_for`` / ``terminals_for`` over
+        the steps repeated K times, times the weights, masked after the first terminal
+        (``alive_mask``), then segment sums. An override must equal it up to rounding
+        (tests/test_envs.py checks every family against the double loop)."""
         weights = np.asarray(weights, dtype=np.float64)
         lengths = np.asarray(lengths, dtype=np.int64)
         assert weights.shape == (len(steps),), (weights.shape, len(steps))
         tasks = self.check_segment_tasks(tasks, len(lengths))
+        stops = self.task_dependent_termination
         if tasks.ndim == 2:
             r = np.asarray(self.rewards(steps, tasks), dtype=np.float64)  # [B, K]
+            term = self.terminals(steps, tasks) if stops else None
         else:
             K = tasks.shape[1]
             rep = StepBatch(*(np.repeat(np.asarray(x), K, axis=0) for x in steps))  # step-major [B K]
             own = tasks[np.repeat(np.arange(len(lengths)), lengths)].reshape(-1, self.task_dim)  # [B K, Z]
             r = np.asarray(self.rewards_for(rep, own), dtype=np.float64).reshape(-1, K)
-        return segment_sums(r * weights[:, None], lengths)
+            term = np.asarray(self.terminals_for(rep, own)).reshape(-1, K) if stops else None
+        r = r * weights[:, None]
+        if term is not None:
+            r = np.where(alive_mask(term, lengths), r, 0.0)
+        return segment_sums(r, lengths)
 
     def check_segment_tasks(self, tasks: Any, num_segments: int) -> np.ndarray:
         """Tasks [K, Z] or [M, K, Z] (M = num_segments) as float64, checked."""

@@ -37,7 +37,7 @@ import mujoco
 import numpy as np
 from gymnasium.envs.mujoco.mujoco_env import MujocoEnv
 
-from envs.core import StepBatch, TaskFamily
+from envs.core import SEGMENT_BLOCK_ELEMENTS, StepBatch, TaskFamily, segment_blocks
 from envs.reference_tasks import HALF_CHEETAH_EVAL_TASKS
 
 _COS_15_DEG = float(np.cos(np.deg2rad(15.0)))
@@ -390,6 +390,91 @@ class WalkerLinear(_MujocoFamily):
 # ---- Reacher goal (HIPI) ---------------------------------------------------------------
 
 
+#: (step, task) pairs per block of reacher_goal's ``segment_returns``: its scratch buffers
+#: (1 MiB each) are reused from block to block, so a block can be larger than the point
+#: families' fresh temporaries; ~10 numpy calls per block are then a small share
+REACH_BLOCK_ELEMENTS = 1 << 17
+
+
+def _first_at_goal(points: np.ndarray, tasks: np.ndarray, lengths: np.ndarray) -> np.ndarray:
+    """Index within its segment of each segment's first point at each task's goal, L_m if
+    none: points [B, 2] in segments of lengths [M], tasks (g_x, g_y, margin) [K, 3] shared
+    by every segment or [M, K, 3] each segment's own -> int [M, K].
+
+    At the goal: ||p - g|| < margin, decided on the squared distance against
+    ``sqrt_less_bound(margin)``. Blocks of about ``REACH_BLOCK_ELEMENTS`` (point, task)
+    pairs are written into scratch buffers allocated once per call (fresh temporaries of
+    this size cost a page fault per page on every block here): shared tasks [K, b] with
+    the points along each row; own tasks [n, K, L] per run of n segments, the points
+    padded with NaN (never at a goal) to the longest segment. Only the pairs at a goal
+    (a few percent) are then looked at, one ``np.minimum.at``."""
+    M, K = len(lengths), tasks.shape[-2]
+    px, py = np.ascontiguousarray(points[:, 0]), np.ascontiguousarray(points[:, 1])
+    gx, gy = np.ascontiguousarray(tasks[..., 0]), np.ascontiguousarray(tasks[..., 1])  # [K] or [M, K]
+    bound = sqrt_less_bound(tasks[..., 2])
+    first = np.repeat(lengths[:, None], K, axis=1)
+    if tasks.ndim == 2:
+        starts = np.cumsum(lengths) - lengths
+        seg = np.repeat(np.arange(M), lengths)  # [B] segment of each point
+        blocks = [(s0, s1) for _, _, s0, s1 in segment_blocks(lengths, K, REACH_BLOCK_ELEMENTS)]
+        shapes = [(K, s1 - s0) for s0, s1 in blocks]
+    else:
+        L = int(lengths.max()) if M else 0
+        inside = np.arange(L) < lengths[:, None]  # [M, L]
+        qx, qy = np.full((M, L), np.nan), np.full((M, L), np.nan)
+        qx[inside], qy[inside] = px, py
+        n = max(1, REACH_BLOCK_ELEMENTS // max(K * L, 1))
+        blocks = [(m0, min(M, m0 + n)) for m0 in range(0, M, n)]
+        shapes = [(m1 - m0, K, L) for m0, m1 in blocks]
+    size = max((int(np.prod(shape)) for shape in shapes), default=0)
+    scratch_x, scratch_y, scratch_hit = np.empty(size), np.empty(size), np.empty(size, dtype=bool)
+    for (lo, hi), shape in zip(blocks, shapes):
+        x, y, hit = (a[: int(np.prod(shape))].reshape(shape) for a in (scratch_x, scratch_y, scratch_hit))
+        if tasks.ndim == 2:
+            dx = np.subtract(gx[:, None], px[lo:hi], out=x)
+            dy = np.subtract(gy[:, None], py[lo:hi], out=y)
+            limit = bound[:, None]
+        else:
+            dx = np.subtract(gx[lo:hi, :, None], qx[lo:hi, None, :], out=x)
+            dy = np.subtract(gy[lo:hi, :, None], qy[lo:hi, None, :], out=y)
+            limit = bound[lo:hi, :, None]
+        dx *= dx
+        dy *= dy
+        dx += dy
+        at_goal = np.flatnonzero(np.less(dx, limit, out=hit))
+        if tasks.ndim == 2:
+            k, s = np.divmod(at_goal, shape[1])
+            m = seg[lo + s]
+            np.minimum.at(first, (m, k), lo + s - starts[m])
+        else:
+            mk, t = np.divmod(at_goal, shape[2])
+            m, k = np.divmod(mk, K)
+            np.minimum.at(first, (lo + m, k), t)
+    return first
+
+
+def sqrt_less_bound(bound: np.ndarray) -> np.ndarray:
+    """t [...] such that ``np.sqrt(s) < bound`` equals ``s < t`` for every float64 s >= 0.
+
+    A distance test ||v|| < m on the squared norm s, with the decisions of the square root
+    kept exactly: the correctly rounded sqrt is monotone, so {s : fl(sqrt(s)) < m} is the
+    set of doubles below the smallest s with fl(sqrt(s)) >= m, which lies within a few ulps
+    of m * m; t starts there and moves up while sqrt(t) < m, then down while the double
+    below it still reaches m. m <= 0 (or NaN): no distance is below it, t = 0."""
+    m = np.asarray(bound, dtype=np.float64)
+    positive = m > 0
+    t = np.where(positive, m * m, 0.0)
+    for step_to, wrong in ((np.inf, lambda t: np.sqrt(t) < m), (0.0, lambda t: np.sqrt(np.nextafter(t, 0.0)) >= m)):
+        for _ in range(8):
+            move = positive & wrong(t)
+            if not move.any():
+                break
+            t = np.where(move, np.nextafter(t, step_to), t)
+        else:
+            raise AssertionError("sqrt_less_bound: the bound is more than 8 ulps from m * m")
+    return t
+
+
 class ReacherGoalEnv(MujocoTaskEnv):
     """Reacher-v5 with a task-free observation [cos q (2), sin q (2), qdot (2), fingertip xy (2)].
 
@@ -477,3 +562,28 @@ class ReacherGoal(_MujocoFamily):
 
     def terminal_fn(self, steps: StepBatch, tasks: np.ndarray) -> np.ndarray:
         return self._at_goal(steps, tasks)
+
+    def segment_returns(self, steps: StepBatch, tasks: np.ndarray, weights: np.ndarray,
+                        lengths: np.ndarray) -> np.ndarray:
+        """``TaskFamily.segment_returns`` from each segment's first step at the goal.
+
+        The reward is -1 on every step before the goal and 0 at it, where the episode ends
+        (``terminal_fn``), so a segment's return under z is minus the sum of its weights
+        before its first step at z's goal, all of them if it never gets there. Per (step,
+        task) that is one squared distance compared with the task's ``sqrt_less_bound`` of
+        its margin (the decisions of ||p - g|| < margin exactly; ``_first_at_goal``); the
+        sums of weights are running sums along each segment, so segments with the same
+        weights that reach their goals at the same step get the same return (AIR's ties),
+        as in the step-by-step sum."""
+        tasks = self.check_segment_tasks(tasks, len(lengths))
+        w = np.asarray(weights, dtype=np.float64)
+        lengths = np.asarray(lengths, dtype=np.int64)
+        assert w.shape == (len(steps),), (w.shape, len(steps))
+        first = _first_at_goal(self.achieved_goal(steps), tasks, lengths)  # [M, K] in 0 .. L_m
+        # before[m, j]: the sum of segment m's first j weights, j = 0 .. L_m (a running sum
+        # along each row of the weights padded with zeros after the segment's end)
+        L = int(lengths.max()) if len(lengths) else 0
+        padded = np.zeros((len(lengths), L + 1))
+        padded[:, 1:][np.arange(L) < lengths[:, None]] = w
+        before = np.cumsum(padded, axis=1)
+        return 0.0 - np.take_along_axis(before, first, axis=1)

@@ -370,28 +370,42 @@ def test_every_family_of_mine_has_hand_cases() -> None:
 # ---- 3b. segment_returns (AIR's weighted reward sums) == double loop -----------------------
 
 
+def segment_returns_loop(fam: TaskFamily, steps: StepBatch, tasks: np.ndarray, weights: np.ndarray,
+                         lengths: np.ndarray) -> np.ndarray:
+    """The definition of ``segment_returns`` for shared tasks [K, Z], one (segment, task,
+    step) at a time: weight x rewards_for, up to and including the segment's first step
+    that terminates under the task where termination depends on it."""
+    cut = np.concatenate([[0], np.cumsum(lengths)])
+    out = np.zeros((len(lengths), len(tasks)))
+    for m, (lo, hi) in enumerate(zip(cut[:-1], cut[1:])):
+        for k in range(len(tasks)):
+            for i in range(lo, hi):
+                row = take(steps, slice(i, i + 1))
+                out[m, k] += weights[i] * fam.rewards_for(row, tasks[k : k + 1])[0]
+                if fam.task_dependent_termination and fam.terminals_for(row, tasks[k : k + 1])[0]:
+                    break
+    return out
+
+
 @pytest.mark.parametrize("block", [1, 1 << 15], ids=["one_segment_per_block", "default_blocks"])
 @pytest.mark.parametrize("name", ALL)
 def test_segment_returns_equal_double_loop(name: str, block: int, monkeypatch: pytest.MonkeyPatch) -> None:
-    # the point families' override (and every family's default) against the definition:
-    # sum over each segment's steps of weight x rewards_for, one (segment, task) at a time;
-    # uneven segments (an empty one, a run of equal ones) and blocks of one segment
+    # the point families' and reacher_goal's overrides (and every family's default) against
+    # the definition: sum over each segment's steps of weight x rewards_for, one (segment,
+    # task) at a time, stopping at the goal where termination depends on the task; uneven
+    # segments (an empty one, a run of equal ones) and blocks of one segment
+    import envs.mujoco_families
     import envs.point
 
     monkeypatch.setattr(envs.point, "SEGMENT_BLOCK_ELEMENTS", block)
+    monkeypatch.setattr(envs.mujoco_families, "REACH_BLOCK_ELEMENTS", block)
     fam = get_family(name)
     steps = recorded_steps(name)
     tasks = candidate_tasks(fam, steps)
     B = len(steps)
     lengths = np.array([B // 4, 3, 3, 3, 0, B - B // 4 - 9])  # an empty one, a run of equal ones
-    cut = np.concatenate([[0], np.cumsum(lengths)])
     weights = np.random.default_rng(2).uniform(0.1, 1.0, size=B)
-    expected = np.zeros((len(lengths), len(tasks)))
-    for m, (lo, hi) in enumerate(zip(cut[:-1], cut[1:])):
-        for k in range(len(tasks)):
-            for i in range(lo, hi):
-                row = take(steps, slice(i, i + 1))
-                expected[m, k] += weights[i] * fam.rewards_for(row, tasks[k : k + 1])[0]
+    expected = segment_returns_loop(fam, steps, tasks, weights, lengths)
     got = fam.segment_returns(steps, tasks, weights, lengths)
     assert got.shape == expected.shape
     np.testing.assert_allclose(got, expected, rtol=1e-12, atol=1e-12)
@@ -435,6 +449,20 @@ SEGMENT_CASES = [
      [3.989422804]),
     ("point_trajectory", "behind_then_ahead", [0, 1, 0], {"obs": [[-0.3, 0], [0.5, 0]]}, [1, 0.9], [2],
      [0.9 * 3.989422804]),
+    # goal (.1, 0), margin .02, on the pre-step fingertip obs[6:8]: -1 per step before the
+    # goal, 0 at it, and nothing after it (the episode ends there)
+    ("reacher_goal", "goal_second", [0.1, 0, 0.02], {"obs": [[0] * 6 + [0.2, 0.2], [0] * 6 + [0.1, 0.01]]},
+     [1, 0.5], [2], [-1.0]),
+    ("reacher_goal", "goal_first", [0.1, 0, 0.02], {"obs": [[0] * 6 + [0.1, 0.01], [0] * 6 + [0.2, 0.2]]},
+     [1, 0.5], [2], [0.0]),
+    ("reacher_goal", "goal_never", [0.1, 0, 0.02], {"obs": [[0] * 6 + [0.2, 0.2], [0] * 6 + [0.2, 0.2]]},
+     [1, 0.5], [2], [-1.5]),
+    # the fingertip exactly one margin away is not at the goal (||p - g|| < margin is strict)
+    ("reacher_goal", "on_the_margin", [0.1, 0, 0.02], {"obs": [[0] * 6 + [0.1, 0.02], [0] * 6 + [0.1, 0.0]]},
+     [1, 0.5], [2], [-1.0]),
+    # the goal_first steps as two one-step segments: the second starts its own episode
+    ("reacher_goal", "goal_first_split", [0.1, 0, 0.02], {"obs": [[0] * 6 + [0.1, 0.01], [0] * 6 + [0.2, 0.2]]},
+     [1, 0.5], [1, 1], [0.0, -0.5]),
 ]
 
 
@@ -450,6 +478,69 @@ def test_segment_returns_hand_table(family, id_, task, fields, weights, lengths,
     np.testing.assert_allclose(got, TaskFamily.segment_returns(fam, steps, np.array([task], dtype=np.float64),
                                                                np.array(weights, dtype=np.float64), np.array(lengths)),
                                rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_reacher_goal_segment_returns_on_dense_goal_hits(seed: int, monkeypatch: pytest.MonkeyPatch) -> None:
+    # fingertips scattered around a few goals so that goals are reached, left and reached
+    # again inside segments; uneven, empty and one-step segments; per-task margins
+    # (margin_range) and blocks of one segment; the loop and the family's default
+    # (rewards, terminals, alive_mask) as references
+    import envs.mujoco_families
+
+    fam = get_family("reacher_goal", margin_range=(0.01, 0.05))
+    rng = np.random.default_rng(seed)
+    centers = rng.uniform(-0.15, 0.15, size=(4, 2))
+    lengths = np.array([7, 0, 1, 12, 12, 3, 0, 25])
+    B = int(lengths.sum())
+    obs = np.zeros((B, 8))
+    obs[:, 6:8] = centers[rng.integers(4, size=B)] + rng.normal(scale=0.02, size=(B, 2))
+    steps = StepBatch(obs, np.zeros((B, 2)), obs.copy(), np.zeros((B, 0)))
+    tasks = fam.with_goal(fam.sample_tasks(rng, 12), np.concatenate([centers, centers, centers]))
+    weights = rng.uniform(0.1, 1.0, size=B)
+    expected = segment_returns_loop(fam, steps, tasks, weights, lengths)
+    assert 0 < np.mean(expected > -weights.sum()) and np.any(expected == 0.0)  # goals reached, some at once
+    own = np.stack([rng.permutation(tasks) for _ in lengths])  # [M, K, Z]
+    expected_own = np.stack([segment_returns_loop(fam, steps, own[m], weights, lengths)[m] for m in range(len(lengths))])
+    for block in (1, 1 << 17):
+        monkeypatch.setattr(envs.mujoco_families, "REACH_BLOCK_ELEMENTS", block)
+        np.testing.assert_allclose(fam.segment_returns(steps, tasks, weights, lengths), expected, rtol=1e-12, atol=1e-12)
+        np.testing.assert_allclose(fam.segment_returns(steps, own, weights, lengths), expected_own,
+                                   rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(TaskFamily.segment_returns(fam, steps, tasks, weights, lengths), expected,
+                               rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(TaskFamily.segment_returns(fam, steps, own, weights, lengths), expected_own,
+                               rtol=1e-12, atol=1e-12)
+
+
+def test_reacher_goal_equal_segments_that_reach_together_tie() -> None:
+    # AIR counts ties in a trajectory's favour, so two trajectories that reach a goal at
+    # the same step (or never) must get the very same return, wherever they sit in the call
+    fam = get_family("reacher_goal")
+    T, gamma = 100, fam.discount
+    obs = np.zeros((3 * T, 8))
+    obs[:, 6:8] = 0.5
+    obs[T + 40, 6:8] = obs[2 * T + 40, 6:8] = (0.1, 0.0)
+    steps = StepBatch(obs, np.zeros((3 * T, 2)), obs.copy(), np.zeros((3 * T, 0)))
+    tasks = np.array([[0.1, 0.0, 0.02], [-0.1, 0.0, 0.02]])
+    R = fam.segment_returns(steps, tasks, np.tile(gamma ** np.arange(T), 3), np.full(3, T))
+    assert R[1, 0] == R[2, 0] and R[0, 1] == R[1, 1] == R[2, 1] == R[0, 0]
+    np.testing.assert_allclose(R[1, 0], -(1 - gamma**40) / (1 - gamma), rtol=1e-12)
+
+
+@given(st.floats(min_value=1e-300, max_value=1e150), st.integers(min_value=-12, max_value=12))
+@settings(max_examples=300, deadline=None)
+def test_sqrt_less_bound_keeps_the_decisions_of_sqrt(m: float, ulps: int) -> None:
+    # s < t  <=>  sqrt(s) < m, for the doubles around m * m (where the decisions change)
+    from envs.mujoco_families import sqrt_less_bound
+
+    t = float(sqrt_less_bound(np.array([m]))[0])
+    s = np.float64(m) * np.float64(m)
+    for _ in range(abs(ulps)):
+        s = np.nextafter(s, np.inf if ulps > 0 else 0.0)
+    assert (s < t) == (np.sqrt(s) < m)
+    assert np.sqrt(np.nextafter(t, 0.0)) < m <= np.sqrt(t)
+    np.testing.assert_array_equal(sqrt_less_bound(np.array([0.0, -1.0, np.nan])), 0.0)
 
 
 # ---- 4. rewards for another task from the stored rollout alone -------------------------

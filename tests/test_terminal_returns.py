@@ -22,6 +22,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from envs.core import alive_mask
 from envs.mujoco_families import ReacherGoal
 from relabel_service.core import RelabelRequest, Trajectory
 from relabel_service.strategies import StrategyConfig, make_strategy
@@ -77,7 +78,7 @@ def test_alive_mask_hand_table():
     # two trajectories (lengths 3 and 4), two tasks; the terminating step itself counts
     term = np.array([[0, 1], [1, 0], [0, 1], [1, 0], [0, 0], [1, 1], [0, 1]], dtype=bool)
     expect = np.array([[1, 1], [1, 0], [0, 0], [1, 1], [0, 1], [0, 1], [0, 0]], dtype=bool)
-    np.testing.assert_array_equal(K.alive_mask(term, np.array([3, 4])), expect)
+    np.testing.assert_array_equal(alive_mask(term, np.array([3, 4])), expect)
 
 
 @pytest.mark.parametrize("seed", range(4))

@@ -16,7 +16,7 @@ trajectory's first step. Two fast paths, both exact rewrites of that sum:
   ``family.segment_returns`` call (chunked only past ``max_elements`` (step, task) pairs):
   by default ``family.rewards`` then one discount-weighted segment sum; the point
   families evaluate only their joint (step, task) terms, in cache-sized blocks
-  (``envs/point.py``; issue 9).
+  (``envs/point.py``), reacher_goal only the first step at each goal (issue 9).
 
 Terminal-aware returns. Where a family's episodes end when the task is achieved
 (``task_dependent_termination``: reacher_goal's goal), R(tau|z) stops at the first step
@@ -25,10 +25,11 @@ the agent would never have taken under z) do not. A trajectory that reaches z's 
 third step and wanders on scores -1 - 0.99 = -1.99 under z, not the -8.58 of summing all
 ten steps. This is how a return under z is defined for the relabeled episode (HIPI's
 ``done`` ends the episode at the goal); without it a task whose goal is passed early looks
-worse than one merely approached late. It is computed vectorised: one ``family.terminals``
-call next to the rewards, and a mask from the per-trajectory cumulative count of terminals
-(``alive_mask``). Such families never take the linear fast path (the mask depends on the
-task, so the return is no longer w(z) . one feature sum).
+worse than one merely approached late. ``family.segment_returns`` computes it (by default
+one ``family.terminals`` call next to the rewards and a mask from the per-trajectory
+cumulative count of terminals, ``envs.core.alive_mask``). Such families never take the
+linear fast path (the mask depends on the task, so the return is no longer w(z) . one
+feature sum).
 
 ``discounted_returns_naive`` is the per-(trajectory, task) form both are tested against
 and that the benchmark uses as its baseline.
@@ -70,23 +71,6 @@ def discount_weights(lengths: np.ndarray, discount: float) -> np.ndarray:
     """[S]: gamma^t for every step of trajectories laid end to end, t restarting at 0."""
     _, _, t = step_layout(lengths)
     return np.power(float(discount), t.astype(np.float64))
-
-
-def alive_mask(terminals: np.ndarray, lengths: np.ndarray) -> np.ndarray:
-    """bool [S, K]: step t of its trajectory counts under task k, i.e. no step before t
-    terminated under k (the terminating step itself counts).
-
-    terminals [S, K] bool for trajectories of the given lengths [M] laid end to end. One
-    cumulative sum over all steps, minus its value before each trajectory's first step,
-    gives the per-trajectory count of terminals up to and including t; subtracting t's own
-    flag leaves the count strictly before t."""
-    terminals = np.asarray(terminals, dtype=bool)
-    lengths = np.asarray(lengths, dtype=np.int64)
-    assert terminals.shape[0] == int(lengths.sum()), (terminals.shape, int(lengths.sum()))
-    counts = np.cumsum(terminals, axis=0, dtype=np.int64)  # [S, K] inclusive, over all steps
-    starts, traj_of_step, _ = step_layout(lengths)
-    before = np.concatenate([np.zeros((1,) + counts.shape[1:], np.int64), counts])[starts]  # [M, K]
-    return counts - before[traj_of_step] - terminals == 0
 
 
 def _linear_fast_path(family: TaskFamily) -> bool:
@@ -193,15 +177,10 @@ def discounted_returns(
         return feats @ np.asarray(family.task_weights(tasks), dtype=np.float64).T
     out = np.zeros((len(trajs), len(tasks)))
     for lo, hi in _chunks(lengths, len(tasks), max_elements):
-        steps = concat_steps(trajs[lo:hi])
+        # the family's weighted reward sums (terminal-aware): [S_chunk, K] rewards, or its
+        # cheaper equal form
         weights = discount_weights(lengths[lo:hi], discount)  # [S_chunk]
-        if not family.task_dependent_termination:
-            # the family's weighted reward sums: [S_chunk, K] rewards, or its cheaper equal form
-            out[lo:hi] = family.segment_returns(steps, tasks, weights, lengths[lo:hi])
-            continue
-        r = np.asarray(family.rewards(steps, tasks), dtype=np.float64) * weights[:, None]  # [S_chunk, K]
-        r = np.where(alive_mask(family.terminals(steps, tasks), lengths[lo:hi]), r, 0.0)
-        out[lo:hi] = segment_sums(r, lengths[lo:hi])
+        out[lo:hi] = family.segment_returns(concat_steps(trajs[lo:hi]), tasks, weights, lengths[lo:hi])
     return out
 
 
@@ -224,27 +203,11 @@ def discounted_returns_per_trajectory(
         w = np.asarray(family.task_weights(flat), dtype=np.float64).reshape(M, K, -1)
         return np.einsum("md,mkd->mk", feats, w)
     lengths = trajectory_lengths(trajs)
-    if not family.task_dependent_termination:
-        # each trajectory under its own K candidates: the family's segment_returns
-        out = np.zeros((M, K))
-        for lo, hi in _chunks(lengths, K, max_elements):
-            weights = discount_weights(lengths[lo:hi], discount)
-            out[lo:hi] = family.segment_returns(concat_steps(trajs[lo:hi]), tasks[lo:hi], weights, lengths[lo:hi])
-        return out
+    # each trajectory under its own K candidates: the family's segment_returns
     out = np.zeros((M, K))
     for lo, hi in _chunks(lengths, K, max_elements):
-        steps = concat_steps(trajs[lo:hi])
-        _, traj_of_step, _ = step_layout(lengths[lo:hi])
-        # every step repeated K times (rows ordered step-major), each under its own
-        # trajectory's k-th candidate: one rewards_for call
-        rep = StepBatch(*(np.repeat(np.asarray(x), K, axis=0) for x in steps))
-        rep_tasks = tasks[lo:hi][traj_of_step].reshape(-1, Z)  # [S_chunk * K, Z]
-        r = np.asarray(family.rewards_for(rep, rep_tasks), dtype=np.float64).reshape(-1, K)
-        r = r * discount_weights(lengths[lo:hi], discount)[:, None]
-        if family.task_dependent_termination:
-            term = np.asarray(family.terminals_for(rep, rep_tasks)).reshape(-1, K)
-            r = np.where(alive_mask(term, lengths[lo:hi]), r, 0.0)
-        out[lo:hi] = segment_sums(r, lengths[lo:hi])
+        weights = discount_weights(lengths[lo:hi], discount)
+        out[lo:hi] = family.segment_returns(concat_steps(trajs[lo:hi]), tasks[lo:hi], weights, lengths[lo:hi])
     return out
 
 
