@@ -164,6 +164,8 @@ class TaskFamily:
     timeout_is_terminal: ClassVar[bool] = False
     #: whether ``terminal_fn`` depends on the task (sparse goals end on success)
     task_dependent_termination: ClassVar[bool] = False
+    #: ``segment_returns(..., float32=True)`` is defined (point_reacher)
+    float32_returns: ClassVar[bool] = False
     #: importable modules ``make_env`` needs beyond the core install (optional extras)
     requires: ClassVar[tuple[str, ...]] = ()
     #: size of the fixed, seeded evaluation task set (meta families: num_test_tasks); also
@@ -291,10 +293,14 @@ class TaskFamily:
         return self.reward_fn(steps, tasks)
 
     def segment_returns(self, steps: StepBatch, tasks: np.ndarray, weights: np.ndarray,
-                        lengths: np.ndarray) -> np.ndarray:
+                        lengths: np.ndarray, float32: bool = False) -> np.ndarray:
         """sum_{s in segment m} weights[s] r(step s | z_mk): M segments of consecutive steps
         (lengths [M], summing to B), weights [B] -> [M, K]; tasks [K, Z] shared by every
         segment (AIR) or [M, K, Z], each segment's own (advantage, max-reward).
+
+        ``float32``: families with ``float32_returns`` evaluate their per-(step, task) terms
+        in float32 (faster; each documents its error against float64); any other family
+        raises ValueError (AIR's ``air_precision="float32"``).
 
         Discounted returns of M trajectories laid end to end (weights gamma^t, t restarting
         at each trajectory's first step). Where termination depends on the task
@@ -305,6 +311,7 @@ class TaskFamily:
         the steps repeated K times, times the weights, masked after the first terminal
         (``alive_mask``), then segment sums. An override must equal it up to rounding
         (tests/test_envs.py checks every family against the double loop)."""
+        self.check_float32(float32)
         weights = np.asarray(weights, dtype=np.float64)
         lengths = np.asarray(lengths, dtype=np.int64)
         assert weights.shape == (len(steps),), (weights.shape, len(steps))
@@ -323,6 +330,13 @@ class TaskFamily:
         if term is not None:
             r = np.where(alive_mask(term, lengths), r, 0.0)
         return segment_sums(r, lengths)
+
+    def check_float32(self, float32: bool) -> None:
+        """ValueError for ``segment_returns(..., float32=True)`` on a family without
+        ``float32_returns``."""
+        if float32 and not self.float32_returns:
+            raise ValueError(f"family {self.name!r} has no float32 segment_returns "
+                             f"(air_precision='float32' applies to point_reacher)")
 
     def check_segment_tasks(self, tasks: Any, num_segments: int) -> np.ndarray:
         """Tasks [K, Z] or [M, K, Z] (M = num_segments) as float64, checked."""

@@ -564,7 +564,7 @@ class ReacherGoal(_MujocoFamily):
         return self._at_goal(steps, tasks)
 
     def segment_returns(self, steps: StepBatch, tasks: np.ndarray, weights: np.ndarray,
-                        lengths: np.ndarray) -> np.ndarray:
+                        lengths: np.ndarray, float32: bool = False) -> np.ndarray:
         """``TaskFamily.segment_returns`` from each segment's first step at the goal.
 
         The reward is -1 on every step before the goal and 0 at it, where the episode ends
@@ -575,6 +575,7 @@ class ReacherGoal(_MujocoFamily):
         sums of weights are running sums along each segment, so segments with the same
         weights that reach their goals at the same step get the same return (AIR's ties),
         as in the step-by-step sum."""
+        self.check_float32(float32)
         tasks = self.check_segment_tasks(tasks, len(lengths))
         w = np.asarray(weights, dtype=np.float64)
         lengths = np.asarray(lengths, dtype=np.int64)

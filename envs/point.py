@@ -186,10 +186,13 @@ class PointTrajectory(_GHPointFamily):
         return np.where(alpha >= 0.0, alpha * pdf, 0.0)
 
     def segment_returns(self, steps: StepBatch, tasks: np.ndarray, weights: np.ndarray,
-                        lengths: np.ndarray) -> np.ndarray:
+                        lengths: np.ndarray, float32: bool = False) -> np.ndarray:
         """``TaskFamily.segment_returns`` in blocks that stay in cache: a block's rotated
         coordinates are two [K, 2] x [2, b] products, and 1 / (sigma sqrt(2 pi)) multiplies
-        the [M, K] sums (the reward is alpha N(...) where alpha >= 0, else 0)."""
+        the [M, K] sums (the reward is alpha N(...) where alpha >= 0, else 0). Float64
+        only: many returns are Gaussian tails (~1e-100) that float32 flushes to 0, and
+        their order decides AIR's percentiles."""
+        self.check_float32(float32)
         tasks = self.check_segment_tasks(tasks, len(lengths))
         p = np.asarray(steps.obs, dtype=np.float64)[:, :2]  # [B, 2] pre-step position
         sums = _blocked_term_sums(self._terms, tasks.shape[-2], p, tasks, np.asarray(weights, dtype=np.float64),
@@ -262,6 +265,7 @@ class PointReacher(_GHPointFamily):
     """
 
     name = "point_reacher"
+    float32_returns = True
     obs_dim = 5
     action_dim = 2
     task_dim = 6
@@ -316,19 +320,26 @@ class PointReacher(_GHPointFamily):
         return c[..., 0] * reach + c[..., 1] * energy + c[..., 2] * safety
 
     def segment_returns(self, steps: StepBatch, tasks: np.ndarray, weights: np.ndarray,
-                        lengths: np.ndarray) -> np.ndarray:
+                        lengths: np.ndarray, float32: bool = False) -> np.ndarray:
         """``TaskFamily.segment_returns`` term by term: with W, E, D_k, S_k the weighted sums
         of 1, ||a||, ||e - g_k|| and log10(||e - o_k|| + .01),
 
             sum_t w_t r_t = c0 (0.2 W - D_k) - c1 E + c2 S_k / 5,
 
         so only the two distances and one log are evaluated per (step, task), in blocks
-        that stay in cache (log10 as log / ln 10: the same to a few ulp, and SIMD)."""
+        that stay in cache (log10 as log / ln 10: the same to a few ulp, and SIMD).
+
+        ``float32`` (AIR's ``air_precision="float32"``, off by default): the two distances,
+        the log and their weighted sums D_k, S_k in float32, about twice as fast; W, E,
+        the weights c and the combination stay float64. The returns then differ from
+        float64 by about 1e-6 (within 1e-5 (1 + |R|) at the GH settings, checked in
+        tests/test_envs.py), enough to reorder returns that float64 separates by less."""
         tasks = self.check_segment_tasks(tasks, len(lengths))
+        dtype = np.float32 if float32 else np.float64
         w = np.asarray(weights, dtype=np.float64)
         K = tasks.shape[-2]
-        e = np.asarray(steps.next_obs, dtype=np.float64)[:, :2]  # [B, 2] post-step position
-        sums = _blocked_term_sums(self._terms, 2 * K, e, tasks, w, lengths)  # [M, 2K]: D, S ln 10
+        e = np.asarray(steps.next_obs, dtype=np.float64)[:, :2].astype(dtype)  # [B, 2] post-step position
+        sums = _blocked_term_sums(self._terms, 2 * K, e, tasks, w.astype(dtype), lengths)  # [M, 2K]: D, S ln 10
         total = segment_sums(w, lengths)[:, None]  # [M, 1]
         energy = segment_sums(w * np.linalg.norm(np.asarray(steps.action, dtype=np.float64), axis=-1),
                               lengths)[:, None]
@@ -338,9 +349,10 @@ class PointReacher(_GHPointFamily):
 
     def _terms(self, e: np.ndarray, tasks: np.ndarray) -> np.ndarray:
         """||e - g_k|| then log(||e - o_k|| + .01) for positions e [..., b, 2], tasks
-        [..., K, 6] -> [..., 2K, b]."""
+        [..., K, 6] -> [..., 2K, b], in e's dtype."""
         K = tasks.shape[-2]
-        dist = _distances(np.concatenate([self.goal(tasks), self.obstacle(tasks)], axis=-2), e)
+        centers = np.concatenate([self.goal(tasks), self.obstacle(tasks)], axis=-2).astype(e.dtype)
+        dist = _distances(centers, e)  # in e's dtype
         safety = dist[..., K:, :]
         safety += 0.01
         np.log(safety, out=safety)

@@ -267,7 +267,8 @@ def _merge(base: dict, top: dict) -> dict:
 
 
 def validate(cfg: ExperimentConfig) -> ExperimentConfig:
-    """Checks that need the registries: the family and the strategy must exist."""
+    """Checks that need the registries: the family and the strategy must exist, and
+    ``air_precision="float32"`` needs a family with float32 returns."""
     from envs import discrete_alias, family_names
     from relabel_service.strategies import strategy_names
 
@@ -284,6 +285,16 @@ def validate(cfg: ExperimentConfig) -> ExperimentConfig:
     strategies = [*strategy_names(), "hipi_rl"]
     if cfg.relabel.strategy not in strategies:
         raise ConfigError(f"relabel.strategy: unknown strategy {cfg.relabel.strategy!r}" + _near(cfg.relabel.strategy, strategies))
+    if cfg.relabel.strategy_cfg.air_precision == "float32":
+        from envs import get_family
+
+        try:
+            family = get_family(cfg.env.family, **cfg.env.family_kwargs)
+        except (KeyError, TypeError, ValueError):
+            return cfg  # bad family_kwargs are reported where the run builds the family
+        if not family.float32_returns:  # e.g. point_trajectory, or point_reacher with a reward bias
+            raise ConfigError(f"relabel.strategy_cfg.air_precision: float32 applies to point_reacher, "
+                              f"not to env.family {cfg.env.family!r}")
     return cfg
 
 

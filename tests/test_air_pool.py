@@ -1,4 +1,5 @@
-"""AIR's shared candidate pool (``air_candidates="pool"``) and the relabel worker's reference set.
+"""AIR's shared candidate pool (``air_candidates="pool"``), its float32 option
+(``air_precision``) and the relabel worker's reference set.
 
 The pool keeps the reference trajectories' returns under shared prior candidates between
 requests; every number it hands to the AIR decision must equal the returns computed from
@@ -17,7 +18,9 @@ import numpy as np
 import pytest
 import ray
 
+from envs.point import PointReacher
 from envs.testing import TestGoal, TestLinear
+from hindsight.config import ConfigError, load_config
 from relabel_service.core import RelabelRequest, Trajectory
 from relabel_service.strategies import StrategyConfig, make_strategy
 from relabel_service.strategies import kernels as K
@@ -112,6 +115,67 @@ def test_pool_config_is_checked():
         StrategyConfig(air_candidates="shared")
     with pytest.raises(ValueError, match="air_pool_refresh"):
         StrategyConfig(air_pool_refresh=0)
+
+
+# ---- air_precision="float32" (point_reacher) -----------------------------------------------------
+class RecordingPointReacher(PointReacher):
+    """point_reacher that records the ``float32`` flag of every segment_returns call."""
+
+    def __init__(self) -> None:
+        self.float32_calls: list[bool] = []
+
+    def segment_returns(self, steps, tasks, weights, lengths, float32=False):
+        self.float32_calls.append(float32)
+        return super().segment_returns(steps, tasks, weights, lengths, float32=float32)
+
+
+@pytest.mark.parametrize("candidates", ["fresh", "pool"])
+@pytest.mark.parametrize("precision", ["float64", "float32"])
+def test_air_precision_reaches_the_family_from_the_config(candidates, precision):
+    # from the experiment config (as `--set` writes it) through make_strategy to every
+    # segment_returns call AIR makes, fresh candidates and pool alike
+    cfg = load_config(None, [f"relabel.strategy_cfg.air_precision={precision}",
+                             f"relabel.strategy_cfg.air_candidates={candidates}"]).relabel.strategy_cfg
+    assert cfg.air_precision == precision
+    family = RecordingPointReacher()
+    trajs = random_trajs(family, 12, seed=4)
+    strategy = make_strategy("air", dataclasses.replace(cfg, num_candidates=6))
+    for hi in (8, 10, 12):
+        strategy(RelabelRequest(family, trajs[hi - 2 : hi], discount=family.discount, reference=trajs[:hi]),
+                 np.random.default_rng(hi))
+    assert len(family.float32_calls) >= 3 and set(family.float32_calls) == {precision == "float32"}
+
+
+def test_air_float32_decisions_use_float32_returns():
+    # the same request under both precisions: the percentiles come from returns within
+    # the float32 tolerance, and the chosen tasks are AIR's choice for those returns
+    family = PointReacher()
+    trajs = random_trajs(family, 40, seed=5)
+    request = RelabelRequest(family, trajs[-4:], discount=family.discount, reference=trajs)
+    out = {p: make_strategy("air", StrategyConfig(num_candidates=20, air_precision=p))(request, np.random.default_rng(0))
+           for p in ("float64", "float32")}
+    assert np.mean(out["float32"].stats["chosen_index"] == out["float64"].stats["chosen_index"]) >= 0.75
+    cands = family.sample_tasks(np.random.default_rng(0), 16)
+    R64 = K.discounted_returns(family, trajs, cands, family.discount)
+    R32 = K.discounted_returns(family, trajs, cands, family.discount, float32=True)
+    assert not np.array_equal(R32, R64)
+    np.testing.assert_allclose(R32, R64, rtol=1e-5, atol=1e-5)
+
+
+def test_air_precision_is_checked():
+    with pytest.raises(ValueError, match="air_precision"):
+        StrategyConfig(air_precision="float16")
+    with pytest.raises(ConfigError, match="air_precision"):  # a misspelt key names the real one
+        load_config(None, ["relabel.strategy_cfg.air_precison=float32"])
+    with pytest.raises(ConfigError, match="air_precision: float32 applies to point_reacher"):
+        load_config(None, ["env.family=point_trajectory", "relabel.strategy_cfg.air_precision=float32"])
+    with pytest.raises(ConfigError, match="air_precision: float32 applies to point_reacher"):
+        load_config(None, ["relabel.strategy_cfg.air_precision=float32", "env.family_kwargs={reward_bias: 1.0}"])
+    # a strategy handed a family without float32 returns refuses rather than ignoring it
+    trajs = random_trajs(GOAL, 4, seed=6)
+    strategy = make_strategy("air", StrategyConfig(num_candidates=4, air_precision="float32"))
+    with pytest.raises(ValueError, match="no float32 segment_returns"):
+        strategy(RelabelRequest(GOAL, trajs[:2], discount=0.9, reference=trajs), np.random.default_rng(0))
 
 
 def test_most_recent_keeps_the_newest_oldest_first():

@@ -69,7 +69,8 @@ def test_bench_relabel_fields(tmp_path):
     assert set(cap["strategies"]) == {"half_cheetah_mo", "reacher_goal", "point_reacher", "point_trajectory"}
     # every strategy a relabel worker runs, on each family it applies to (HER: goal families)
     every = {"air (fresh)", "air (pool)", "advantage", "max_reward", "hipi", "random", "none"}
-    assert set(cap["strategies"]["point_reacher"]) == every | {"her_final", "her_future"}
+    float32 = {"air (fresh, float32)", "air (pool, float32)"}  # point_reacher's opt-in air_precision
+    assert set(cap["strategies"]["point_reacher"]) == every | float32 | {"her_final", "her_future"}
     assert set(cap["strategies"]["point_trajectory"]) == every
     assert all(_number(row["ratio"]) for fam in cap["strategies"].values() for row in fam.values())
 
@@ -79,7 +80,8 @@ def test_bench_relabel_capacity_only(tmp_path):
     assert set(r) >= {"capacity"} and "air_linear" not in r
     cap = r["capacity"]
     assert cap["trajectories_per_call"] == 4 and set(cap["strategies"]) == {"point_reacher"}
-    assert set(cap["strategies"]["point_reacher"]) == {"air (fresh)", "air (pool)"}
+    assert set(cap["strategies"]["point_reacher"]) == {"air (fresh)", "air (pool)", "air (fresh, float32)",
+                                                       "air (pool, float32)"}
 
 
 def test_bench_relabel_only_options_refused_elsewhere(capsys):

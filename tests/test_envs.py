@@ -480,6 +480,34 @@ def test_segment_returns_hand_table(family, id_, task, fields, weights, lengths,
                                rtol=1e-12, atol=1e-12)
 
 
+@pytest.mark.parametrize("name", ALL)
+def test_segment_returns_float32(name: str) -> None:
+    # point_reacher (float32_returns): within 1e-5 (1 + |R|) of float64 on its recorded
+    # steps and on a 532 x 20 block of random walks at the GH settings (gamma^t weights),
+    # shared and per-segment tasks; every other family refuses float32 instead of ignoring it
+    fam = get_family(name)
+    steps = recorded_steps(name)
+    tasks = candidate_tasks(fam, steps)
+    B = len(steps)
+    lengths = np.array([B // 4, 3, 3, 3, 0, B - B // 4 - 9])
+    weights = np.random.default_rng(2).uniform(0.1, 1.0, size=B)
+    if not fam.float32_returns:
+        with pytest.raises(ValueError, match="no float32 segment_returns"):
+            fam.segment_returns(steps, tasks, weights, lengths, float32=True)
+        return
+    own = np.stack([np.roll(tasks, m, axis=0) for m in range(len(lengths))])
+    rng = np.random.default_rng(3)
+    M, T = 532, fam.horizon
+    walk = np.zeros((M * T, fam.obs_dim))
+    walk[:, :2] = np.clip(np.cumsum(rng.normal(scale=0.1, size=(M, T, 2)), axis=1), -1, 1).reshape(-1, 2)
+    gh = StepBatch(walk, rng.uniform(-1, 1, (M * T, 2)), walk, np.zeros((M * T, 0)))
+    for args in ((steps, tasks, weights, lengths), (steps, own, weights, lengths),
+                 (gh, fam.sample_tasks(rng, 100), np.tile(fam.discount ** np.arange(T), M), np.full(M, T))):
+        R64, R32 = fam.segment_returns(*args), fam.segment_returns(*args, float32=True)
+        assert R32.dtype == np.float64 and not np.array_equal(R32, R64)
+        np.testing.assert_allclose(R32, R64, rtol=1e-5, atol=1e-5)
+
+
 @pytest.mark.parametrize("seed", range(3))
 def test_reacher_goal_segment_returns_on_dense_goal_hits(seed: int, monkeypatch: pytest.MonkeyPatch) -> None:
     # fingertips scattered around a few goals so that goals are reached, left and reached

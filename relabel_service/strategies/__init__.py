@@ -103,6 +103,7 @@ def _returns_new_and_reference(
     discount: float,
     max_elements: int,
     cache: kernels.FeatureSumCache | None,
+    float32: bool = False,
 ) -> tuple[np.ndarray, np.ndarray]:
     """R of the new [M, K] and reference [N, K] trajectories under tasks [K, Z], each
     trajectory evaluated once: new trajectories already in the reference set (same
@@ -115,7 +116,7 @@ def _returns_new_and_reference(
             row[traj.episode_id] = len(union)
             union.append(traj)
         new_rows.append(row[traj.episode_id])
-    R = kernels.discounted_returns(family, union, tasks, discount, max_elements, cache)  # [N', K]
+    R = kernels.discounted_returns(family, union, tasks, discount, max_elements, cache, float32)  # [N', K]
     return R[np.asarray(new_rows, dtype=np.int64)], R[: len(reference)]
 
 
@@ -189,6 +190,9 @@ def relabel_air(
     prior samples come from a ``CandidatePool`` shared by consecutive requests, which also
     keeps the reference trajectories' returns under them (``strategies/pool.py``); the
     decision for the candidates used is the same.
+
+    ``cfg.air_precision == "float32"``: the returns come from the family's float32
+    ``segment_returns`` (point_reacher only; ValueError on another family).
     """
     family, new = _check(request, "air")
     if not new:
@@ -196,16 +200,17 @@ def relabel_air(
     M = len(new)
     own = _own_tasks(family, new)
     reference = _unique(request.reference) or new
+    float32 = cfg.air_precision == "float32"
     if pool is not None:
         candidates, R_new, R_ref = pool.returns(
             family, new, reference, own, request.discount, rng, cfg.num_candidates,
-            cfg.max_reward_elements, cache,
+            cfg.max_reward_elements, cache, float32,
         )
     else:
         n_fresh = max(cfg.num_candidates - M, 0)
         candidates = np.concatenate([family.sample_tasks(rng, n_fresh), own]) if n_fresh else own
         R_new, R_ref = _returns_new_and_reference(
-            family, new, reference, candidates, request.discount, cfg.max_reward_elements, cache
+            family, new, reference, candidates, request.discount, cfg.max_reward_elements, cache, float32
         )
     return _air_decide(request, new, reference, candidates, R_new, R_ref, cfg)
 

@@ -44,6 +44,13 @@ class StrategyConfig:
     tasks (the oldest), so the whole pool is renewed every this many requests. Each redrawn
     task costs N reward evaluations per step of the reference set; at N = 500, K = 100 and
     one new trajectory per request, 32 keeps that below half of the request's cost."""
+    air_precision: Literal["float64", "float32"] = "float64"
+    """air on point_reacher (the family with ``float32_returns``): the floating-point type
+    of the per-(step, task) terms of the returns (two distances and a log). ``float64``
+    (default): the paper's. ``float32``: about 1.5x faster returns, within ~1e-6 of float64
+    (1e-5 (1 + |R|) in tests/test_envs.py), so returns that float64 separates by less may
+    swap order and change a percentile; a config on another family is an error at load
+    (PointTrajectory's Gaussian-tail returns, ~1e-100, would flush to 0 and tie)."""
     temperature: float = field(1.0, gt=0)
     """hipi / hipi_rl: logits are divided by the temperature (the paper's Eq. 7 and the HIPI
     code use 1)."""
@@ -90,3 +97,5 @@ class StrategyConfig:
         check_ranges(self)
         if self.air_candidates not in ("fresh", "pool"):
             raise ValueError(f"air_candidates must be 'fresh' or 'pool', got {self.air_candidates!r}")
+        if self.air_precision not in ("float64", "float32"):
+            raise ValueError(f"air_precision must be 'float64' or 'float32', got {self.air_precision!r}")

@@ -163,10 +163,14 @@ def discounted_returns(
     discount: float,
     max_elements: int = DEFAULT_MAX_ELEMENTS,
     cache: FeatureSumCache | None = None,
+    float32: bool = False,
 ) -> np.ndarray:
     """R(tau_m | z_k) for every trajectory under every task: tasks [K, Z] -> [M, K].
 
-    ``cache`` (linear families only) reuses discounted feature sums across calls."""
+    ``cache`` (linear families only) reuses discounted feature sums across calls.
+    ``float32``: the family's float32 ``segment_returns`` (families with
+    ``float32_returns`` only, else ValueError; AIR's ``air_precision``)."""
+    family.check_float32(float32)
     tasks = family.check_tasks(tasks)
     lengths = trajectory_lengths(trajs)
     if _linear_fast_path(family):
@@ -180,7 +184,8 @@ def discounted_returns(
         # the family's weighted reward sums (terminal-aware): [S_chunk, K] rewards, or its
         # cheaper equal form
         weights = discount_weights(lengths[lo:hi], discount)  # [S_chunk]
-        out[lo:hi] = family.segment_returns(concat_steps(trajs[lo:hi]), tasks, weights, lengths[lo:hi])
+        out[lo:hi] = family.segment_returns(concat_steps(trajs[lo:hi]), tasks, weights, lengths[lo:hi],
+                                            float32=float32)
     return out
 
 

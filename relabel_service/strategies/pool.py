@@ -78,9 +78,11 @@ class CandidatePool:
         num_candidates: int,
         max_elements: int = kernels.DEFAULT_MAX_ELEMENTS,
         cache: kernels.FeatureSumCache | None = None,
+        float32: bool = False,
     ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Candidates [K', Z] = max(K - M, 0) pool tasks then the own tasks [M, Z], and the
-        returns R_new [M, K'], R_ref [N, K'] under them.
+        returns R_new [M, K'], R_ref [N, K'] under them (``float32``: as
+        ``kernels.discounted_returns``; a pool is used with one setting throughout).
 
         ``reference`` must hold unique episode_ids; new trajectories missing from it get
         rows too (reference-less AIR ranks the new ones among themselves)."""
@@ -104,7 +106,7 @@ class CandidatePool:
         missing = np.flatnonzero(~kept)
         if len(missing) and P:
             R[missing] = kernels.discounted_returns(
-                family, [union[i] for i in missing], self.tasks, discount, max_elements, cache
+                family, [union[i] for i in missing], self.tasks, discount, max_elements, cache, float32
             )
             self.rows_computed += len(missing)
         # rolling refresh: the oldest ceil(P / refresh) pool tasks are redrawn (unless every
@@ -118,7 +120,7 @@ class CandidatePool:
             self.tasks[cols] = family.sample_tasks(rng, c)
             self.columns_computed += c
         fresh = kernels.discounted_returns(
-            family, union, np.concatenate([self.tasks[cols], own]), discount, max_elements, cache
+            family, union, np.concatenate([self.tasks[cols], own]), discount, max_elements, cache, float32
         )  # [N', c + M]
         R[:, cols] = fresh[:, : len(cols)]
         R_own = fresh[:, len(cols) :]
