@@ -26,6 +26,11 @@ from envs.core import SEGMENT_BLOCK_ELEMENTS, StepBatch, TaskFamily, segment_blo
 _NO_REWARD_INPUTS = np.zeros(0)
 _SQRT_2PI = float(np.sqrt(2.0 * np.pi))
 _LN10 = float(np.log(10.0))
+#: PointTrajectory orders a block's steps by angle when at least this many tasks share them
+#: (an arctan2, a sort and two gathers per step against about half of K sines and exps;
+#: measured in AIR on this VM: +17-43% with fresh candidates (K = 100), while at the pool's
+#: 36 columns it lost 4% on rollout-like positions)
+_SORT_MIN_TASKS = 64
 
 
 def _distances(centers: np.ndarray, points: np.ndarray) -> np.ndarray:
@@ -200,23 +205,38 @@ class PointTrajectory(_GHPointFamily):
         return sums / (self.sigma * _SQRT_2PI)
 
     def _terms(self, p: np.ndarray, tasks: np.ndarray) -> np.ndarray:
-        """sigma sqrt(2 pi) r for positions p [..., b, 2], tasks [..., K, 3] -> [..., K, b]."""
+        """sigma sqrt(2 pi) r for positions p [..., b, 2], tasks [..., K, 3] -> [..., K, b].
+
+        Only the pairs with alpha >= 0 (the step ahead of the task's start, x' >= 0; about
+        half of them) can be nonzero, so the sine and the exp, nearly all of the cost, are
+        evaluated there alone (``where=``; the others are 0 as alpha = 0 makes them). A
+        masked ufunc loop runs once per contiguous run of its mask, so with many tasks
+        shared by all steps (``_SORT_MIN_TASKS``) the steps are first put in the order of
+        their polar angle, which makes each task's half-plane x' >= 0 one or two runs of
+        its row, and back in their order at the end. Every value is the plain
+        expression's, bit for bit (tests/test_envs.py)."""
+        order = None
+        if p.ndim == 2 and tasks.shape[-2] >= _SORT_MIN_TASKS:
+            order = np.argsort(np.arctan2(p[:, 1], p[:, 0]))
+            p = np.take(p, order, axis=0)
         theta, d, amp = tasks[..., 0, None], tasks[..., 1, None], tasks[..., 2, None]  # [..., K, 1]
         c, s = np.cos(theta), np.sin(theta)
         pt = np.swapaxes(p, -1, -2)  # [..., 2, b]
         xr = np.concatenate([c, -s], axis=-1) @ pt  # [..., K, b]: x' = c x - s y
         dev = np.concatenate([s, c], axis=-1) @ pt  # y' = s x + c y
+        ahead = ~(xr < 0.0)  # alpha >= 0 (a NaN too, which stays NaN as before)
         arg = xr * (np.pi / d)
-        np.sin(arg, out=arg)
+        np.sin(arg, out=arg, where=ahead)
         arg *= amp
         dev -= arg  # y' - amp sin(pi x' / d)
         dev *= dev
         dev *= -0.5 / self.sigma**2
-        np.exp(dev, out=dev)  # sigma sqrt(2 pi) * pdf
+        np.exp(dev, out=dev, where=ahead)  # sigma sqrt(2 pi) * pdf
         xr /= d  # alpha
         np.maximum(xr, 0.0, out=xr)
         dev *= xr
-        return dev
+        dev += 0.0  # behind: a negative exponent times alpha = 0 is -0.0; +0.0 as exp(.) * 0
+        return dev if order is None else np.take(dev, np.argsort(order), axis=-1)
 
     def make_env(self, task: np.ndarray, seed: int | None = None) -> gym.Env:
         env = PointTrajectoryEnv(self, task)

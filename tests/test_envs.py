@@ -508,6 +508,42 @@ def test_segment_returns_float32(name: str) -> None:
         np.testing.assert_allclose(R32, R64, rtol=1e-5, atol=1e-5)
 
 
+@pytest.mark.parametrize("sort_min_tasks", [1, 10**9], ids=["steps_sorted_by_angle", "steps_in_order"])
+def test_point_trajectory_terms_only_where_ahead(sort_min_tasks: int, monkeypatch: pytest.MonkeyPatch) -> None:
+    # sin and exp only where alpha >= 0, the steps ordered by angle for many shared tasks:
+    # the same bits as the plain expression, and the definition to rounding; positions
+    # all around the start (about half the pairs behind it), uneven and empty segments,
+    # shared tasks and per-segment tasks
+    import envs.point
+
+    fam = get_family("point_trajectory")
+    rng = np.random.default_rng(4)
+    lengths = np.array([15, 0, 7, 15, 1, 15, 15, 3])
+    B = int(lengths.sum())
+    obs = np.zeros((B, 3))
+    obs[:, :2] = rng.uniform(-1, 1, size=(B, 2))
+    obs[:5, :2] = 0.0  # at the start: x' = 0, alpha = 0
+    steps = StepBatch(obs, np.zeros((B, 2)), obs.copy(), np.zeros((B, 0)))
+    tasks = fam.sample_tasks(rng, 70)
+    weights = rng.uniform(0.1, 1.0, size=B)
+    own = np.stack([rng.permutation(tasks)[:20] for _ in lengths])
+
+    class Plain(envs.point.PointTrajectory):
+        def _terms(self, p: np.ndarray, tasks: np.ndarray) -> np.ndarray:  # every pair, in order
+            theta, d, amp = tasks[..., 0, None], tasks[..., 1, None], tasks[..., 2, None]
+            xr = np.concatenate([np.cos(theta), -np.sin(theta)], axis=-1) @ np.swapaxes(p, -1, -2)
+            yr = np.concatenate([np.sin(theta), np.cos(theta)], axis=-1) @ np.swapaxes(p, -1, -2)
+            dev = yr - amp * np.sin(xr * (np.pi / d))
+            return np.exp(dev * dev * (-0.5 / self.sigma**2)) * np.maximum(xr / d, 0.0)
+
+    monkeypatch.setattr(envs.point, "_SORT_MIN_TASKS", sort_min_tasks)
+    for t in (tasks, own):
+        got = fam.segment_returns(steps, t, weights, lengths)
+        np.testing.assert_array_equal(got, Plain().segment_returns(steps, t, weights, lengths))
+        np.testing.assert_allclose(got, TaskFamily.segment_returns(fam, steps, t, weights, lengths), rtol=1e-12, atol=0)
+        assert np.any(got == 0.0) and np.all(got >= 0.0) and not np.any(np.signbit(got))
+
+
 @pytest.mark.parametrize("seed", range(3))
 def test_reacher_goal_segment_returns_on_dense_goal_hits(seed: int, monkeypatch: pytest.MonkeyPatch) -> None:
     # fingertips scattered around a few goals so that goals are reached, left and reached
