@@ -63,6 +63,19 @@ def _init_layer(
     return w, b
 
 
+def _affine(bias: torch.Tensor, x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+    """bias + x @ weight, batched over a leading ensemble dim when x is 3-D ([E, B, in] @
+    [E, in, out] + [E, 1, out]).
+
+    Eager: one ``addmm`` / ``baddbmm``. Under ``torch.compile`` the product and the bias add
+    are written apart: ``baddbmm`` first copies the broadcast bias into its whole output and
+    then accumulates into it (a pass over [E, B, out] per layer), while a separate add is
+    fused by inductor into the ReLU or loss kernel that reads the product anyway."""
+    if torch.compiler.is_compiling():
+        return (torch.bmm(x, weight) if x.dim() == 3 else torch.mm(x, weight)) + bias
+    return torch.baddbmm(bias, x, weight) if x.dim() == 3 else torch.addmm(bias, x, weight)
+
+
 def tanh_gaussian_sample(mean: torch.Tensor, log_std: torch.Tensor, generator: torch.Generator | None = None,
                          eps: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """a = tanh(mean + std * eps) [B, A] and log pi(a) [B] of a tanh-Gaussian (``Actor.sample``;
@@ -100,10 +113,11 @@ class TaskMLP(nn.Module):
         z = _tile(task, self.task_repeat)  # [B, Z*R]
         h = torch.cat((x, z), dim=-1)
         for layer in self.layers[:-1]:
-            h = F.relu(layer(h))  # [B, H]
+            h = F.relu(_affine(layer.bias, h, layer.weight.t()))  # [B, H]
             if self.task_to_all_layers:
                 h = torch.cat((h, z), dim=-1)
-        return self.layers[-1](h)
+        last = self.layers[-1]
+        return _affine(last.bias, h, last.weight.t())
 
 
 class EnsembleTaskMLP(nn.Module):
@@ -143,7 +157,7 @@ class EnsembleTaskMLP(nn.Module):
         z = z.expand(e, b, -1)  # [E, B, Z*R]
         n = len(ps) // 2
         for i in range(n):
-            h = torch.baddbmm(ps[2 * i + 1], h, ps[2 * i])  # [E, B, out_i]
+            h = _affine(ps[2 * i + 1], h, ps[2 * i])  # [E, B, out_i]
             if i < n - 1:
                 h = F.relu(h)
                 if self.task_to_all_layers:
