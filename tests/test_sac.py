@@ -18,6 +18,7 @@ from learner.sac.losses import bellman_target, compute_losses, draw_noise
 from learner.sac.networks import Actor, InferencePolicy, TaskMLP, TwinCritic
 from learner.sac.update import (
     METRIC_NAMES,
+    adam_step,
     init_state,
     load_state,
     make_value_fn_factory,
@@ -164,6 +165,32 @@ def test_compiled_update_equals_the_eager_update() -> None:
     for sa, sc in zip(eager.optimizer.state.values(), compiled.optimizer.state.values()):
         torch.testing.assert_close(sc["exp_avg"], sa["exp_avg"], rtol=1e-4, atol=1e-7)
     assert torch.equal(eager.generator.get_state(), compiled.generator.get_state())
+
+def test_direct_adam_step_equals_optimizer_step_bit_for_bit() -> None:
+    """``adam_step`` (the fused kernel called directly) moves parameters, moments and step
+    counters exactly as ``Optimizer.step`` does, with groups of different learning rates; the
+    first step (no state yet) and a parameter without a gradient take ``Optimizer.step``."""
+    cfg = dataclasses.replace(SMALL, actor_lr=3e-3, critic_lr=1e-2, alpha_lr=5e-4)
+    a, b = init_state(O, A, Z, cfg, "cpu", seed=2), init_state(O, A, Z, cfg, "cpu", seed=2)
+    assert all(g["fused"] for g in b.optimizer.param_groups)  # the path under test
+    for i in range(4):
+        for state, step in ((a, a.optimizer.step), (b, lambda: adam_step(b.optimizer))):
+            losses = compute_losses(state.nets, make_batch(seed=i), cfg, state.log_alpha, state.generator)
+            state.optimizer.zero_grad(set_to_none=True)
+            losses.total.backward()
+            if i == 3:  # one parameter without a gradient: Optimizer.step skips it
+                state.actor.net.layers[0].bias.grad = None
+            if state is b and i in (1, 2):  # state and every gradient there: the kernel is called directly
+                state.optimizer.step = lambda: pytest.fail("adam_step fell back to Optimizer.step")
+            step()
+            vars(state.optimizer).pop("step", None)
+    for k, v in all_tensors(a).items():
+        assert torch.equal(all_tensors(b)[k], v), k
+    for sa, sb in zip(a.optimizer.state.values(), b.optimizer.state.values()):
+        for key in ("step", "exp_avg", "exp_avg_sq"):
+            assert torch.equal(sa[key], sb[key]), key
+    assert a.optimizer.state[a.log_alpha]["step"].item() == 4
+
 
 # ---- (c) checkpoints ------------------------------------------------------------------
 

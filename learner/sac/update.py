@@ -78,6 +78,45 @@ def _make_adam(groups: list[dict]) -> torch.optim.Adam:
     raise AssertionError("unreachable: plain Adam always constructs")
 
 
+def adam_step(optimizer: torch.optim.Adam) -> None:
+    """``optimizer.step()`` for a fused CPU Adam, straight into its kernel.
+
+    ``Optimizer.step`` walks every parameter in Python (hooks, gradient and state checks,
+    grouping by device) before its one kernel call per group: about 0.25 ms of a SAC update
+    here, 2-3% of a compiled update at one thread. When every parameter has a gradient and a
+    state, this makes the same calls (the step counters' increment, then ``_fused_adam_``
+    once per group) with lists built in one pass, which is the same arithmetic bit for bit
+    (tests/test_sac.py). Anything else (the first step, which creates the state, a missing
+    gradient, a CUDA or capturable, amsgrad or AdamW optimiser, a tensor lr) takes
+    ``optimizer.step()``.
+    """
+    calls, steps = [], []
+    for g in optimizer.param_groups:
+        if (not g.get("fused") or g["amsgrad"] or g["maximize"] or g["capturable"] or g["differentiable"]
+                or g.get("decoupled_weight_decay") or isinstance(g["lr"], torch.Tensor)):
+            optimizer.step()
+            return
+        params, grads, avgs, sqs, group_steps = [], [], [], [], []
+        for p in g["params"]:
+            state = optimizer.state.get(p)
+            if p.grad is None or not state or p.device.type != "cpu":
+                optimizer.step()
+                return
+            params.append(p)
+            grads.append(p.grad)
+            avgs.append(state["exp_avg"])
+            sqs.append(state["exp_avg_sq"])
+            group_steps.append(state["step"])
+        steps += group_steps
+        calls.append((g, params, grads, avgs, sqs, group_steps))
+    torch._foreach_add_(steps, 1)
+    for g, params, grads, avgs, sqs, group_steps in calls:
+        beta1, beta2 = g["betas"]
+        torch._fused_adam_(params, grads, avgs, sqs, [], group_steps, lr=g["lr"], beta1=float(beta1),
+                           beta2=float(beta2), weight_decay=g["weight_decay"], eps=g["eps"], amsgrad=False,
+                           maximize=False)
+
+
 def init_state(obs_dim: int, action_dim: int, task_dim: int, cfg: SACConfig,
                device: torch.device | str = "cpu", seed: int = 0) -> SACState:
     """Fresh networks (initialised on the CPU from ``seed``, then moved), targets, Adam, RNG."""
@@ -120,7 +159,7 @@ def update(state: SACState, batch: Batch, with_metrics: bool = True) -> tuple[SA
         total = losses.total
     state.optimizer.zero_grad(set_to_none=True)
     total.backward()
-    state.optimizer.step()
+    adam_step(state.optimizer)
     with torch.no_grad():  # target += tau * (online - target), one foreach call
         torch._foreach_lerp_(list(state.target_critic.parameters()), list(state.critic.parameters()), state.cfg.tau)
     state.step += 1
