@@ -76,6 +76,19 @@ def _affine(bias: torch.Tensor, x: torch.Tensor, weight: torch.Tensor) -> torch.
     return torch.baddbmm(bias, x, weight) if x.dim() == 3 else torch.addmm(bias, x, weight)
 
 
+def _layer(h: torch.Tensor, z: torch.Tensor | None, weight: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
+    """One layer on [h, z] (``z`` None: on h alone): ``weight`` [(E,) in, out] is [W_h; W_z],
+    so the output is h @ W_h + (z @ W_z + bias) and [h, z] is never built. The concatenation
+    would copy every hidden activation into a new, wider buffer (and its backward slice the
+    gradient back out), a pass over [E, B, H] per layer each way; the task part is a
+    K = Z*R product. ``split`` keeps the parameter one tensor (checkpoints and the inference
+    copy see the rlkit layout) and its backward assembles the two gradients in one copy."""
+    if z is None:
+        return _affine(bias, h, weight)
+    w_h, w_z = weight.split((h.shape[-1], z.shape[-1]), dim=-2)
+    return _affine(_affine(bias, z, w_z), h, w_h)
+
+
 def tanh_gaussian_sample(mean: torch.Tensor, log_std: torch.Tensor, generator: torch.Generator | None = None,
                          eps: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """a = tanh(mean + std * eps) [B, A] and log pi(a) [B] of a tanh-Gaussian (``Actor.sample``;
@@ -112,12 +125,12 @@ class TaskMLP(nn.Module):
     def forward(self, x: torch.Tensor, task: torch.Tensor) -> torch.Tensor:
         z = _tile(task, self.task_repeat)  # [B, Z*R]
         h = torch.cat((x, z), dim=-1)
-        for layer in self.layers[:-1]:
-            h = F.relu(_affine(layer.bias, h, layer.weight.t()))  # [B, H]
-            if self.task_to_all_layers:
-                h = torch.cat((h, z), dim=-1)
-        last = self.layers[-1]
-        return _affine(last.bias, h, last.weight.t())
+        last = len(self.layers) - 1
+        for i, layer in enumerate(self.layers):
+            h = _layer(h, z if i > 0 and self.task_to_all_layers else None, layer.weight.t(), layer.bias)
+            if i < last:
+                h = F.relu(h)  # [B, H]
+        return h
 
 
 class EnsembleTaskMLP(nn.Module):
@@ -157,11 +170,9 @@ class EnsembleTaskMLP(nn.Module):
         z = z.expand(e, b, -1)  # [E, B, Z*R]
         n = len(ps) // 2
         for i in range(n):
-            h = _affine(ps[2 * i + 1], h, ps[2 * i])  # [E, B, out_i]
+            h = _layer(h, z if i > 0 and self.task_to_all_layers else None, ps[2 * i], ps[2 * i + 1])  # [E, B, out_i]
             if i < n - 1:
                 h = F.relu(h)
-                if self.task_to_all_layers:
-                    h = torch.cat((h, z), dim=-1)
         return h
 
 
