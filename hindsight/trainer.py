@@ -412,6 +412,7 @@ class _Driver:
         self.flushed = 0  # trajectories relabeled in a last, smaller batch at the end
         self.train_inflight = False
         self.eval_inflight = False
+        self.compile_warned = False  # one console line if the learner's compile fails
         # weights: one object ref per published version
         self.weights_ref, self.weights_version = None, 0
         self.value_ref, self.value_version = None, -1
@@ -881,6 +882,10 @@ class _Driver:
         t = self.t
         self.train_inflight = False
         self.learner_report = result
+        if result.get("compile_error") and not self.compile_warned:
+            self.compile_warned = True
+            log.warning("learner: torch.compile of the SAC update failed (%s); training continues with the eager "
+                        "update (set learner.sac.compile=false to skip the attempt)", result["compile_error"])
         if self.autoscaler is not None:
             self.autoscaler.observe_train(result["updates_done"] == 0)
         if self.updates_base is None:

@@ -84,6 +84,7 @@ class Learner:
         # does it on a scratch copy while the replay fills (``_warm_up``), not on the clock
         self.warmed_up = not sac_cfg.compile
         self.warm_up_seconds = 0.0
+        self.compile_error = ""  # why the compile failed, if it did (the learner then runs eager)
         # The actor may serve ingest while train runs (Ray max_concurrency 2): the replay
         # lock covers writes and samples, the state lock the networks and optimiser.
         self._replay_lock = threading.Lock()
@@ -152,8 +153,8 @@ class Learner:
             inserted, replay_size = self.inserted, len(self.replay)
         n = min(max_updates, self.limiter.updates_allowed(inserted, self.updates - self._updates_offset))
         n = n if replay_size >= max(1, self.cfg.min_replay) else 0
-        if n == 0 and not self.warmed_up:
-            self._warm_up()  # compile now, while the replay fills
+        if not self.warmed_up:
+            self._warm_up()  # compile now, while the replay fills (or before the first update)
         elif n == 0:
             time.sleep(0.02)  # nothing allowed yet: do not spin the driver's loop
         metrics: dict[str, float] = {}
@@ -191,6 +192,7 @@ class Learner:
             "replay_size": len(self.replay),
             "metrics": metrics,
             "relabel": relabel_stats,
+            "compile_error": self.compile_error,
         }
 
     def _warm_up(self) -> None:
@@ -209,7 +211,13 @@ class Learner:
             reward_inputs=torch.randn(size, self.replay.dims[3], generator=g),
         )
         batch = Batch(*(x.to(self.device) for x in batch))
-        update(scratch, batch, with_metrics=True)
+        try:
+            update(scratch, batch, with_metrics=True)
+        except Exception as e:  # noqa: BLE001 - any compiler failure: train eager rather than stop
+            # inductor builds C++ with the machine's compiler (``CXX``, else g++): a machine
+            # without one, or a compiler error, must not end a run that eager code can do
+            self.compile_error = f"{type(e).__name__}: {str(e).strip().splitlines()[0] if str(e).strip() else ''}"
+            self.state.cfg = dataclasses.replace(self.state.cfg, compile=False)  # the driver warns
         self.warmed_up = True
         self.warm_up_seconds = time.perf_counter() - t0
 
@@ -238,6 +246,7 @@ class Learner:
             "device": str(self.device),
             "threads": self.threads,
             "warm_up_seconds": self.warm_up_seconds,
+            "compile_error": self.compile_error,
         }
         self._rates = {"ingest_t": now, "ingest_n": 0, "update_t": now, "update_n": 0}
         return out

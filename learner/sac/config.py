@@ -80,12 +80,14 @@ class SACConfig:
 
     compile: bool = False
     """Run the losses and their backward through ``torch.compile`` (inductor; C++ kernels on
-    the CPU, built with the system's gcc) instead of eagerly; Adam and the Polyak update stay
-    eager. Same update up to float32 rounding (the noise is drawn from the same generator in
-    the same order). Costs a compile of tens of seconds to minutes in each new learner process
-    (inductor caches it on disk), so it pays off only for long runs; ``hindsight bench learner``
-    measures both paths (``learner/sac/update.py``, README "Speed"). The CUDA-graph learner
-    (``learner.cuda_graph``) does not use it."""
+    the CPU, built with the system's C++ compiler) instead of eagerly; Adam and the Polyak
+    update stay eager. Same update up to float32 rounding (the noise is drawn from the same
+    generator in the same order). Costs a compile of seconds (inductor's disk cache warm) to
+    minutes (cold) in each new learner process, which the learner does while the random phase
+    fills the replay; if the compile fails (no compiler) the learner says why and trains eager.
+    On by default for the MuJoCo families (``_FAMILY_DEFAULTS``: long, learner-bound runs), off
+    elsewhere; ``hindsight bench learner`` measures both paths (``learner/sac/update.py``,
+    README "Speed"). The CUDA-graph learner (``learner.cuda_graph``) does not use it."""
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "hidden_sizes", tuple(int(h) for h in self.hidden_sizes))
@@ -115,6 +117,9 @@ def _lr(lr: float) -> dict[str, float]:
     return {"actor_lr": lr, "critic_lr": lr, "alpha_lr": lr}
 
 
+#: families whose runs compile the update by default (``SACConfig.compile``)
+_COMPILED: dict[str, Any] = {"compile": True}
+
 #: Per-family values that differ from ``SACConfig``'s defaults (REFERENCE-CODE.md §6).
 #: GH point envs use the launcher's lr 3e-3; MuJoCo families the usual 3e-4
 #: (ALGORITHMS.md §2). HIPI feeds the task only as extra observation dims, no repetition.
@@ -123,14 +128,15 @@ _FAMILY_DEFAULTS: dict[str, dict[str, Any]] = {
     "point_reacher": {"hidden_sizes": (300, 300, 300), "batch_size": 256, **_lr(3e-3)},
     # GH paper Table 2 (Fetch): [400, 300], lr 3e-3, batch 256, 200 gradient steps / 250 env steps
     "fetch_reach": {"hidden_sizes": (400, 300), "batch_size": 256, **_lr(3e-3)},
-    # GH appendix B.1: the task repeated 5 times (and appended after every hidden layer)
-    "half_cheetah_mo": {"hidden_sizes": (256, 256), "batch_size": 256, "task_repeat": 5, **_lr(3e-4)},
-    "ant_direction": {"hidden_sizes": (256, 256), "batch_size": 256, "task_repeat": 5, **_lr(3e-4)},
+    # GH appendix B.1: the task repeated 5 times (and appended after every hidden layer).
+    # MuJoCo runs are long and learner-bound at 256x256: the update is compiled (``compile``)
+    "half_cheetah_mo": {"hidden_sizes": (256, 256), "batch_size": 256, "task_repeat": 5, **_lr(3e-4), **_COMPILED},
+    "ant_direction": {"hidden_sizes": (256, 256), "batch_size": 256, "task_repeat": 5, **_lr(3e-4), **_COMPILED},
     "walker_linear": {
-        "hidden_sizes": (256, 256), "batch_size": 256, "task_to_all_layers": False, **_lr(3e-4),
+        "hidden_sizes": (256, 256), "batch_size": 256, "task_to_all_layers": False, **_lr(3e-4), **_COMPILED,
     },
     "reacher_goal": {
-        "hidden_sizes": (256, 256), "batch_size": 256, "task_to_all_layers": False, **_lr(3e-4),
+        "hidden_sizes": (256, 256), "batch_size": 256, "task_to_all_layers": False, **_lr(3e-4), **_COMPILED,
     },
     # HIPI appendix C.1: (32, 32) networks for 2-D navigation, batch 32, task as extra inputs
     "maze": {"hidden_sizes": (32, 32), "batch_size": 32, "task_to_all_layers": False, **_lr(3e-4)},
