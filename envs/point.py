@@ -61,10 +61,12 @@ def _blocked_term_sums(
     tasks [K, Z] are shared by every segment; tasks [M, K, Z] are each segment's own
     (advantage relabeling's per-trajectory candidates), a block of equal-length segments
     then one batched call. Blocks of whole segments hold at most SEGMENT_BLOCK_ELEMENTS
-    terms, so the passes over them stay in cache."""
+    float64 terms, or as many bytes of the points' dtype (twice the terms in float32), so
+    the passes over them stay in cache."""
     lengths = np.asarray(lengths, dtype=np.int64)
     out = np.empty((len(lengths), columns))
-    for m0, m1, s0, s1 in segment_blocks(lengths, columns, SEGMENT_BLOCK_ELEMENTS):
+    max_elements = max(1, SEGMENT_BLOCK_ELEMENTS * 8 // points.dtype.itemsize)
+    for m0, m1, s0, s1 in segment_blocks(lengths, columns, max_elements):
         if tasks.ndim == 2:
             out[m0:m1] = weighted_segment_sums(terms(points[s0:s1], tasks), weights[s0:s1], lengths[m0:m1])
             continue
