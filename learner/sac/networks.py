@@ -76,17 +76,22 @@ def _affine(bias: torch.Tensor, x: torch.Tensor, weight: torch.Tensor) -> torch.
     return torch.baddbmm(bias, x, weight) if x.dim() == 3 else torch.addmm(bias, x, weight)
 
 
-def _layer(h: torch.Tensor, z: torch.Tensor | None, weight: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
-    """One layer on [h, z] (``z`` None: on h alone): ``weight`` [(E,) in, out] is [W_h; W_z],
-    so the output is h @ W_h + (z @ W_z + bias) and [h, z] is never built. The concatenation
-    would copy every hidden activation into a new, wider buffer (and its backward slice the
-    gradient back out), a pass over [E, B, H] per layer each way; the task part is a
-    K = Z*R product. ``split`` keeps the parameter one tensor (checkpoints and the inference
-    copy see the rlkit layout) and its backward assembles the two gradients in one copy."""
+def _layer(h: torch.Tensor, z: torch.Tensor | None, weight: torch.Tensor, bias: torch.Tensor,
+           linear: bool = False) -> torch.Tensor:
+    """One layer on [h, z] (``z`` None: on h alone). ``weight`` is [W_h; W_z] in the ensemble's
+    [E, in, out] layout, or with ``linear`` in ``nn.Linear``'s [out, in]; the output is
+    h @ W_h + (z @ W_z + bias), so [h, z] is never built. The concatenation would copy every
+    hidden activation into a new, wider buffer (and its backward slice the gradient back
+    out), a pass over [E, B, H] per layer each way; the task part is a K = Z*R product.
+    ``split`` keeps the parameter one tensor (checkpoints and the inference copy see the
+    rlkit layout) and its backward assembles the two gradients in the parameter's own
+    layout (split along ``in`` where it is, so no gradient needs a transposing copy)."""
+    parts = (weight,) if z is None else weight.split((h.shape[-1], z.shape[-1]), dim=-1 if linear else -2)
+    if linear:
+        parts = tuple(p.t() for p in parts)
     if z is None:
-        return _affine(bias, h, weight)
-    w_h, w_z = weight.split((h.shape[-1], z.shape[-1]), dim=-2)
-    return _affine(_affine(bias, z, w_z), h, w_h)
+        return _affine(bias, h, parts[0])
+    return _affine(_affine(bias, z, parts[1]), h, parts[0])
 
 
 def tanh_gaussian_sample(mean: torch.Tensor, log_std: torch.Tensor, generator: torch.Generator | None = None,
@@ -127,7 +132,7 @@ class TaskMLP(nn.Module):
         h = torch.cat((x, z), dim=-1)
         last = len(self.layers) - 1
         for i, layer in enumerate(self.layers):
-            h = _layer(h, z if i > 0 and self.task_to_all_layers else None, layer.weight.t(), layer.bias)
+            h = _layer(h, z if i > 0 and self.task_to_all_layers else None, layer.weight, layer.bias, linear=True)
             if i < last:
                 h = F.relu(h)  # [B, H]
         return h
