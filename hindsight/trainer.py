@@ -1148,6 +1148,7 @@ class _Driver:
             "learner_device": counters["device"],
             "learner_threads": counters.get("threads"),
             "learner_warm_up_s": counters.get("warm_up_seconds", 0.0),
+            "learner_compile_error": counters.get("compile_error", ""),
             "policy_version": final["policy_version"],
             "rollout_workers": t.pool.size,
             "workers_replaced": t.pool.replaced,
