@@ -20,6 +20,8 @@ def ray_without_a_compiler():
     """A Ray session whose workers see no C++ compiler: inductor reads ``CXX`` when it is
     imported in each worker, and its caches are off so that it must build. The driver's own
     inductor (imported already) is untouched."""
+    import torch._inductor.config  # noqa: F401 - this process's inductor reads the variables now, unset
+
     saved = {k: os.environ.get(k) for k in ("CXX", "TORCHINDUCTOR_FORCE_DISABLE_CACHES")}
     os.environ.update({"CXX": "/nonexistent/bin/c++", "TORCHINDUCTOR_FORCE_DISABLE_CACHES": "1"})
     ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)

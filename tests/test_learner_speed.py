@@ -133,7 +133,7 @@ def test_a_compiling_learner_compiles_while_the_replay_fills():
         torch.set_num_threads(threads)
 
 
-def test_a_learner_whose_compile_fails_says_why_and_trains_eager(monkeypatch):
+def test_a_learner_whose_compile_fails_says_why_and_trains_eager():
     """``sac.compile`` on a machine without a C++ compiler (inductor's compiler set to a
     missing program, its caches off so that it must build): the warm-up's compile fails, the
     learner reports why (``compile_error`` in its train report and counters) and its updates
@@ -142,17 +142,19 @@ def test_a_learner_whose_compile_fails_says_why_and_trains_eager(monkeypatch):
 
     from learner.actor import Learner
 
-    monkeypatch.setattr(inductor_config.cpp, "cxx", (None, "/nonexistent/bin/c++"))
-    monkeypatch.setattr(inductor_config, "force_disable_caches", True)
     threads = torch.get_num_threads()
-    try:  # hidden sizes of their own: no graph compiled earlier in this process can serve them
-        sac = dataclasses.replace(CFG, hidden_sizes=(24, 20), compile=True)
-        cfg = dataclasses.replace(load_config(None).learner, sac=sac, num_cpus=1, device="cpu", min_replay=100,
-                                  samples_per_insert=16)
-        learner = Learner(O, A, Z, I, cfg, discount=0.9, seed=0)
-        report = learner.train(4)
+    # inductor's own patch (restores its config exactly; a plain setattr/undo hides the key)
+    no_compiler = inductor_config.patch({"force_disable_caches": True, "cpp.cxx": (None, "/nonexistent/bin/c++")})
+    try:
+        with no_compiler:  # hidden sizes of their own: no graph compiled earlier in this process serves them
+            sac = dataclasses.replace(CFG, hidden_sizes=(24, 20), compile=True)
+            cfg = dataclasses.replace(load_config(None).learner, sac=sac, num_cpus=1, device="cpu", min_replay=100,
+                                      samples_per_insert=16)
+            learner = Learner(O, A, Z, I, cfg, discount=0.9, seed=0)
+            report = learner.train(4)
         assert report["updates_done"] == 0 and learner.warmed_up
-        assert report["compile_error"] and learner.counters()["compile_error"] == report["compile_error"]
+        assert "InvalidCxxCompiler" in report["compile_error"]
+        assert learner.counters()["compile_error"] == report["compile_error"]
         assert not learner.state.cfg.compile
         rows = filled_replay("cpu")._data
         learner.ingest(TransitionBatch(*(x[:200].numpy() for x in rows)))
