@@ -94,7 +94,7 @@ class MetaTrainer(Trainer):
         cpus = learner_cpus(cfg, node_cpus)
         self.learner = ray.remote(MetaLearner).options(num_cpus=cpus, num_gpus=self.num_gpus).remote(
             fam.obs_dim, fam.action_dim, J, mc.pearl, mc.schedule, cfg.learner.device, cfg.seed,
-            threads_for(cpus), str(self.run_dir / "checkpoints"), self.resume,
+            cfg.learner.threads or threads_for(cpus), str(self.run_dir / "checkpoints"), self.resume,
         )
         remote_rollout = ray.remote(MetaRolloutActor)
         threads = max(1, int(cfg.rollout.num_cpus))

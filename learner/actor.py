@@ -51,8 +51,9 @@ class Learner:
         ledger: bool = False,
         version_floor: int = 0,
     ):
-        # the whole cores Ray gives the learner (a fractional share rounds down: threads_for)
-        self.threads = threads_for(cfg.num_cpus)
+        # learner.threads, else the whole cores Ray gives the learner (a fractional share
+        # rounds down: threads_for)
+        self.threads = int(getattr(cfg, "threads", 0)) or threads_for(cfg.num_cpus)
         torch.set_num_threads(self.threads)
         self.cfg = cfg
         self.device = pick_device(cfg.device)

@@ -89,13 +89,15 @@ def test_learner_gets_the_cpus_left_after_the_other_actors():
     assert learner_cpus(load_config("smoke", ["learner.num_cpus=3"]), 16.0) == 3.0
 
 
-@pytest.mark.parametrize("num_cpus, expected", [(1.1, 1), (2.0, 2), (2.9, 2)])
-def test_learner_threads_are_its_whole_cpus(num_cpus, expected):
+@pytest.mark.parametrize("num_cpus, set_threads, expected", [(1.1, 0, 1), (2.0, 0, 2), (2.9, 0, 2), (1.35, 2, 2),
+                                                              (2.0, 1, 1)])
+def test_learner_threads_are_its_whole_cpus_unless_set(num_cpus, set_threads, expected):
     from learner.actor import Learner
 
     threads = torch.get_num_threads()
     try:
-        cfg = dataclasses.replace(load_config(None).learner, sac=CFG, num_cpus=num_cpus, device="cpu")
+        cfg = load_config(None, [f"learner.threads={set_threads}"]).learner
+        cfg = dataclasses.replace(cfg, sac=CFG, num_cpus=num_cpus, device="cpu")
         learner = Learner(O, A, Z, I, cfg, discount=0.9, seed=0)
         assert torch.get_num_threads() == expected and learner.counters()["threads"] == expected
     finally:
