@@ -217,7 +217,8 @@ class Learner:
         except Exception as e:  # noqa: BLE001 - any compiler failure: train eager rather than stop
             # inductor builds C++ with the machine's compiler (``CXX``, else g++): a machine
             # without one, or a compiler error, must not end a run that eager code can do
-            self.compile_error = f"{type(e).__name__}: {str(e).strip().splitlines()[0] if str(e).strip() else ''}"
+            first_line = (str(e).strip().splitlines() or [""])[0]
+            self.compile_error = f"{type(e).__name__}: {first_line}"
             self.state.cfg = dataclasses.replace(self.state.cfg, compile=False)  # the driver warns
         self.warmed_up = True
         self.warm_up_seconds = time.perf_counter() - t0

@@ -117,9 +117,6 @@ def _lr(lr: float) -> dict[str, float]:
     return {"actor_lr": lr, "critic_lr": lr, "alpha_lr": lr}
 
 
-#: families whose runs compile the update by default (``SACConfig.compile``)
-_COMPILED: dict[str, Any] = {"compile": True}
-
 #: Per-family values that differ from ``SACConfig``'s defaults (REFERENCE-CODE.md §6).
 #: GH point envs use the launcher's lr 3e-3; MuJoCo families the usual 3e-4
 #: (ALGORITHMS.md §2). HIPI feeds the task only as extra observation dims, no repetition.
@@ -130,13 +127,13 @@ _FAMILY_DEFAULTS: dict[str, dict[str, Any]] = {
     "fetch_reach": {"hidden_sizes": (400, 300), "batch_size": 256, **_lr(3e-3)},
     # GH appendix B.1: the task repeated 5 times (and appended after every hidden layer).
     # MuJoCo runs are long and learner-bound at 256x256: the update is compiled (``compile``)
-    "half_cheetah_mo": {"hidden_sizes": (256, 256), "batch_size": 256, "task_repeat": 5, **_lr(3e-4), **_COMPILED},
-    "ant_direction": {"hidden_sizes": (256, 256), "batch_size": 256, "task_repeat": 5, **_lr(3e-4), **_COMPILED},
+    "half_cheetah_mo": {"hidden_sizes": (256, 256), "batch_size": 256, "task_repeat": 5, **_lr(3e-4), "compile": True},
+    "ant_direction": {"hidden_sizes": (256, 256), "batch_size": 256, "task_repeat": 5, **_lr(3e-4), "compile": True},
     "walker_linear": {
-        "hidden_sizes": (256, 256), "batch_size": 256, "task_to_all_layers": False, **_lr(3e-4), **_COMPILED,
+        "hidden_sizes": (256, 256), "batch_size": 256, "task_to_all_layers": False, **_lr(3e-4), "compile": True,
     },
     "reacher_goal": {
-        "hidden_sizes": (256, 256), "batch_size": 256, "task_to_all_layers": False, **_lr(3e-4), **_COMPILED,
+        "hidden_sizes": (256, 256), "batch_size": 256, "task_to_all_layers": False, **_lr(3e-4), "compile": True,
     },
     # HIPI appendix C.1: (32, 32) networks for 2-D navigation, batch 32, task as extra inputs
     "maze": {"hidden_sizes": (32, 32), "batch_size": 32, "task_to_all_layers": False, **_lr(3e-4)},
