@@ -342,6 +342,36 @@ def test_task_is_tiled_not_interleaved() -> None:
     torch.testing.assert_close(m3(b.obs, b.task), m1(b.obs, b.task))
 
 
+def test_task_part_is_the_tiled_input_folded() -> None:
+    # R = 3 on every layer: the output is [h, tile(z)] @ W^T + b at each layer (the rlkit
+    # network), and each of the R blocks of W_z gets the same gradient, as a tiled input gives
+    R = 3
+    cfg = SACConfig(hidden_sizes=(16, 8), task_repeat=R, task_to_all_layers=True)
+    b = make_batch()
+    zt = b.task.repeat(1, R)
+    mlp = TaskMLP(O, Z, 7, cfg, last_init=0.1)
+    h = b.obs
+    for i, layer in enumerate(mlp.layers):
+        h = torch.cat((h, zt), -1) @ layer.weight.T + layer.bias
+        h = h.relu() if i < len(mlp.layers) - 1 else h
+    out = mlp(b.obs, b.task)
+    torch.testing.assert_close(out, h, rtol=1e-5, atol=1e-6)
+    out.square().sum().backward()
+    for layer in mlp.layers:
+        blocks = layer.weight.grad[:, -R * Z:].unflatten(-1, (R, Z))  # [out, R, Z]
+        assert torch.count_nonzero(blocks) > 0
+        for r in range(1, R):
+            torch.testing.assert_close(blocks[:, r], blocks[:, 0], rtol=1e-6, atol=0.0)
+    critic = TwinCritic(O, A, Z, cfg, seed=0)
+    x = torch.cat((b.obs, b.action), -1)
+    for e in range(2):
+        h = x
+        for i, (w, bias) in enumerate(zip(critic.net.weights, critic.net.biases)):
+            h = torch.cat((h, zt), -1) @ w[e] + bias[e]
+            h = h.relu() if i < len(critic.net.weights) - 1 else h
+        torch.testing.assert_close(critic(b.obs, b.action, b.task)[e], h.squeeze(-1), rtol=1e-5, atol=1e-6)
+
+
 @pytest.mark.parametrize("all_layers", [False, True], ids=["input", "all-layers"])
 def test_ensemble_critic_equals_two_independent_mlps(all_layers: bool) -> None:
     cfg = SACConfig(hidden_sizes=(16, 12), task_repeat=2, task_to_all_layers=all_layers)

@@ -77,21 +77,29 @@ def _affine(bias: torch.Tensor, x: torch.Tensor, weight: torch.Tensor) -> torch.
 
 
 def _layer(h: torch.Tensor, z: torch.Tensor | None, weight: torch.Tensor, bias: torch.Tensor,
-           linear: bool = False) -> torch.Tensor:
-    """One layer on [h, z] (``z`` None: on h alone). ``weight`` is [W_h; W_z] in the ensemble's
-    [E, in, out] layout, or with ``linear`` in ``nn.Linear``'s [out, in]; the output is
-    h @ W_h + (z @ W_z + bias), so [h, z] is never built. The concatenation would copy every
-    hidden activation into a new, wider buffer (and its backward slice the gradient back
-    out), a pass over [E, B, H] per layer each way; the task part is a K = Z*R product.
-    ``split`` keeps the parameter one tensor (checkpoints and the inference copy see the
-    rlkit layout) and its backward assembles the two gradients in the parameter's own
-    layout (split along ``in`` where it is, so no gradient needs a transposing copy)."""
-    parts = (weight,) if z is None else weight.split((h.shape[-1], z.shape[-1]), dim=-1 if linear else -2)
-    if linear:
-        parts = tuple(p.t() for p in parts)
+           linear: bool = False, repeats: int = 1) -> torch.Tensor:
+    """One layer on [h, tile(z, R)] (``z`` None: on h alone). ``weight`` is [W_h; W_z] in the
+    ensemble's [E, in, out] layout, or with ``linear`` in ``nn.Linear``'s [out, in]; the
+    output is h @ W_h + (z @ W_z' + bias), so [h, tile(z)] is never built.
+
+    * No concatenation: it would copy every hidden activation into a new, wider buffer (and
+      its backward slice the gradient back out), a pass over [E, B, H] per layer each way.
+    * No tiling: tile(z, R) @ W_z = z @ W_z' with W_z' the sum of W_z's R blocks of Z rows,
+      so the task part is a K = Z product instead of K = Z*R (at HalfCheetahMO's R = 5 the
+      compiled update is ~3% faster). Autograd gives every block the same gradient
+      z^T dL/dout, exactly what the tiled input gives it.
+    * ``split`` keeps the parameter one tensor (checkpoints and the inference copy see the
+      rlkit layout) and its backward assembles the gradients in the parameter's own layout
+      (split along ``in`` where it is, so no gradient needs a transposing copy)."""
     if z is None:
-        return _affine(bias, h, parts[0])
-    return _affine(_affine(bias, z, parts[1]), h, parts[0])
+        return _affine(bias, h, weight.t() if linear else weight)
+    dim = -1 if linear else -2  # the in-dim
+    w_h, w_z = weight.split((h.shape[-1], z.shape[-1] * repeats), dim=dim)
+    if repeats > 1:  # [..., R*Z, ...] -> sum of the R blocks
+        w_z = w_z.unflatten(dim, (repeats, z.shape[-1])).sum(dim - 1)
+    if linear:
+        w_h, w_z = w_h.t(), w_z.t()
+    return _affine(_affine(bias, z, w_z), h, w_h)
 
 
 def tanh_gaussian_sample(mean: torch.Tensor, log_std: torch.Tensor, generator: torch.Generator | None = None,
@@ -128,11 +136,10 @@ class TaskMLP(nn.Module):
             self.layers.append(layer)
 
     def forward(self, x: torch.Tensor, task: torch.Tensor) -> torch.Tensor:
-        z = _tile(task, self.task_repeat)  # [B, Z*R]
-        h = torch.cat((x, z), dim=-1)
-        last = len(self.layers) - 1
+        h, last = x, len(self.layers) - 1
         for i, layer in enumerate(self.layers):
-            h = _layer(h, z if i > 0 and self.task_to_all_layers else None, layer.weight, layer.bias, linear=True)
+            z = task if i == 0 or self.task_to_all_layers else None
+            h = _layer(h, z, layer.weight, layer.bias, linear=True, repeats=self.task_repeat)
             if i < last:
                 h = F.relu(h)  # [B, H]
         return h
@@ -170,12 +177,11 @@ class EnsembleTaskMLP(nn.Module):
                 params: Sequence[torch.Tensor] | None = None) -> torch.Tensor:
         ps = self.params() if params is None else params
         e, b = self.ensemble_size, x.shape[0]
-        z = _tile(task, self.task_repeat)  # [B, Z*R]
-        h = torch.cat((x, z), dim=-1).expand(e, b, -1)  # [E, B, in]
-        z = z.expand(e, b, -1)  # [E, B, Z*R]
+        h, task = x.expand(e, b, -1), task.expand(e, b, -1)  # [E, B, in], [E, B, Z]
         n = len(ps) // 2
         for i in range(n):
-            h = _layer(h, z if i > 0 and self.task_to_all_layers else None, ps[2 * i], ps[2 * i + 1])  # [E, B, out_i]
+            z = task if i == 0 or self.task_to_all_layers else None
+            h = _layer(h, z, ps[2 * i], ps[2 * i + 1], repeats=self.task_repeat)  # [E, B, out_i]
             if i < n - 1:
                 h = F.relu(h)
         return h
