@@ -118,8 +118,11 @@ def run_hindsight(strategy: str, workers: int, s: dict[str, Any], logdir: str,
         "learner_warm_up_s": round(float(summary.get("learner_warm_up_s") or 0.0), 2),
     }
     threads = int(summary["learner_threads"])  # the learner actor's own count (learner.core.threads_for)
-    isolated = isolated_learner_rate(Path(summary["run_dir"]), threads, seconds=2.0 if s["hidden"] < 256 else 15.0)
-    out.update({"learner_threads": threads, "isolated_learner_updates_per_s": round(isolated, 2)})
+    branches = bool(summary.get("learner_parallel_branches"))
+    isolated = isolated_learner_rate(Path(summary["run_dir"]), threads, seconds=2.0 if s["hidden"] < 256 else 15.0,
+                                     branches=branches)
+    out.update({"learner_threads": threads, "learner_parallel_branches": branches,
+                "isolated_learner_updates_per_s": round(isolated, 2)})
     if window is not None:
         out.update({k: round(v, 3) for k, v in window.items()})
         out["learner_in_run_over_isolated"] = round(window["updates_per_s"] / isolated, 3)
@@ -129,27 +132,33 @@ def run_hindsight(strategy: str, workers: int, s: dict[str, Any], logdir: str,
     return out
 
 
-def isolated_learner_rate(run_dir: Path, threads: int, seconds: float) -> float:
-    """SAC updates/s of a run's final checkpoint on random batches of its shapes, alone."""
+def isolated_learner_rate(run_dir: Path, threads: int, seconds: float, branches: bool = False) -> float:
+    """SAC updates/s of a run's final checkpoint on random batches of its shapes, alone, as the
+    run's learner updates (``threads``; ``branches``: the two-thread update, half each)."""
     import torch
 
     from benchmarks.learner import _batches
+    from learner.sac.branches import BranchThread
     from learner.sac.update import load_state, update
 
     state = load_state(run_dir / "checkpoints" / "learner.pt", "cpu")
     batches = _batches(4, 0, state.cfg.batch_size, state.obs_dim, state.action_dim, state.task_dim)
     before = torch.get_num_threads()
-    torch.set_num_threads(threads)
+    worker = BranchThread(threads // 2) if branches else None
+    torch.set_num_threads(threads - (threads // 2 if branches else 0))
     try:
         for i in range(10):  # warm-up
-            update(state, batches[i % 4], with_metrics=False)
+            update(state, batches[i % 4], with_metrics=False, branches=worker)
         n, t0 = 0, time.perf_counter()
         while time.perf_counter() - t0 < seconds:
-            update(state, batches[n % 4], with_metrics=n % 100 == 0)  # metrics as the learner reads them
+            # metrics as the learner reads them
+            update(state, batches[n % 4], with_metrics=n % 100 == 0, branches=worker)
             n += 1
         return n / (time.perf_counter() - t0)
     finally:
         torch.set_num_threads(before)
+        if worker is not None:
+            worker.close()
 
 
 def run_sb3(s: dict[str, Any]) -> dict[str, Any]:

@@ -113,16 +113,21 @@ class LearnerConfig:
     num_gpus: float = field(-1.0, ge=-1)
     """GPUs to ask Ray for; -1: one if the cluster has any, else 0."""
     num_cpus: float = field(0.0, ge=0)
-    """Ray CPUs for the learner; its torch thread count is this rounded down (at least 1:
-    a fractional core is shared with other actors, see ``learner.core.threads_for``).
-    0: what the cluster has left after the rollout, relabel, store and eval actors'
-    reservations (``learner_cpus``), so on one box the learner uses every idle core."""
+    """Ray CPUs for the learner; its torch threads are the whole cores of it (at least 1),
+    plus one for a quarter core or more beyond them when its update runs in two branches
+    (``parallel_branches``; see ``learner.core.threads_for``). 0: what the cluster has left
+    after the rollout, relabel, store and eval actors' reservations (``learner_cpus``), so on
+    one box the learner uses every idle core."""
     threads: int = field(0, ge=0)
-    """Torch threads of the learner; 0: its whole Ray CPUs (``num_cpus`` rounded down). More
-    threads than CPUs held can pay where the other actors leave their cores mostly idle:
-    HalfCheetahMO at one update per env step on the 2-core box learned 117 env steps/s with 2
-    threads against 87-95 with the 1 it holds, while its in-run rate fell to 0.69 of its rate
-    alone (README "Speed", End to end)."""
+    """Torch threads of the learner; 0: from its Ray CPUs (``num_cpus``). On the 2-core box
+    the learner holds 1.35 CPUs beside one rollout worker and gets 2 threads for HalfCheetahMO
+    (two branches), 1 for networks under 128 wide."""
+    parallel_branches: bool = True
+    """With 2 or more threads on the CPU and networks 128 or more wide, run the critic's and
+    the actor's branches of each SAC update at once, on half the threads each
+    (``learner/sac/branches.py``), instead of splitting every op across all of them. On the
+    2-core box, HalfCheetahMO at one update per env step: 155 env steps/s learned against
+    100-104 on one thread and 122-128 on two intra-op threads. False: intra-op threads only."""
     replay_capacity: int = field(200_000, ge=1)
     """Transitions held in the device-resident replay."""
     min_replay: int = field(1000, ge=0)

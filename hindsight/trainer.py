@@ -1147,6 +1147,7 @@ class _Driver:
             "updates_per_s": counters["updates"] / max(1e-9, wall),
             "learner_device": counters["device"],
             "learner_threads": counters.get("threads"),
+            "learner_parallel_branches": counters.get("parallel_branches", False),
             "learner_warm_up_s": counters.get("warm_up_seconds", 0.0),
             "learner_compile_error": counters.get("compile_error", ""),
             "policy_version": final["policy_version"],

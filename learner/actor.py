@@ -24,9 +24,10 @@ from typing import Any, Callable
 import numpy as np
 import torch
 
-from learner.core import Batch, pick_device, threads_for, to_torch
+from learner.core import Batch, branches_pay, pick_device, threads_for, to_torch
 from learner.rate_limiter import RateLimiter
 from learner.replay import Replay
+from learner.sac.branches import BranchThread
 from learner.sac.graphed import GraphedUpdates, set_tf32
 from learner.sac.update import SACState, init_state, load_state, policy_weights, save_state, update, value_weights
 from relabel_service.core import TransitionBatch
@@ -51,12 +52,18 @@ class Learner:
         ledger: bool = False,
         version_floor: int = 0,
     ):
-        # learner.threads, else the whole cores Ray gives the learner (a fractional share
-        # rounds down: threads_for)
-        self.threads = int(getattr(cfg, "threads", 0)) or threads_for(cfg.num_cpus)
-        torch.set_num_threads(self.threads)
         self.cfg = cfg
         self.device = pick_device(cfg.device)
+        # With 2+ threads the actor's branch of every update runs on a thread of its own
+        # beside the critic's (learner/sac/branches.py), half the threads each, where that
+        # pays (networks of 128+ wide on the CPU). Threads: learner.threads, else the whole
+        # cores Ray gives the learner, and with branches a quarter core or more counts
+        # (threads_for).
+        split = getattr(cfg, "parallel_branches", True) and branches_pay(cfg.sac.hidden_sizes, self.device)
+        self.threads = int(getattr(cfg, "threads", 0)) or threads_for(cfg.num_cpus, branches=split)
+        self.branches: BranchThread | None = BranchThread(self.threads // 2) if split and self.threads >= 2 else None
+        self._own_threads = self.threads - (self.threads // 2 if self.branches else 0)
+        torch.set_num_threads(self._own_threads)
         if self.device.type == "cuda":
             set_tf32(getattr(cfg, "tf32", False))
         sac_cfg = cfg.sac
@@ -154,6 +161,8 @@ class Learner:
             inserted, replay_size = self.inserted, len(self.replay)
         n = min(max_updates, self.limiter.updates_allowed(inserted, self.updates - self._updates_offset))
         n = n if replay_size >= max(1, self.cfg.min_replay) else 0
+        if torch.get_num_threads() != self._own_threads:  # Ray may call from a thread of its own
+            torch.set_num_threads(self._own_threads)
         if not self.warmed_up:
             self._warm_up()  # compile now, while the replay fills (or before the first update)
         elif n == 0:
@@ -176,7 +185,7 @@ class Learner:
                     batch = self.replay.sample(self.cfg.sac.batch_size, self.sample_gen)
                 if self.batch_relabeler is not None:
                     batch, relabel_stats = self.batch_relabeler(self.state, batch, self.sample_gen)
-                self.state, m = update(self.state, batch, with_metrics=(i == n - done - 1))
+                self.state, m = update(self.state, batch, with_metrics=(i == n - done - 1), branches=self.branches)
                 metrics = m or metrics
                 self._count_updates(1)
         if n:  # the learner's axis: the env steps its updates stand for, at most those inserted
@@ -213,7 +222,7 @@ class Learner:
         )
         batch = Batch(*(x.to(self.device) for x in batch))
         try:
-            update(scratch, batch, with_metrics=True)
+            update(scratch, batch, with_metrics=True, branches=self.branches)
         except Exception as e:  # noqa: BLE001 - any compiler failure: train eager rather than stop
             # inductor builds C++ with the machine's compiler (``CXX``, else g++): a machine
             # without one, or a compiler error, must not end a run that eager code can do
@@ -247,6 +256,7 @@ class Learner:
             "updates_per_s": r["update_n"] / max(1e-9, now - r["update_t"]),
             "device": str(self.device),
             "threads": self.threads,
+            "parallel_branches": self.branches is not None,
             "warm_up_seconds": self.warm_up_seconds,
             "compile_error": self.compile_error,
         }

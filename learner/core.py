@@ -83,13 +83,39 @@ def pick_device(pref: str = "auto") -> torch.device:
     return device
 
 
-def threads_for(num_cpus: float) -> int:
-    """Torch threads for a learner holding ``num_cpus`` Ray CPUs: the whole cores, at least 1.
+#: the share of a further core that gets a learner a thread there when its update runs in
+#: two branches (``threads_for``)
+BRANCH_THREAD_SHARE = 0.25
+#: the widest hidden layer from which the two-branch update pays (``branches_pay``)
+BRANCH_MIN_WIDTH = 128
 
-    A fractional share rounds down: the other actors use the rest of that core, and an
-    intra-op thread they preempt stalls its siblings at every barrier. On the 2-core box a
-    2-thread learner beside one rollout worker ran 0.58 of its rate alone (33.7 vs 58.0
-    updates/s), a 1-thread one 0.94 (40.1 vs 42.5): more updates/s with one thread.
+
+def branches_pay(hidden_sizes: tuple[int, ...], device: torch.device) -> bool:
+    """Whether the update's two branches on two threads (``learner/sac/branches.py``) beat
+    one thread: on the CPU, with layers of ``BRANCH_MIN_WIDTH`` or more. Each branch's
+    Python holds the GIL between its ops, so small networks lose: one thread vs two, eager,
+    on the 2-core box: 32x32 at batch 32 443 -> 394 updates/s, 64x64 at 128 352 -> 377,
+    256x256 at 256 81 -> 131, 400x300 at 128 97 -> 157, 300x300x300 at 256 40 -> 68."""
+    return device.type == "cpu" and max(hidden_sizes, default=0) >= BRANCH_MIN_WIDTH
+
+
+def threads_for(num_cpus: float, branches: bool = False) -> int:
+    """Torch threads for a learner holding ``num_cpus`` Ray CPUs: the whole cores, at least 1,
+    and with ``branches`` (its update runs in two branches) one more for a share of at
+    least ``BRANCH_THREAD_SHARE`` of a further core.
+
+    A fractional share rounds down for torch's intra-op threads: the other actors use the
+    rest of that core, and an intra-op thread they preempt stalls its siblings at every op.
+    On the 2-core box a 2-thread learner beside one rollout worker ran 0.58 of its rate
+    alone (33.7 vs 58.0 updates/s), a 1-thread one 0.94 (40.1 vs 42.5). The two-branch
+    update joins its threads once per update, so the other actors' use of the shared core
+    delays it once, not at every op: HalfCheetahMO at one update per env step with 1.35
+    CPUs learned 155 env steps/s on two threads in two branches (0.86-0.92 of that
+    update's rate alone) against 100-104 on one thread and 122-128 with two intra-op threads
+    (0.69).
     """
-    return max(1, math.floor(num_cpus + 1e-9))
+    whole = max(1, math.floor(num_cpus + 1e-9))
+    if branches and num_cpus - math.floor(num_cpus + 1e-9) >= BRANCH_THREAD_SHARE - 1e-9 and num_cpus > 1:
+        return whole + 1
+    return whole
 

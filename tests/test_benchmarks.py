@@ -43,6 +43,10 @@ def test_bench_learner_fields(tmp_path):
     one = r["one_thread"]
     assert one["matmuls_per_update"] > 0 and one["flops_per_update"] > 0 and _number(one["ceiling_updates_per_s"])
     assert "all_cores" in r or r["machine"]["cores"] == 1
+    if "all_cores" in r:  # the two-branch update, eager and compiled, at every core
+        for key in ("branches_updates_per_s", "branches_compiled_updates_per_s", "ratio_of_flop_ceiling_branches"):
+            assert _number(r["all_cores"][key]), key
+        assert _number(r["all_cores_default_updates_per_s"]) and _number(r["speedup_all_cores_default_path"])
 
 
 def test_bench_learner_cuda_needs_a_gpu(tmp_path, capsys):
@@ -101,6 +105,7 @@ def test_bench_e2e_fields():
     assert _number(run["env_steps_per_s"])
     # the run's learner alone, from its final checkpoint, at the run's thread count
     assert run["learner_threads"] >= 1 and _number(run["isolated_learner_updates_per_s"])
+    assert isinstance(run["learner_parallel_branches"], bool)  # quick nets (64 wide): one branch
     if "window" not in run:
         assert _number(run["learner_in_run_over_isolated"])
     if "error" in r["sb3"]:

@@ -89,17 +89,32 @@ def test_learner_gets_the_cpus_left_after_the_other_actors():
     assert learner_cpus(load_config("smoke", ["learner.num_cpus=3"]), 16.0) == 3.0
 
 
-@pytest.mark.parametrize("num_cpus, set_threads, expected", [(1.1, 0, 1), (2.0, 0, 2), (2.9, 0, 2), (1.35, 2, 2),
-                                                              (2.0, 1, 1)])
-def test_learner_threads_are_its_whole_cpus_unless_set(num_cpus, set_threads, expected):
+@pytest.mark.parametrize("num_cpus, set_threads, width, branches, expected, split", [
+    (1.1, 0, 32, True, 1, False), (2.0, 0, 32, True, 2, False), (2.9, 0, 32, True, 2, False),
+    (1.35, 2, 32, True, 2, False), (2.0, 1, 128, True, 1, False), (1.35, 0, 32, True, 1, False),
+    (1.35, 0, 128, True, 2, True), (1.35, 0, 128, False, 1, False), (2.0, 0, 128, False, 2, False),
+    (4.0, 0, 128, True, 4, True), (1.2, 0, 256, True, 1, False),
+])
+def test_learner_threads_are_its_whole_cpus_unless_set(num_cpus, set_threads, width, branches, expected, split):
+    """``threads`` (``learner.threads``, else ``threads_for``) in all; with 2+ of them and a
+    network where two branches pay (128+ wide), half of them run the actor's branch of the
+    update on a thread of its own and the rest stay with the caller, and a quarter core
+    beyond the whole ones counts as a thread."""
     from learner.actor import Learner
 
     threads = torch.get_num_threads()
     try:
-        cfg = load_config(None, [f"learner.threads={set_threads}"]).learner
-        cfg = dataclasses.replace(cfg, sac=CFG, num_cpus=num_cpus, device="cpu")
+        cfg = load_config(None, [f"learner.threads={set_threads}", f"learner.parallel_branches={branches}"]).learner
+        sac = dataclasses.replace(CFG, hidden_sizes=(width, width))
+        cfg = dataclasses.replace(cfg, sac=sac, num_cpus=num_cpus, device="cpu")
         learner = Learner(O, A, Z, I, cfg, discount=0.9, seed=0)
-        assert torch.get_num_threads() == expected and learner.counters()["threads"] == expected
+        assert learner.counters()["threads"] == expected
+        assert learner.counters()["parallel_branches"] is split
+        assert torch.get_num_threads() == (expected - expected // 2 if split else expected)
+        if split:
+            assert learner.branches.threads == expected // 2
+            report = learner.train(max_updates=1)  # nothing to train on yet: a no-op that returns
+            assert report["updates_done"] == 0
     finally:
         torch.set_num_threads(threads)
 

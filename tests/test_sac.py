@@ -13,6 +13,7 @@ from envs.testing import TestGoal, TestLinear
 from learner.core import Batch, pick_device, to_torch
 from learner.local import RandomPolicy, evaluate
 from learner.replay import Replay
+from learner.sac.branches import BranchThread
 from learner.sac.config import SACConfig, sac_config_for, sac_defaults
 from learner.sac.losses import bellman_target, compute_losses, draw_noise
 from learner.sac.networks import Actor, InferencePolicy, TaskMLP, TwinCritic
@@ -165,6 +166,78 @@ def test_compiled_update_equals_the_eager_update() -> None:
     for sa, sc in zip(eager.optimizer.state.values(), compiled.optimizer.state.values()):
         torch.testing.assert_close(sc["exp_avg"], sa["exp_avg"], rtol=1e-4, atol=1e-7)
     assert torch.equal(eager.generator.get_state(), compiled.generator.get_state())
+
+@pytest.mark.parametrize("learn_alpha", [True, False], ids=["learn-alpha", "fixed-alpha"])
+def test_update_on_two_threads_equals_the_update_on_one_bit_for_bit(learn_alpha: bool) -> None:
+    """``update(..., branches=BranchThread())``: the actor's branch on a second thread, the
+    critic's on this one, gives the one-thread step exactly (eager): parameters, targets,
+    Adam moments, metrics and RNG, terminal rows with NaN next observations included."""
+    cfg = dataclasses.replace(SMALL, learn_alpha=learn_alpha)
+    nan_next = make_batch(seed=9, p_terminal=0.5)
+    nan_next = nan_next._replace(next_obs=torch.where(nan_next.terminated[:, None], torch.nan, nan_next.next_obs))
+    one, two = init_state(O, A, Z, cfg, "cpu", seed=5), init_state(O, A, Z, cfg, "cpu", seed=5)
+    branches = BranchThread(threads=1)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # each branch on one thread either way (reductions split no differently)
+    try:
+        for b in [make_batch(seed=i) for i in range(3)] + [nan_next]:
+            _, m_one = update(one, b)
+            _, m_two = update(two, b, branches=branches)
+            assert m_two == m_one
+    finally:
+        branches.close()
+        torch.set_num_threads(threads)
+    a, c = all_tensors(one), all_tensors(two)
+    assert all(torch.equal(c[k], a[k]) for k in a)
+    for s1, s2 in zip(one.optimizer.state.values(), two.optimizer.state.values()):
+        assert torch.equal(s1["exp_avg"], s2["exp_avg"]) and torch.equal(s1["exp_avg_sq"], s2["exp_avg_sq"])
+    assert torch.equal(one.generator.get_state(), two.generator.get_state())
+
+
+def test_compiled_update_on_two_threads_equals_the_eager_update() -> None:
+    """The two branches compiled (``compiled_branches``) and run at once give the eager
+    one-thread step up to float32 rounding."""
+    eager = init_state(O, A, Z, SMALL, "cpu", seed=6)
+    compiled = init_state(O, A, Z, dataclasses.replace(SMALL, compile=True), "cpu", seed=6)
+    branches = BranchThread()
+    try:
+        for i in range(3):
+            _, m_eager = update(eager, make_batch(seed=i))
+            _, m_compiled = update(compiled, make_batch(seed=i), branches=branches)
+            assert m_compiled == pytest.approx(m_eager, rel=1e-5, abs=1e-6)
+    finally:
+        branches.close()
+    a, c = all_tensors(eager), all_tensors(compiled)
+    for k in a:
+        torch.testing.assert_close(c[k], a[k], rtol=1e-5, atol=1e-6, msg=k)
+
+
+def test_branch_thread_hands_back_errors_and_keeps_working() -> None:
+    branches = BranchThread(threads=1)
+    seen: list[int] = []
+    try:
+        branches.submit(lambda: seen.append(torch.get_num_threads()))
+        with pytest.raises(RuntimeError, match="not waited for"):
+            branches.submit(lambda: None)
+        branches.wait()
+        assert seen == [1]  # the worker's own torch thread count
+
+        def boom() -> None:
+            raise ValueError("actor branch failed")
+
+        branches.submit(boom)
+        with pytest.raises(ValueError, match="actor branch failed"):
+            branches.wait()
+        branches.submit(lambda: seen.append(2))  # still usable after an error
+        branches.wait()
+        assert seen == [1, 2]
+    finally:
+        branches.close()
+    with pytest.raises(RuntimeError, match="closed"):
+        branches.submit(lambda: None)
+    with pytest.raises(ValueError, match="threads"):
+        BranchThread(threads=0)
+
 
 def test_direct_adam_step_equals_optimizer_step_bit_for_bit() -> None:
     """``adam_step`` (the fused kernel called directly) moves parameters, moments and step

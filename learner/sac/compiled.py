@@ -33,7 +33,7 @@ from torch._inductor.custom_graph_pass import CustomPartitionerFn
 
 from learner.core import Batch
 from learner.sac.config import SACConfig
-from learner.sac.losses import SACNetworks, compute_losses
+from learner.sac.losses import SACNetworks, actor_branch, compute_losses, critic_branch
 
 
 class EagerPartition(CustomPartitionerFn):
@@ -57,14 +57,26 @@ def losses_with_metrics(nets: SACNetworks, batch: Batch, cfg: SACConfig, log_alp
 _COMPILED: dict[str, Callable] = {}
 
 
+def _compile(fn: Callable) -> Callable:
+    return torch.compile(
+        fn, dynamic=False,
+        options={"cpp.enable_loop_tail_vec": False, "custom_partitioner_fn": EagerPartition(), "cpp_wrapper": True},
+    )
+
+
 def compiled_losses() -> Callable:
     """``losses_with_metrics`` through ``torch.compile``, built once per process: dynamo
     specialises it per network shapes and config (states of the same shapes share it),
     inductor caches the generated code on disk across processes."""
     if "fn" not in _COMPILED:
-        _COMPILED["fn"] = torch.compile(
-            losses_with_metrics, dynamic=False,
-            options={"cpp.enable_loop_tail_vec": False, "custom_partitioner_fn": EagerPartition(),
-                     "cpp_wrapper": True},
-        )
+        _COMPILED["fn"] = _compile(losses_with_metrics)
     return _COMPILED["fn"]
+
+
+def compiled_branches() -> tuple[Callable, Callable]:
+    """``losses.critic_branch`` and ``losses.actor_branch`` through ``torch.compile`` (the
+    update on two threads, ``learner/sac/branches.py``), built once per process. The C++
+    wrapper releases the GIL while a graph runs, so the two run at once."""
+    if "critic" not in _COMPILED:
+        _COMPILED["critic"], _COMPILED["actor"] = _compile(critic_branch), _compile(actor_branch)
+    return _COMPILED["critic"], _COMPILED["actor"]

@@ -84,6 +84,43 @@ def draw_noise(batch: Batch, generator: torch.Generator | None) -> tuple[torch.T
     return tuple(torch.randn(shape, generator=generator, device=a.device, dtype=a.dtype) for _ in range(2))
 
 
+def critic_loss(nets: SACNetworks, batch: Batch, cfg: SACConfig, log_alpha: torch.Tensor,
+                generator: torch.Generator | None = None, next_eps: torch.Tensor | None = None,
+                ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The critic's branch: (loss, q [2, B] detached, Bellman target y [B]) and nothing else.
+
+    It reads the actor (next actions, under no_grad) and alpha but gives them no gradient,
+    and ``actor_loss`` reads the critic with detached weights: the two branches' graphs share
+    no tensor that needs a gradient, so they can run on two threads at once (``update``).
+    ``next_eps``: the next actions' noise (``draw_noise``'s first draw); None draws it."""
+    alpha = log_alpha.detach().exp()
+    with torch.no_grad():
+        next_action, next_log_prob = nets.actor.sample(batch.next_obs, batch.task, generator, next_eps)
+        next_q = torch.amin(nets.target_critic(batch.next_obs, next_action, batch.task), dim=0)  # [B]
+        target = bellman_target(batch.reward, batch.terminated, next_q, next_log_prob, alpha,
+                                cfg.discount, cfg.reward_scale)  # [B]
+    q = nets.critic(batch.obs, batch.action, batch.task)  # [2, B]
+    return (q - target).square().mean(dim=1).sum(), q.detach(), target, alpha
+
+
+def actor_loss(nets: SACNetworks, batch: Batch, cfg: SACConfig, log_alpha: torch.Tensor,
+               generator: torch.Generator | None = None, eps: torch.Tensor | None = None,
+               ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The actor's and temperature's branch: (actor loss, alpha loss, log pi [B] detached).
+    ``eps``: the actor's noise (``draw_noise``'s second draw); None draws it."""
+    alpha = log_alpha.detach().exp()
+    action, log_prob = nets.actor.sample(batch.obs, batch.task, generator, eps)  # [B, A], [B]
+    q_pi = torch.amin(nets.critic(batch.obs, action, batch.task, detach_params=True), dim=0)
+    loss = (alpha * log_prob - q_pi).mean()
+    log_prob = log_prob.detach()
+    if cfg.learn_alpha:
+        target_entropy = cfg.entropy_target(batch.action.shape[-1])
+        alpha_loss = -(log_alpha * (log_prob + target_entropy)).mean()
+    else:
+        alpha_loss = torch.zeros((), device=log_prob.device)
+    return loss, alpha_loss, log_prob
+
+
 def compute_losses(nets: SACNetworks, batch: Batch, cfg: SACConfig, log_alpha: torch.Tensor,
                    generator: torch.Generator | None = None,
                    noise: tuple[torch.Tensor, torch.Tensor] | None = None) -> Losses:
@@ -92,31 +129,11 @@ def compute_losses(nets: SACNetworks, batch: Batch, cfg: SACConfig, log_alpha: t
     ``noise``: the actors' reparameterisation noise as ``draw_noise(batch, generator)`` gives
     it (same values as drawing inside); None draws from ``generator`` here."""
     next_eps, eps = (None, None) if noise is None else noise
-    alpha = log_alpha.detach().exp()
-    with torch.no_grad():
-        next_action, next_log_prob = nets.actor.sample(batch.next_obs, batch.task, generator, next_eps)
-        next_q = torch.amin(nets.target_critic(batch.next_obs, next_action, batch.task), dim=0)  # [B]
-        target = bellman_target(batch.reward, batch.terminated, next_q, next_log_prob, alpha,
-                                cfg.discount, cfg.reward_scale)  # [B]
-
-    q = nets.critic(batch.obs, batch.action, batch.task)  # [2, B]
-    critic_loss = (q - target).square().mean(dim=1).sum()
-
-    action, log_prob = nets.actor.sample(batch.obs, batch.task, generator, eps)  # [B, A], [B]
-    q_pi = torch.amin(nets.critic(batch.obs, action, batch.task, detach_params=True), dim=0)
-    actor_loss = (alpha * log_prob - q_pi).mean()
-
-    log_prob = log_prob.detach()
-    if cfg.learn_alpha:
-        target_entropy = cfg.entropy_target(batch.action.shape[-1])
-        alpha_loss = -(log_alpha * (log_prob + target_entropy)).mean()
-    else:
-        alpha_loss = torch.zeros((), device=log_prob.device)
-
-    q = q.detach()
+    critic, q, target, alpha = critic_loss(nets, batch, cfg, log_alpha, generator, next_eps)
+    actor, alpha_loss, log_prob = actor_loss(nets, batch, cfg, log_alpha, generator, eps)
     return Losses(
-        critic=critic_loss,
-        actor=actor_loss,
+        critic=critic,
+        actor=actor,
         alpha=alpha_loss,
         q1=q[0].mean(),
         q2=q[1].mean(),
@@ -124,3 +141,23 @@ def compute_losses(nets: SACNetworks, batch: Batch, cfg: SACConfig, log_alpha: t
         entropy=-log_prob.mean(),
         alpha_value=alpha.reshape(()),
     )
+
+
+def critic_branch(nets: SACNetworks, batch: Batch, cfg: SACConfig, log_alpha: torch.Tensor,
+                  next_eps: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(critic loss with its graph, detached [critic_loss, q1, q2, target_q])."""
+    loss, q, target, _ = critic_loss(nets, batch, cfg, log_alpha, None, next_eps)
+    return loss, torch.stack([loss.detach(), q[0].mean(), q[1].mean(), target.mean()])
+
+
+def actor_branch(nets: SACNetworks, batch: Batch, cfg: SACConfig, log_alpha: torch.Tensor,
+                 eps: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(actor + alpha loss with its graph, detached [actor_loss, alpha_loss, alpha, entropy])."""
+    loss, alpha_loss, log_prob = actor_loss(nets, batch, cfg, log_alpha, None, eps)
+    alpha = log_alpha.detach().exp().reshape(())
+    return loss + alpha_loss, torch.stack([loss.detach(), alpha_loss.detach(), alpha, -log_prob.mean()])
+
+
+def branch_metric_vector(critic: torch.Tensor, actor: torch.Tensor) -> torch.Tensor:
+    """The two branches' diagnostics in ``METRIC_NAMES`` order (``Losses.metric_vector``'s)."""
+    return torch.stack([critic[0], actor[0], actor[1], actor[2], critic[1], critic[2], critic[3], actor[3]])

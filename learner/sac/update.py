@@ -32,7 +32,10 @@ import torch
 from learner.checkpoints import atomic_save
 from learner.core import Batch
 from learner.sac.config import SACConfig
-from learner.sac.losses import METRIC_NAMES, SACNetworks, compute_losses, draw_noise
+from learner.sac.branches import BranchThread
+from learner.sac.losses import (
+    METRIC_NAMES, SACNetworks, actor_branch, branch_metric_vector, compute_losses, critic_branch, draw_noise,
+)
 from learner.sac.networks import Actor, TwinCritic, ValueFnFactory
 
 _FORMAT = 1
@@ -142,31 +145,62 @@ def init_state(obs_dim: int, action_dim: int, task_dim: int, cfg: SACConfig,
     )
 
 
-def update(state: SACState, batch: Batch, with_metrics: bool = True) -> tuple[SACState, dict[str, float]]:
+def update(state: SACState, batch: Batch, with_metrics: bool = True,
+           branches: BranchThread | None = None) -> tuple[SACState, dict[str, float]]:
     """One SAC gradient step on ``batch`` (actor, twin critic, alpha) and the Polyak update.
 
     ``with_metrics=False`` skips the one host sync that reading the diagnostics costs (call with
     True every k steps on a GPU); on CPU it is nearly free. ``state.cfg.compile`` runs the losses
-    and their backward compiled (module docstring).
+    and their backward compiled (module docstring). ``branches``: the actor's branch runs on
+    that thread while the critic's runs on this one (``learner/sac/branches.py``); the same
+    step (eager: bit for bit).
     """
-    if state.cfg.compile:
+    state.optimizer.zero_grad(set_to_none=True)
+    if branches is not None:
+        metrics = _branch_losses_backward(state, batch, branches)
+    elif state.cfg.compile:
         from learner.sac.compiled import compiled_losses  # imports inductor (seconds): only here
 
         noise = draw_noise(batch, state.generator)
         total, metrics = compiled_losses()(state.nets, batch, state.cfg, state.log_alpha, noise)
+        total.backward()
     else:
         losses = compute_losses(state.nets, batch, state.cfg, state.log_alpha, state.generator)
-        total = losses.total
-    state.optimizer.zero_grad(set_to_none=True)
-    total.backward()
+        losses.total.backward()
+        metrics = losses.metric_vector()
     adam_step(state.optimizer)
     with torch.no_grad():  # target += tau * (online - target), one foreach call
         torch._foreach_lerp_(list(state.target_critic.parameters()), list(state.critic.parameters()), state.cfg.tau)
     state.step += 1
     if not with_metrics:
         return state, {}
-    values = (metrics if state.cfg.compile else losses.metric_vector()).tolist()
-    return state, dict(zip(METRIC_NAMES, values))
+    return state, dict(zip(METRIC_NAMES, metrics.tolist()))
+
+
+def _branch_losses_backward(state: SACState, batch: Batch, branches: BranchThread) -> torch.Tensor:
+    """The critic's loss and backward here, the actor's and alpha's on ``branches``, at once;
+    the metric vector. The noise is drawn first, in ``compute_losses``' order."""
+    if state.cfg.compile:
+        from learner.sac.compiled import compiled_branches
+
+        critic_fn, actor_fn = compiled_branches()
+    else:
+        critic_fn, actor_fn = critic_branch, actor_branch
+    next_eps, eps = draw_noise(batch, state.generator)
+    out: list[torch.Tensor] = []
+
+    def actor_job() -> None:
+        loss, m = actor_fn(state.nets, batch, state.cfg, state.log_alpha, eps)
+        loss.backward()
+        out.append(m)
+
+    branches.submit(actor_job)
+    try:
+        loss, critic_metrics = critic_fn(state.nets, batch, state.cfg, state.log_alpha, next_eps)
+        loss.backward()
+    finally:
+        branches.wait()  # never leave the actor's branch running into the optimiser step
+    return branch_metric_vector(critic_metrics, out[0])
 
 
 def policy_weights(state: SACState) -> dict[str, np.ndarray]:
