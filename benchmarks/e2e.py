@@ -22,7 +22,8 @@ step at ``learning_starts`` to the end of ``learn``. SB3 comes from the optional
 
 Each Hindsight run is followed by its learner alone: the run's final checkpoint (the same
 networks, batch and optimiser) updated on random batches of the run's shapes, at the run's
-learner thread count, with nothing else running (``isolated_learner_updates_per_s``);
+learner thread count (with ``learner_parallel_branches``, in two branches on two threads, as
+the learner ran), with nothing else running (``isolated_learner_updates_per_s``);
 ``learner_in_run_over_isolated`` is the run's learning-window updates/s over that rate
 (target 0.9: the pipeline neither starves nor slows its learner).
 The HalfCheetahMO family default compiles the learner's update (``learner.sac.compile``): the
