@@ -114,7 +114,7 @@ class LearnerConfig:
     """GPUs to ask Ray for; -1: one if the cluster has any, else 0."""
     num_cpus: float = field(0.0, ge=0)
     """Ray CPUs for the learner; its torch threads are the whole cores of it (at least 1),
-    plus one for a quarter core or more beyond them when its update runs in two branches
+    plus one for a tenth of a core or more beyond them when its update runs in two branches
     (``parallel_branches``; see ``learner.core.threads_for``). 0: what the cluster has left
     after the rollout, relabel, store and eval actors' reservations (``learner_cpus``), so on
     one box the learner uses every idle core."""

@@ -57,7 +57,7 @@ class Learner:
         # With 2+ threads the actor's branch of every update runs on a thread of its own
         # beside the critic's (learner/sac/branches.py), half the threads each, where that
         # pays (networks of 128+ wide on the CPU). Threads: learner.threads, else the whole
-        # cores Ray gives the learner, and with branches a quarter core or more counts
+        # cores Ray gives the learner, and with branches a tenth of a core or more counts
         # (threads_for).
         split = getattr(cfg, "parallel_branches", True) and branches_pay(cfg.sac.hidden_sizes, self.device)
         self.threads = int(getattr(cfg, "threads", 0)) or threads_for(cfg.num_cpus, branches=split)

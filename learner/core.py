@@ -85,7 +85,7 @@ def pick_device(pref: str = "auto") -> torch.device:
 
 #: the share of a further core that gets a learner a thread there when its update runs in
 #: two branches (``threads_for``)
-BRANCH_THREAD_SHARE = 0.25
+BRANCH_THREAD_SHARE = 0.1
 #: the widest hidden layer from which the two-branch update pays (``branches_pay``)
 BRANCH_MIN_WIDTH = 128
 
@@ -102,7 +102,10 @@ def branches_pay(hidden_sizes: tuple[int, ...], device: torch.device) -> bool:
 def threads_for(num_cpus: float, branches: bool = False) -> int:
     """Torch threads for a learner holding ``num_cpus`` Ray CPUs: the whole cores, at least 1,
     and with ``branches`` (its update runs in two branches) one more for a share of at
-    least ``BRANCH_THREAD_SHARE`` of a further core.
+    least ``BRANCH_THREAD_SHARE`` of a further core: the actor's branch is the shorter one
+    (it waits ~20% of each update for the critic's), so it shares that core with the other
+    actors, whose reservations are ceilings (one rollout worker at one update per env step
+    uses a few percent of its 0.25).
 
     A fractional share rounds down for torch's intra-op threads: the other actors use the
     rest of that core, and an intra-op thread they preempt stalls its siblings at every op.

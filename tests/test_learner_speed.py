@@ -93,12 +93,12 @@ def test_learner_gets_the_cpus_left_after_the_other_actors():
     (1.1, 0, 32, True, 1, False), (2.0, 0, 32, True, 2, False), (2.9, 0, 32, True, 2, False),
     (1.35, 2, 32, True, 2, False), (2.0, 1, 128, True, 1, False), (1.35, 0, 32, True, 1, False),
     (1.35, 0, 128, True, 2, True), (1.35, 0, 128, False, 1, False), (2.0, 0, 128, False, 2, False),
-    (4.0, 0, 128, True, 4, True), (1.2, 0, 256, True, 1, False),
+    (4.0, 0, 128, True, 4, True), (1.05, 0, 256, True, 1, False), (1.1, 0, 256, True, 2, True),
 ])
 def test_learner_threads_are_its_whole_cpus_unless_set(num_cpus, set_threads, width, branches, expected, split):
     """``threads`` (``learner.threads``, else ``threads_for``) in all; with 2+ of them and a
     network where two branches pay (128+ wide), half of them run the actor's branch of the
-    update on a thread of its own and the rest stay with the caller, and a quarter core
+    update on a thread of its own and the rest stay with the caller, and a tenth of a core
     beyond the whole ones counts as a thread."""
     from learner.actor import Learner
 

@@ -68,6 +68,6 @@ def test_learner_threads_are_the_whole_cores_it_holds():
 
     # a fractional share rounds down: the rest of that core runs other actors
     assert [threads_for(c) for c in (0.05, 0.83, 1.0, 1.35, 2.0, 2.7, 8.0)] == [1, 1, 1, 1, 2, 2, 8]
-    # the two-branch update takes a thread on a quarter core or more beyond the first
-    cpus = (0.05, 0.83, 1.0, 1.2, 1.25, 1.35, 2.0, 2.1, 2.7, 8.0)
-    assert [threads_for(c, branches=True) for c in cpus] == [1, 1, 1, 1, 2, 2, 2, 2, 3, 8]
+    # the two-branch update takes a thread on a tenth of a core or more beyond the first
+    cpus = (0.05, 0.83, 1.0, 1.05, 1.1, 1.35, 2.0, 2.05, 2.1, 2.7, 8.0)
+    assert [threads_for(c, branches=True) for c in cpus] == [1, 1, 1, 1, 2, 2, 2, 2, 3, 3, 8]
