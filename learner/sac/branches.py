@@ -10,9 +10,10 @@ actor: its forward and backward and the twins' forward and input-gradient).
 
 Splitting every op across two threads instead (torch's intra-op threads) joins both
 threads at every op, hundreds per update, and one preempted thread stalls the other at
-each join; here a preemption delays one branch once. In-process, one core per branch,
-HalfCheetahMO's shapes: 178 updates/s compiled against 104 on one thread, 131 eager
-against 81 (an in-process probe; ``hindsight bench learner`` measures it).
+each join; here a preemption delays one branch once. Alone on the 2-core box, one core per
+branch, HalfCheetahMO's dims: 190 updates/s compiled against 115 on one thread, 144 eager
+against 87 (``hindsight bench learner``, ``all_cores``); beside the other actors of a run
+it keeps more of that than torch's intra-op threads do (README "Speed", End to end).
 
     branches = BranchThread(threads=1)       # the actor's branch runs here
     state, metrics = update(state, batch, branches=branches)
