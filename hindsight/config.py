@@ -126,7 +126,7 @@ class LearnerConfig:
     """With 2 or more threads on the CPU and networks 128 or more wide, run the critic's and
     the actor's branches of each SAC update at once, on half the threads each
     (``learner/sac/branches.py``), instead of splitting every op across all of them. On the
-    2-core box, HalfCheetahMO at one update per env step: 153-162 env steps/s learned against
+    2-core box, HalfCheetahMO at one update per env step: 142-162 env steps/s learned against
     94-104 on one thread and 117-128 on two intra-op threads. False: intra-op threads only."""
     replay_capacity: int = field(200_000, ge=1)
     """Transitions held in the device-resident replay."""

@@ -113,7 +113,7 @@ def threads_for(num_cpus: float, branches: bool = False) -> int:
     alone (33.7 vs 58.0 updates/s), a 1-thread one 0.94 (40.1 vs 42.5). The two-branch
     update joins its threads once per update, so the other actors' use of the shared core
     delays it once, not at every op: HalfCheetahMO at one update per env step with 1.35
-    CPUs learned 153-162 env steps/s on two threads in two branches (0.83-0.87 of that
+    CPUs learned 142-162 env steps/s on two threads in two branches (0.79-0.92 of that
     update's rate alone) against 94-104 on one thread and 117-128 with two intra-op threads
     (0.69); ``make run`` (PointReacher, five updates per env step, an AIR relabel worker
     beside it, 1.1 CPUs) ~15.5 env steps/s against ~10 on one thread.
