@@ -139,14 +139,15 @@ def isolated_learner_rate(run_dir: Path, threads: int, seconds: float, branches:
     import torch
 
     from benchmarks.learner import _batches
-    from learner.sac.branches import BranchThread
+    from learner.sac.branches import BranchThread, split_threads
     from learner.sac.update import load_state, update
 
     state = load_state(run_dir / "checkpoints" / "learner.pt", "cpu")
     batches = _batches(4, 0, state.cfg.batch_size, state.obs_dim, state.action_dim, state.task_dim)
     before = torch.get_num_threads()
-    worker = BranchThread(threads // 2) if branches else None
-    torch.set_num_threads(threads - (threads // 2 if branches else 0))
+    own, branch_threads = split_threads(threads) if branches else (threads, 0)
+    worker = BranchThread(branch_threads) if branches else None
+    torch.set_num_threads(own)
     try:
         for i in range(10):  # warm-up
             update(state, batches[i % 4], with_metrics=False, branches=worker)

@@ -45,7 +45,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from learner.core import Batch
-from learner.sac.branches import BranchThread
+from learner.sac.branches import BranchThread, split_threads
 from learner.sac.config import SACConfig, sac_defaults
 from learner.sac.update import init_state, update
 
@@ -262,13 +262,14 @@ def _cpu_block(threads: int, quick: bool, with_plain: bool) -> dict[str, Any]:
     }
     branch_compile_seconds = None
     if threads >= 2:  # the two-branch update the learner runs with 2+ threads (learner/sac/branches.py)
-        worker = BranchThread(threads // 2)
+        own, branch_threads = split_threads(threads)
+        worker = BranchThread(branch_threads)
         branch_eager = init_state(OBS, ACT, TASK, dataclasses.replace(cfg, compile=False), "cpu", seed=0)
         branch_compiled = init_state(OBS, ACT, TASK, dataclasses.replace(cfg, compile=True), "cpu", seed=0)
 
         def split(st: Any) -> Callable[[Batch], Any]:
             def step(b: Batch) -> None:
-                torch.set_num_threads(threads - threads // 2)  # the caller's half
+                torch.set_num_threads(own)  # the caller's share
                 try:
                     update(st, b, with_metrics=st.step % 100 == 0, branches=worker)
                 finally:

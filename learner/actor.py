@@ -27,7 +27,7 @@ import torch
 from learner.core import Batch, branches_pay, pick_device, threads_for, to_torch
 from learner.rate_limiter import RateLimiter
 from learner.replay import Replay
-from learner.sac.branches import BranchThread
+from learner.sac.branches import BranchThread, split_threads
 from learner.sac.graphed import GraphedUpdates, set_tf32
 from learner.sac.update import SACState, init_state, load_state, policy_weights, save_state, update, value_weights
 from relabel_service.core import TransitionBatch
@@ -61,8 +61,11 @@ class Learner:
         # (threads_for).
         split = getattr(cfg, "parallel_branches", True) and branches_pay(cfg.sac.hidden_sizes, self.device)
         self.threads = int(getattr(cfg, "threads", 0)) or threads_for(cfg.num_cpus, branches=split)
-        self.branches: BranchThread | None = BranchThread(self.threads // 2) if split and self.threads >= 2 else None
-        self._own_threads = self.threads - (self.threads // 2 if self.branches else 0)
+        self.branches: BranchThread | None = None
+        self._own_threads = self.threads
+        if split and self.threads >= 2:
+            self._own_threads, branch_threads = split_threads(self.threads)
+            self.branches = BranchThread(branch_threads)
         torch.set_num_threads(self._own_threads)
         if self.device.type == "cuda":
             set_tf32(getattr(cfg, "tf32", False))

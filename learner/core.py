@@ -103,9 +103,10 @@ def threads_for(num_cpus: float, branches: bool = False) -> int:
     """Torch threads for a learner holding ``num_cpus`` Ray CPUs: the whole cores, at least 1,
     and with ``branches`` (its update runs in two branches) one more for a share of at
     least ``BRANCH_THREAD_SHARE`` of a further core: the actor's branch is the shorter one
-    (it waits ~20% of each update for the critic's), so it shares that core with the other
-    actors, whose reservations are ceilings (one rollout worker at one update per env step
-    uses a few percent of its 0.25).
+    (about 7 : 9 against the critic's by their forward and backward passes, so it should
+    idle ~20% of each update), so it shares that core with the other actors, whose
+    reservations are ceilings (one rollout worker of one HalfCheetahMO env steps 6.7k/s
+    alone, so at 150 env steps/s it needs ~2% of a core, not its 0.25).
 
     A fractional share rounds down for torch's intra-op threads: the other actors use the
     rest of that core, and an intra-op thread they preempt stalls its siblings at every op.
@@ -118,8 +119,7 @@ def threads_for(num_cpus: float, branches: bool = False) -> int:
     (0.69); ``make run`` (PointReacher, five updates per env step, an AIR relabel worker
     beside it, 1.1 CPUs) ~15.5 env steps/s against ~10 on one thread.
     """
-    whole = max(1, math.floor(num_cpus + 1e-9))
-    if branches and num_cpus - math.floor(num_cpus + 1e-9) >= BRANCH_THREAD_SHARE - 1e-9 and num_cpus > 1:
-        return whole + 1
-    return whole
+    whole = math.floor(num_cpus + 1e-9)
+    extra = branches and whole >= 1 and num_cpus - whole >= BRANCH_THREAD_SHARE - 1e-9
+    return max(1, whole) + int(extra)
 

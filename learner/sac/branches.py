@@ -4,8 +4,8 @@ All three losses use the parameters from before the step (``losses.py``), and th
 graphs share no tensor that needs a gradient: the critic's reads the actor under no_grad,
 the actor's reads the critic with detached weights. So the critic's forward and backward
 can run on one thread while the actor's and alpha's run on another, with one hand-off and
-one join per update; Adam and the Polyak step follow on the calling thread. Work splits
-about 9 : 7 (critic: the target actor, target and online twin Q, the twins' backward;
+one join per update; Adam and the Polyak step follow on the calling thread. Counted in
+network passes (an estimate, not a timing) the work splits about 9 : 7 (critic: the target actor, target and online twin Q, the twins' backward;
 actor: its forward and backward and the twins' forward and input-gradient).
 
 Splitting every op across two threads instead (torch's intra-op threads) joins both
@@ -25,6 +25,12 @@ import threading
 from typing import Callable
 
 import torch
+
+
+def split_threads(threads: int) -> tuple[int, int]:
+    """(the caller's threads, the ``BranchThread``'s) when ``threads`` in all run the update
+    in two branches: the critic's branch, the longer one, keeps the odd thread."""
+    return threads - threads // 2, threads // 2
 
 
 class BranchThread:

@@ -157,7 +157,7 @@ def update(state: SACState, batch: Batch, with_metrics: bool = True,
     """
     state.optimizer.zero_grad(set_to_none=True)
     if branches is not None:
-        metrics = _branch_losses_backward(state, batch, branches)
+        metrics = _branch_losses_backward(state, batch, branches, with_metrics)
     elif state.cfg.compile:
         from learner.sac.compiled import compiled_losses  # imports inductor (seconds): only here
 
@@ -167,7 +167,7 @@ def update(state: SACState, batch: Batch, with_metrics: bool = True,
     else:
         losses = compute_losses(state.nets, batch, state.cfg, state.log_alpha, state.generator)
         losses.total.backward()
-        metrics = losses.metric_vector()
+        metrics = losses.metric_vector() if with_metrics else None
     adam_step(state.optimizer)
     with torch.no_grad():  # target += tau * (online - target), one foreach call
         torch._foreach_lerp_(list(state.target_critic.parameters()), list(state.critic.parameters()), state.cfg.tau)
@@ -177,9 +177,10 @@ def update(state: SACState, batch: Batch, with_metrics: bool = True,
     return state, dict(zip(METRIC_NAMES, metrics.tolist()))
 
 
-def _branch_losses_backward(state: SACState, batch: Batch, branches: BranchThread) -> torch.Tensor:
+def _branch_losses_backward(state: SACState, batch: Batch, branches: BranchThread,
+                            with_metrics: bool) -> torch.Tensor | None:
     """The critic's loss and backward here, the actor's and alpha's on ``branches``, at once;
-    the metric vector. The noise is drawn first, in ``compute_losses``' order."""
+    the metric vector (``with_metrics``). The noise is drawn first, in ``compute_losses``' order."""
     if state.cfg.compile:
         from learner.sac.compiled import compiled_branches
 
@@ -200,7 +201,7 @@ def _branch_losses_backward(state: SACState, batch: Batch, branches: BranchThrea
         loss.backward()
     finally:
         branches.wait()  # never leave the actor's branch running into the optimiser step
-    return branch_metric_vector(critic_metrics, out[0])
+    return branch_metric_vector(critic_metrics, out[0]) if with_metrics else None
 
 
 def policy_weights(state: SACState) -> dict[str, np.ndarray]:
