@@ -183,12 +183,21 @@ class Learner:
                         done += self._graphed.run(1)
                     self._count_updates(k)
                 metrics = self._graphed.read_metrics()
-            for i in range(n - done):
-                with self._replay_lock:
-                    batch = self.replay.sample(self.cfg.sac.batch_size, self.sample_gen)
+            # With two branches, the next batch is drawn on the actor's thread in the time
+            # its shorter branch leaves (``update(side=)``), not between updates on the
+            # critic's: the same draws from ``sample_gen`` in the same order, each one used.
+            ahead = self.branches is not None and self.batch_relabeler is None
+            todo, nxt = n - done, []
+            for i in range(todo):
+                if nxt:
+                    batch = nxt.pop()
+                else:
+                    batch = self._sample()
                 if self.batch_relabeler is not None:
                     batch, relabel_stats = self.batch_relabeler(self.state, batch, self.sample_gen)
-                self.state, m = update(self.state, batch, with_metrics=(i == n - done - 1), branches=self.branches)
+                side = (lambda: nxt.append(self._sample())) if ahead and i + 1 < todo else None
+                self.state, m = update(self.state, batch, with_metrics=(i == todo - 1), branches=self.branches,
+                                       side=side)
                 metrics = m or metrics
                 self._count_updates(1)
         if n:  # the learner's axis: the env steps its updates stand for, at most those inserted
@@ -207,6 +216,10 @@ class Learner:
             "relabel": relabel_stats,
             "compile_error": self.compile_error,
         }
+
+    def _sample(self) -> Batch:
+        with self._replay_lock:
+            return self.replay.sample(self.cfg.sac.batch_size, self.sample_gen)
 
     def _warm_up(self) -> None:
         """Compile the update (``sac.compile``) before the data allows the first one: one

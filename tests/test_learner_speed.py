@@ -119,6 +119,75 @@ def test_learner_threads_are_its_whole_cpus_unless_set(num_cpus, set_threads, wi
         torch.set_num_threads(threads)
 
 
+def test_two_branch_learner_draws_its_next_batch_on_the_branch_thread_and_trains_the_same():
+    """With two branches the learner draws batch i+1 on the actor's thread during update i
+    (``update(side=)``): the same draws from its sampling generator, each one used, so an
+    eager two-branch learner trains exactly as a one-thread one (same seed, same data)."""
+    from learner.actor import Learner
+
+    threads = torch.get_num_threads()
+    rng = np.random.default_rng(1)
+    n = 300
+    data = TransitionBatch(
+        rng.normal(size=(n, O)), rng.uniform(-1, 1, (n, A)), rng.normal(size=n), rng.normal(size=(n, O)),
+        np.zeros(n, np.float32), rng.normal(size=(n, Z)), rng.normal(size=(n, I)),
+    )
+    learners, drawn = [], []
+    try:
+        for set_threads in (2, 1):
+            cfg = load_config(None, ["learner.min_replay=100", f"learner.threads={set_threads}"]).learner
+            sac = dataclasses.replace(CFG, hidden_sizes=(128, 128), compile=False)
+            cfg = dataclasses.replace(cfg, sac=sac, num_cpus=1.0, device="cpu", samples_per_insert=64.0)
+            learner = Learner(O, A, Z, I, cfg, discount=0.9, seed=0)
+            assert (learner.branches is not None) == (set_threads == 2)
+            torch.set_num_threads(1)  # each branch on one thread either way
+            calls: list[int] = []
+            original = learner._sample
+            learner._sample = lambda original=original, calls=calls: (calls.append(1), original())[1]
+            learner.ingest(data)
+            for k in (7, 1, 5):  # the last update of a call draws nothing ahead
+                assert learner.train(max_updates=k)["updates_done"] == k
+            learners.append(learner)
+            drawn.append(len(calls))
+        two, one = learners
+        assert drawn == [13, 13]
+        assert torch.equal(two.sample_gen.get_state(), one.sample_gen.get_state())
+        for p, q in zip(list(two.state.actor.parameters()) + list(two.state.target_critic.parameters()),
+                        list(one.state.actor.parameters()) + list(one.state.target_critic.parameters())):
+            assert torch.equal(p, q)
+    finally:
+        torch.set_num_threads(threads)
+        for learner in learners:
+            if learner.branches is not None:
+                learner.branches.close()
+
+
+def test_update_side_job_runs_on_the_branch_thread_and_its_error_is_raised():
+    import threading
+
+    from learner.sac.branches import BranchThread
+
+    state = init_state(O, A, Z, dataclasses.replace(CFG, hidden_sizes=(32, 32)), "cpu", seed=0)
+    replay = filled_replay("cpu")
+    batch = replay.sample(CFG.batch_size, torch.Generator().manual_seed(0))
+    with pytest.raises(ValueError, match="branches"):
+        update(state, batch, side=lambda: None)
+    branches = BranchThread(threads=1)
+    names: list[str] = []
+    try:
+        update(state, batch, branches=branches, side=lambda: names.append(threading.current_thread().name))
+        assert names == ["sac-actor-branch"]
+
+        def fail() -> None:
+            raise RuntimeError("side job failed")
+
+        with pytest.raises(RuntimeError, match="side job failed"):
+            update(state, batch, branches=branches, side=fail)
+        update(state, batch, branches=branches)  # the thread still works
+    finally:
+        branches.close()
+
+
 def test_a_compiling_learner_compiles_while_the_replay_fills():
     """``sac.compile``: a ``train`` call that the rate limiter allows nothing compiles the
     update on a scratch state (the learner's networks untouched, no update counted), and

@@ -25,6 +25,7 @@ import copy
 import dataclasses
 import math
 import os
+from typing import Callable
 
 import numpy as np
 import torch
@@ -146,18 +147,23 @@ def init_state(obs_dim: int, action_dim: int, task_dim: int, cfg: SACConfig,
 
 
 def update(state: SACState, batch: Batch, with_metrics: bool = True,
-           branches: BranchThread | None = None) -> tuple[SACState, dict[str, float]]:
+           branches: BranchThread | None = None,
+           side: Callable[[], None] | None = None) -> tuple[SACState, dict[str, float]]:
     """One SAC gradient step on ``batch`` (actor, twin critic, alpha) and the Polyak update.
 
     ``with_metrics=False`` skips the one host sync that reading the diagnostics costs (call with
     True every k steps on a GPU); on CPU it is nearly free. ``state.cfg.compile`` runs the losses
     and their backward compiled (module docstring). ``branches``: the actor's branch runs on
     that thread while the critic's runs on this one (``learner/sac/branches.py``); the same
-    step (eager: bit for bit).
+    step (eager: bit for bit). ``side`` (with ``branches`` only): run on that thread after the
+    actor's branch, before the join, in the time the shorter branch leaves (the learner draws
+    its next batch there); what it raises, ``update`` raises.
     """
+    if side is not None and branches is None:
+        raise ValueError("update(side=...) runs on the branch thread: pass branches= too")
     state.optimizer.zero_grad(set_to_none=True)
     if branches is not None:
-        metrics = _branch_losses_backward(state, batch, branches, with_metrics)
+        metrics = _branch_losses_backward(state, batch, branches, with_metrics, side)
     elif state.cfg.compile:
         from learner.sac.compiled import compiled_losses  # imports inductor (seconds): only here
 
@@ -178,7 +184,7 @@ def update(state: SACState, batch: Batch, with_metrics: bool = True,
 
 
 def _branch_losses_backward(state: SACState, batch: Batch, branches: BranchThread,
-                            with_metrics: bool) -> torch.Tensor | None:
+                            with_metrics: bool, side: Callable[[], None] | None = None) -> torch.Tensor | None:
     """The critic's loss and backward here, the actor's and alpha's on ``branches``, at once;
     the metric vector (``with_metrics``). The noise is drawn first, in ``compute_losses``' order."""
     if state.cfg.compile:
@@ -194,6 +200,8 @@ def _branch_losses_backward(state: SACState, batch: Batch, branches: BranchThrea
         loss, m = actor_fn(state.nets, batch, state.cfg, state.log_alpha, eps)
         loss.backward()
         out.append(m)
+        if side is not None:
+            side()
 
     branches.submit(actor_job)
     try:
