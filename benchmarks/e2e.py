@@ -25,7 +25,11 @@ networks, batch and optimiser) updated on random batches of the run's shapes, at
 learner thread count (with ``learner_parallel_branches``, in two branches on two threads, as
 the learner ran), with nothing else running (``isolated_learner_updates_per_s``);
 ``learner_in_run_over_isolated`` is the run's learning-window updates/s over that rate
-(target 0.9: the pipeline neither starves nor slows its learner).
+(target 0.9: the pipeline neither starves nor slows its learner). ``cores_in_window``: the
+cores each role's processes used in that window (``benchmarks/cpu_use.py``: learner,
+rollout, relabel, store, driver, Ray's own processes, anything else on the machine, and
+what was left idle), read from ``/proc`` on Linux (None elsewhere): what the learner shared
+the box with.
 The HalfCheetahMO family default compiles the learner's update (``learner.sac.compile``): the
 learner compiles while the random phase fills the replay (``learner_warm_up_s``); if the
 compile outlasts that phase, the wait shows in ``wall_s_including_startup_and_eval`` and the
@@ -86,6 +90,7 @@ def _learning_window(tb_dir: Path, learning_starts: int, env_steps_per_update: f
         "collected_env_steps_per_s": (last.step - first.step) / seconds,
         "updates_per_s": updates_per_s,
         "env_steps_per_s": updates_per_s * env_steps_per_update,
+        "window_wall": (first.wall_time, last.wall_time),
     }
 
 
@@ -104,8 +109,14 @@ def run_hindsight(strategy: str, workers: int, s: dict[str, Any], logdir: str,
         f"eval.every_steps={s['budget'] * 10}", "eval.episodes=1", "learner.checkpoint_every=1000000000",
         *overrides,
     ])
+    from benchmarks.cpu_use import CpuSampler
+
+    sampler = CpuSampler().start()
     t0 = time.perf_counter()
-    summary = Trainer(cfg, progress=False).run()
+    try:
+        summary = Trainer(cfg, progress=False).run()
+    finally:
+        sampler.stop()
     wall = time.perf_counter() - t0
     window = _learning_window(Path(summary["run_dir"]) / "tb", s["learning_starts"], s["batch"] / spi)
     out = {
@@ -125,7 +136,10 @@ def run_hindsight(strategy: str, workers: int, s: dict[str, Any], logdir: str,
     out.update({"learner_threads": threads, "learner_parallel_branches": branches,
                 "isolated_learner_updates_per_s": round(isolated, 2)})
     if window is not None:
+        wall_t0, wall_t1 = window.pop("window_wall")
         out.update({k: round(v, 3) for k, v in window.items()})
+        # where the machine's cores went meanwhile (Linux; None elsewhere or too short)
+        out["cores_in_window"] = sampler.cores_by_role(wall_t0, wall_t1) if sampler.available else None
         out["learner_in_run_over_isolated"] = round(window["updates_per_s"] / isolated, 3)
     else:  # a run too short for two log events: the whole run's rate
         out.update({"env_steps_per_s": summary["env_steps_per_s"], "updates_per_s": summary["updates_per_s"],

@@ -108,6 +108,9 @@ def test_bench_e2e_fields():
     assert isinstance(run["learner_parallel_branches"], bool)  # quick nets (64 wide): one branch
     if "window" not in run:
         assert _number(run["learner_in_run_over_isolated"])
+        cores = run["cores_in_window"]  # where the cores went in that window (Linux: /proc)
+        if cores is not None:
+            assert cores["learner"] > 0 and cores["total"] >= cores["learner"] and cores["idle"] >= 0
     if "error" in r["sb3"]:
         assert "pip install" in r["sb3"]["error"] and r["ratio_vs_sb3_none"] is None
     else:
