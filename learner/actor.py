@@ -183,9 +183,10 @@ class Learner:
                         done += self._graphed.run(1)
                     self._count_updates(k)
                 metrics = self._graphed.read_metrics()
-            # With two branches, the next batch is drawn on the actor's thread in the time
-            # its shorter branch leaves (``update(side=)``), not between updates on the
-            # critic's: the same draws from ``sample_gen`` in the same order, each one used.
+            # With two branches, the next batch is drawn on the actor's thread after its
+            # branch (``update(side=)``), off the critic's, the longer branch alone (in an
+            # e2e run the two paths come out about even): the same draws from
+            # ``sample_gen`` in the same order, each one used.
             ahead = self.branches is not None and self.batch_relabeler is None
             todo, nxt = n - done, []
             for i in range(todo):

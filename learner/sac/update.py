@@ -156,8 +156,8 @@ def update(state: SACState, batch: Batch, with_metrics: bool = True,
     and their backward compiled (module docstring). ``branches``: the actor's branch runs on
     that thread while the critic's runs on this one (``learner/sac/branches.py``); the same
     step (eager: bit for bit). ``side`` (with ``branches`` only): run on that thread after the
-    actor's branch, before the join, in the time the shorter branch leaves (the learner draws
-    its next batch there); what it raises, ``update`` raises.
+    actor's branch, before the join (the learner draws its next batch there, off the
+    critic's thread); what it raises, ``update`` raises.
     """
     if side is not None and branches is None:
         raise ValueError("update(side=...) runs on the branch thread: pass branches= too")
