@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import os
 import threading
 import time
 from pathlib import Path
@@ -24,6 +23,7 @@ from typing import Any, Callable
 import numpy as np
 import torch
 
+from learner.checkpoints import atomic_write_json, read_json
 from learner.core import Batch, branches_pay, pick_device, threads_for, to_torch
 from learner.rate_limiter import RateLimiter
 from learner.replay import Replay
@@ -319,18 +319,17 @@ class Learner:
             save_state(self.state, path)  # atomic: a crash or a full disk keeps the previous one
         meta = {"updates": self.updates, "inserted": self.inserted, "version": self.version, **(extra or {})}
         if self.keep_ledger:  # first: learner.json names a checkpoint whose ledger is on disk
-            tmp_ledger = self.checkpoint_dir / "ledger.json.tmp"
             with self._replay_lock:  # ingest may run meanwhile (max_concurrency 2)
                 snapshot = {"episode_ids": dict(self.ledger), "duplicates": self.duplicates}
-            tmp_ledger.write_text(json.dumps(snapshot))
-            os.replace(tmp_ledger, self.checkpoint_dir / "ledger.json")
-        (self.checkpoint_dir / "learner.json").write_text(json.dumps(meta))
+            atomic_write_json(snapshot, self.checkpoint_dir / "ledger.json")
+        # Whole or not at all: a SIGKILL mid-write must not leave an empty learner.json.
+        atomic_write_json(meta, self.checkpoint_dir / "learner.json")
         return str(path)
 
     def _restore(self) -> None:
         assert self.checkpoint_dir is not None
         self.state = load_state(self.checkpoint_dir / "learner.pt", self.device)
-        meta = json.loads((self.checkpoint_dir / "learner.json").read_text())
+        meta = read_json(self.checkpoint_dir / "learner.json")
         self.updates, self.version = int(meta["updates"]), int(meta["version"])
         # The replay is not checkpointed: count its contents afresh so the rate limiter
         # waits for min_replay new transitions before updating again.
@@ -343,5 +342,5 @@ class Learner:
         self._published_updates = self.updates
         ledger_path = self.checkpoint_dir / "ledger.json"
         if self.keep_ledger and ledger_path.exists():
-            saved = json.loads(ledger_path.read_text())
+            saved = read_json(ledger_path)
             self.ledger, self.duplicates = dict(saved["episode_ids"]), int(saved["duplicates"])

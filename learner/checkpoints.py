@@ -1,6 +1,12 @@
 """Checkpoint files written whole or not at all.
 
     atomic_save(payload, RUN/checkpoints/learner.pt)   # torch.save -> bytes -> tmp -> fsync -> rename
+    atomic_write_json(meta, RUN/checkpoints/learner.json)  # json -> bytes -> tmp -> fsync -> rename
+
+A process killed mid-write (SIGKILL of the learner, a node going away) leaves the previous
+file in place, never a truncated one: ``Path.write_text`` truncates first and writes after,
+so a kill between the two left an empty ``learner.json`` that the restarted learner could
+not parse.
 
 The payload is serialised in memory first and then written with plain file I/O, so a full
 disk is an ``OSError`` with its errno (ENOSPC) that we can name, instead of the
@@ -12,6 +18,7 @@ from __future__ import annotations
 
 import errno
 import io
+import json
 import os
 import shutil
 from pathlib import Path
@@ -25,11 +32,36 @@ class CheckpointError(OSError):
 
 
 def atomic_save(payload: Any, path: str | os.PathLike) -> None:
-    path = Path(path)
-    tmp = path.with_name(path.name + ".tmp")
+    """``torch.save(payload, path)``, whole or not at all."""
     buf = io.BytesIO()
     torch.save(payload, buf)
-    data = buf.getbuffer()
+    atomic_write_bytes(buf.getbuffer(), path)
+
+
+def atomic_write_json(obj: Any, path: str | os.PathLike) -> None:
+    """``json.dump(obj, path)``, whole or not at all."""
+    atomic_write_bytes(json.dumps(obj).encode(), path)
+
+
+def read_json(path: str | os.PathLike) -> Any:
+    """Load a checkpoint's JSON file; a missing or unreadable one is a ``CheckpointError``
+    that names the file (not a bare ``JSONDecodeError`` from deep inside a restart)."""
+    path = Path(path)
+    try:
+        return json.loads(path.read_bytes())
+    except OSError as e:
+        raise CheckpointError(e.errno, f"checkpoint file {path} cannot be read: {e.strerror or e}") from e
+    except ValueError as e:
+        raise CheckpointError(errno.EINVAL, f"checkpoint file {path} is not valid JSON ({e}); "
+                              "it was written by a process that died mid-write or was edited") from e
+
+
+def atomic_write_bytes(data: bytes | memoryview, path: str | os.PathLike) -> None:
+    """Write ``data`` to a temporary file next to ``path``, fsync it and rename it over
+    ``path``: readers see the old file or the new one. Raises ``CheckpointError`` (the
+    previous file kept) when the write fails."""
+    path = Path(path)
+    tmp = path.with_name(path.name + ".tmp")
     try:
         with open(tmp, "wb") as f:
             f.write(data)

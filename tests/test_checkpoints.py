@@ -57,3 +57,52 @@ def test_learner_checkpoint_on_a_full_disk(tmp_path: Path) -> None:
     names = sorted(p.name for p in tmp_path.iterdir())
     assert not any(n.endswith(".tmp.tmp") for n in names) and "learner.pt.tmp" not in names
     load_state(first)  # still a whole checkpoint
+
+
+_WRITER = """
+import sys
+from learner.checkpoints import atomic_write_json
+path, i = sys.argv[1], 0
+print("ready", flush=True)
+while True:
+    i += 1
+    atomic_write_json({"i": i, "pad": "x" * 4_000_000}, path)
+"""
+
+
+def test_a_kill_mid_write_leaves_a_whole_json_file(tmp_path: Path) -> None:
+    """SIGKILL a process that rewrites a 4 MB ``learner.json`` in a loop, at several
+    moments: the file is always whole (the old one or the new one). ``Path.write_text``
+    truncates first, so a kill mid-write left it empty: the restarted learner then died
+    on ``JSONDecodeError`` (a chaos-suite failure in CI)."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from learner.checkpoints import read_json
+
+    path = tmp_path / "learner.json"
+    repo = Path(__file__).resolve().parents[1]
+    seen = 0
+    for delay in (0.05, 0.13, 0.21, 0.37):
+        proc = subprocess.Popen([sys.executable, "-c", _WRITER, str(path)], cwd=repo, stdout=subprocess.PIPE)
+        assert proc.stdout.readline().strip() == b"ready"
+        time.sleep(delay)
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+        if path.exists():
+            meta = read_json(path)  # raises on a truncated file
+            assert meta["pad"] == "x" * 4_000_000 and meta["i"] >= 1
+            seen += 1
+    assert seen >= 1
+
+
+def test_an_unreadable_learner_json_is_named_on_restore(tmp_path: Path) -> None:
+    cfg = LearnerConfig(num_cpus=1, sac=SACConfig(hidden_sizes=(16, 16), batch_size=8))
+    learner = Learner(3, 2, 2, 0, cfg, 0.99, seed=0, checkpoint_dir=str(tmp_path))
+    learner.checkpoint({"env_steps": 10})
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["learner.json", "learner.pt"]
+    (tmp_path / "learner.json").write_text("")  # what a kill mid-write used to leave
+    with pytest.raises(CheckpointError, match=r"learner\.json is not valid JSON"):
+        Learner(3, 2, 2, 0, cfg, 0.99, seed=0, checkpoint_dir=str(tmp_path), resume=True)

@@ -14,8 +14,6 @@ run continues exactly.
 
 from __future__ import annotations
 
-import json
-import os
 import time
 from pathlib import Path
 from typing import Any
@@ -23,6 +21,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from learner.checkpoints import atomic_write_json, read_json
 from learner.core import pick_device
 from learner.pearl.config import PEARLConfig, ScheduleConfig
 from learner.pearl.update import (
@@ -50,7 +49,7 @@ class MetaLearner:
         self.metrics: dict[str, float] = {}
         if resume and self.checkpoint_dir is not None and (self.checkpoint_dir / "learner.pt").exists():
             self.state = load_state(self.checkpoint_dir / "learner.pt", self.device)
-            meta = json.loads((self.checkpoint_dir / "learner.json").read_text())
+            meta = read_json(self.checkpoint_dir / "learner.json")
             self.version, self.transitions = int(meta["version"]), int(meta["transitions"])
             self._published = (self.version, policy_weights(self.state))
 
@@ -111,7 +110,5 @@ class MetaLearner:
         save_state(self.state, path)  # atomic (temp file + rename)
         meta = {"updates": self.state.step, "version": self.version, "transitions": self.transitions,
                 "algorithm": "pearl", **(extra or {})}
-        tmp = self.checkpoint_dir / "learner.json.tmp"
-        tmp.write_text(json.dumps(meta))
-        os.replace(tmp, self.checkpoint_dir / "learner.json")
+        atomic_write_json(meta, self.checkpoint_dir / "learner.json")
         return str(path)
