@@ -195,8 +195,12 @@ def test_update_on_two_threads_equals_the_update_on_one_bit_for_bit(learn_alpha:
 
 
 def test_compiled_update_on_two_threads_equals_the_eager_update() -> None:
-    """The two branches compiled (``compiled_branches``) and run at once give the eager
-    one-thread step up to float32 rounding."""
+    """The two branches compiled, each one graph that returns its gradients
+    (``compiled_grad_branches``), run at once give the eager one-thread step up to float32
+    rounding: parameters, targets, log alpha and Adam's moments. A second state of the same
+    shapes runs the same compiled code (the learner compiles on a scratch state)."""
+    import torch._dynamo
+
     eager = init_state(O, A, Z, SMALL, "cpu", seed=6)
     compiled = init_state(O, A, Z, dataclasses.replace(SMALL, compile=True), "cpu", seed=6)
     branches = BranchThread()
@@ -205,11 +209,18 @@ def test_compiled_update_on_two_threads_equals_the_eager_update() -> None:
             _, m_eager = update(eager, make_batch(seed=i))
             _, m_compiled = update(compiled, make_batch(seed=i), branches=branches)
             assert m_compiled == pytest.approx(m_eager, rel=1e-5, abs=1e-6)
+        other = init_state(O, A, Z, dataclasses.replace(SMALL, compile=True), "cpu", seed=7)
+        with torch._dynamo.config.patch(error_on_recompile=True):
+            update(other, make_batch(seed=4), branches=branches)
     finally:
         branches.close()
     a, c = all_tensors(eager), all_tensors(compiled)
     for k in a:
         torch.testing.assert_close(c[k], a[k], rtol=1e-5, atol=1e-6, msg=k)
+    assert compiled.log_alpha.grad is not None and other.step == 1
+    for sa, sc in zip(eager.optimizer.state.values(), compiled.optimizer.state.values()):
+        torch.testing.assert_close(sc["exp_avg"], sa["exp_avg"], rtol=1e-4, atol=1e-7)
+        torch.testing.assert_close(sc["exp_avg_sq"], sa["exp_avg_sq"], rtol=1e-4, atol=1e-9)
 
 
 def test_branch_thread_hands_back_errors_and_keeps_working() -> None:

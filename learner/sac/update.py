@@ -12,11 +12,12 @@ updated in place and returned (Acme's ``update_step`` shape without copying tens
 ``save_state`` writes all of it, so save -> load -> update equals an uninterrupted run
 bit for bit on the same device.
 
-With ``cfg.compile`` the losses and their backward run as one ``torch.compile``d function
-(``learner/sac/compiled.py``): the actors' noise is drawn beforehand from ``state.generator`` in
-the order ``compute_losses`` draws it, so the update equals the eager one up to float32
-rounding; fused Adam and the Polyak update stay eager (compiling them measured slower:
-dynamo does not trace the fused Adam kernel and breaks the graph around it).
+With ``cfg.compile`` the losses and their gradients are one ``torch.compile``d graph per
+thread (``learner/sac/compiled.py``: ``torch.func.grad_and_value``, parameters in, gradients
+out, set as the parameters' ``.grad``): the actors' noise is drawn beforehand from
+``state.generator`` in the order ``compute_losses`` draws it, so the update equals the eager
+one up to float32 rounding; fused Adam and the Polyak update stay eager (compiling them
+measured slower: dynamo does not trace the fused Adam kernel and breaks the graph around it).
 """
 
 from __future__ import annotations
@@ -58,6 +59,8 @@ class SACState:
     optimizer: torch.optim.Adam  # param groups "critic", "actor" (, "alpha")
     generator: torch.Generator  # on ``device``; the actor's reparameterisation noise
     step: int = 0  # gradient steps taken
+    # built on the first compiled two-branch update (``compiled.GradInputs``); not saved
+    grad_inputs: object = dataclasses.field(default=None, repr=False, compare=False)
 
     @property
     def device(self) -> torch.device:
@@ -165,11 +168,12 @@ def update(state: SACState, batch: Batch, with_metrics: bool = True,
     if branches is not None:
         metrics = _branch_losses_backward(state, batch, branches, with_metrics, side)
     elif state.cfg.compile:
-        from learner.sac.compiled import compiled_losses  # imports inductor (seconds): only here
+        from learner.sac.compiled import compiled_all_grads  # imports inductor (seconds): only here
 
-        noise = draw_noise(batch, state.generator)
-        total, metrics = compiled_losses()(state.nets, batch, state.cfg, state.log_alpha, noise)
-        total.backward()
+        g = _grad_inputs(state)
+        grads, alpha_grad, metrics = compiled_all_grads()(g.module, g.both, batch, state.cfg, g.log_alpha,
+                                                          draw_noise(batch, state.generator))
+        _set_grads(state, g.params, grads.values(), alpha_grad)
     else:
         losses = compute_losses(state.nets, batch, state.cfg, state.log_alpha, state.generator)
         losses.total.backward()
@@ -188,16 +192,12 @@ def _branch_losses_backward(state: SACState, batch: Batch, branches: BranchThrea
     """The critic's loss and backward here, the actor's and alpha's on ``branches``, at once;
     the metric vector (``with_metrics``). The noise is drawn first, in ``compute_losses``' order."""
     if state.cfg.compile:
-        from learner.sac.compiled import compiled_branches
-
-        critic_fn, actor_fn = compiled_branches()
-    else:
-        critic_fn, actor_fn = critic_branch, actor_branch
+        return _grad_graph_branches(state, batch, branches, with_metrics, side)
     next_eps, eps = draw_noise(batch, state.generator)
     out: list[torch.Tensor] = []
 
     def actor_job() -> None:
-        loss, m = actor_fn(state.nets, batch, state.cfg, state.log_alpha, eps)
+        loss, m = actor_branch(state.nets, batch, state.cfg, state.log_alpha, eps)
         loss.backward()
         out.append(m)
         if side is not None:
@@ -205,11 +205,54 @@ def _branch_losses_backward(state: SACState, batch: Batch, branches: BranchThrea
 
     branches.submit(actor_job)
     try:
-        loss, critic_metrics = critic_fn(state.nets, batch, state.cfg, state.log_alpha, next_eps)
+        loss, critic_metrics = critic_branch(state.nets, batch, state.cfg, state.log_alpha, next_eps)
         loss.backward()
     finally:
         branches.wait()  # never leave the actor's branch running into the optimiser step
     return branch_metric_vector(critic_metrics, out[0]) if with_metrics else None
+
+
+def _grad_inputs(state: SACState):
+    """The state's ``compiled.GradInputs``, built on first use."""
+    if state.grad_inputs is None:
+        from learner.sac.compiled import GradInputs
+
+        state.grad_inputs = GradInputs(state.nets, state.log_alpha)
+    return state.grad_inputs
+
+
+def _set_grads(state: SACState, params: list[torch.nn.Parameter], grads, alpha_grad: torch.Tensor) -> None:
+    """Gradients from a compiled gradient graph as the parameters' ``.grad`` (what Adam reads)."""
+    for p, grad in zip(params, grads, strict=True):
+        p.grad = grad
+    if state.cfg.learn_alpha:
+        state.log_alpha.grad = alpha_grad
+
+
+def _grad_graph_branches(state: SACState, batch: Batch, branches: BranchThread,
+                         with_metrics: bool, side: Callable[[], None] | None = None) -> torch.Tensor | None:
+    """``_branch_losses_backward`` with each branch one compiled graph that returns its
+    gradients (``compiled.compiled_grad_branches``); they are set as the parameters' ``.grad``."""
+    from learner.sac.compiled import compiled_grad_branches
+
+    critic_fn, actor_fn = compiled_grad_branches()
+    g = _grad_inputs(state)
+    next_eps, eps = draw_noise(batch, state.generator)
+    out: list = []
+
+    def actor_job() -> None:
+        out.append(actor_fn(g.module, g.actor, batch, state.cfg, g.log_alpha, eps))
+        if side is not None:
+            side()
+
+    branches.submit(actor_job)
+    try:
+        critic_grads, critic_metrics = critic_fn(g.module, g.critic, batch, state.cfg, g.log_alpha, next_eps)
+    finally:
+        branches.wait()  # never leave the actor's branch running into the optimiser step
+    actor_grads, alpha_grad, actor_metrics = out[0]
+    _set_grads(state, g.params, [*critic_grads.values(), *actor_grads.values()], alpha_grad)
+    return branch_metric_vector(critic_metrics, actor_metrics) if with_metrics else None
 
 
 def policy_weights(state: SACState) -> dict[str, np.ndarray]:
