@@ -223,6 +223,32 @@ def test_compiled_update_on_two_threads_equals_the_eager_update() -> None:
         torch.testing.assert_close(sc["exp_avg_sq"], sa["exp_avg_sq"], rtol=1e-4, atol=1e-9)
 
 
+def test_compiled_two_branch_update_steps_nothing_when_a_branch_raises() -> None:
+    """Compiled, each branch steps its own parameters with Adam on its own thread once both
+    graphs are done; when the actor's thread raises (here its ``side`` job), neither branch
+    steps: parameters, targets, Adam's moments and log alpha are as before the call."""
+    state = init_state(O, A, Z, dataclasses.replace(SMALL, compile=True), "cpu", seed=8)
+    branches = BranchThread()
+    try:
+        for i in range(2):  # the first step creates Adam's state; the second takes the split step
+            update(state, make_batch(seed=i), branches=branches)
+        before = {k: v.clone() for k, v in all_tensors(state).items()}
+        moments = [s["exp_avg"].clone() for s in state.optimizer.state.values()]
+
+        def boom() -> None:
+            raise RuntimeError("side job failed")
+
+        with pytest.raises(RuntimeError, match="side job failed"):
+            update(state, make_batch(seed=5), branches=branches, side=boom)
+        after = all_tensors(state)
+        assert all(torch.equal(after[k], before[k]) for k in before)
+        assert all(torch.equal(s["exp_avg"], m) for s, m in zip(state.optimizer.state.values(), moments))
+        update(state, make_batch(seed=6), branches=branches)  # and the next update runs
+        assert state.step == 3
+    finally:
+        branches.close()
+
+
 def test_branch_thread_hands_back_errors_and_keeps_working() -> None:
     branches = BranchThread(threads=1)
     seen: list[int] = []

@@ -26,6 +26,7 @@ import copy
 import dataclasses
 import math
 import os
+import threading
 from typing import Callable
 
 import numpy as np
@@ -97,26 +98,44 @@ def adam_step(optimizer: torch.optim.Adam) -> None:
     gradient, a CUDA or capturable, amsgrad or AdamW optimiser, a tensor lr) takes
     ``optimizer.step()``.
     """
-    calls, steps = [], []
+    calls = fused_adam_calls(optimizer)
+    if calls is None:
+        optimizer.step()
+    else:
+        run_fused_adam(calls)
+
+
+def fused_adam_calls(optimizer: torch.optim.Adam, names: tuple[str, ...] | None = None,
+                     need_grads: bool = True) -> list | None:
+    """What ``adam_step`` passes to ``_fused_adam_`` for the param groups named ``names``
+    (all when None): one entry per group, or None when any of them must take
+    ``optimizer.step()`` (see ``adam_step``). ``need_grads=False`` checks everything but the
+    gradients (before they are set)."""
+    calls = []
     for g in optimizer.param_groups:
+        if names is not None and g.get("name") not in names:
+            continue
         if (not g.get("fused") or g["amsgrad"] or g["maximize"] or g["capturable"] or g["differentiable"]
                 or g.get("decoupled_weight_decay") or isinstance(g["lr"], torch.Tensor)):
-            optimizer.step()
-            return
+            return None
         params, grads, avgs, sqs, group_steps = [], [], [], [], []
         for p in g["params"]:
             state = optimizer.state.get(p)
-            if p.grad is None or not state or p.device.type != "cpu":
-                optimizer.step()
-                return
+            if (need_grads and p.grad is None) or not state or p.device.type != "cpu":
+                return None
             params.append(p)
             grads.append(p.grad)
             avgs.append(state["exp_avg"])
             sqs.append(state["exp_avg_sq"])
             group_steps.append(state["step"])
-        steps += group_steps
         calls.append((g, params, grads, avgs, sqs, group_steps))
-    torch._foreach_add_(steps, 1)
+    return calls
+
+
+def run_fused_adam(calls: list) -> None:
+    """Adam's step for ``fused_adam_calls``' groups: the step counters' increment, then one
+    ``_fused_adam_`` per group (``Optimizer.step``'s calls for a fused CPU Adam)."""
+    torch._foreach_add_([t for c in calls for t in c[5]], 1)
     for g, params, grads, avgs, sqs, group_steps in calls:
         beta1, beta2 = g["betas"]
         torch._fused_adam_(params, grads, avgs, sqs, [], group_steps, lr=g["lr"], beta1=float(beta1),
@@ -164,21 +183,25 @@ def update(state: SACState, batch: Batch, with_metrics: bool = True,
     """
     if side is not None and branches is None:
         raise ValueError("update(side=...) runs on the branch thread: pass branches= too")
-    state.optimizer.zero_grad(set_to_none=True)
-    if branches is not None:
-        metrics = _branch_losses_backward(state, batch, branches, with_metrics, side)
-    elif state.cfg.compile:
+    if branches is not None and state.cfg.compile:
+        metrics = _grad_graph_branches(state, batch, branches, with_metrics, side)  # Adam included
+    elif state.cfg.compile:  # the gradients are set, not accumulated: no zero_grad
         from learner.sac.compiled import compiled_all_grads  # imports inductor (seconds): only here
 
         g = _grad_inputs(state)
         grads, alpha_grad, metrics = compiled_all_grads()(g.module, g.both, batch, state.cfg, g.log_alpha,
                                                           draw_noise(batch, state.generator))
         _set_grads(state, g.params, grads.values(), alpha_grad)
+        adam_step(state.optimizer)
     else:
-        losses = compute_losses(state.nets, batch, state.cfg, state.log_alpha, state.generator)
-        losses.total.backward()
-        metrics = losses.metric_vector() if with_metrics else None
-    adam_step(state.optimizer)
+        state.optimizer.zero_grad(set_to_none=True)
+        if branches is not None:
+            metrics = _branch_losses_backward(state, batch, branches, with_metrics, side)
+        else:
+            losses = compute_losses(state.nets, batch, state.cfg, state.log_alpha, state.generator)
+            losses.total.backward()
+            metrics = losses.metric_vector() if with_metrics else None
+        adam_step(state.optimizer)
     with torch.no_grad():  # target += tau * (online - target), one foreach call
         torch._foreach_lerp_(list(state.target_critic.parameters()), list(state.critic.parameters()), state.cfg.tau)
     state.step += 1
@@ -191,8 +214,6 @@ def _branch_losses_backward(state: SACState, batch: Batch, branches: BranchThrea
                             with_metrics: bool, side: Callable[[], None] | None = None) -> torch.Tensor | None:
     """The critic's loss and backward here, the actor's and alpha's on ``branches``, at once;
     the metric vector (``with_metrics``). The noise is drawn first, in ``compute_losses``' order."""
-    if state.cfg.compile:
-        return _grad_graph_branches(state, batch, branches, with_metrics, side)
     next_eps, eps = draw_noise(batch, state.generator)
     out: list[torch.Tensor] = []
 
@@ -221,38 +242,72 @@ def _grad_inputs(state: SACState):
     return state.grad_inputs
 
 
-def _set_grads(state: SACState, params: list[torch.nn.Parameter], grads, alpha_grad: torch.Tensor) -> None:
-    """Gradients from a compiled gradient graph as the parameters' ``.grad`` (what Adam reads)."""
+def _set_grads(state: SACState, params: list[torch.nn.Parameter], grads, alpha_grad: torch.Tensor | None) -> None:
+    """Gradients from a compiled gradient graph as the parameters' ``.grad`` (what Adam reads;
+    the previous step's are released here)."""
     for p, grad in zip(params, grads, strict=True):
         p.grad = grad
-    if state.cfg.learn_alpha:
+    if alpha_grad is not None and state.cfg.learn_alpha:
         state.log_alpha.grad = alpha_grad
 
 
 def _grad_graph_branches(state: SACState, batch: Batch, branches: BranchThread,
                          with_metrics: bool, side: Callable[[], None] | None = None) -> torch.Tensor | None:
-    """``_branch_losses_backward`` with each branch one compiled graph that returns its
-    gradients (``compiled.compiled_grad_branches``); they are set as the parameters' ``.grad``."""
+    """The two-branch update with each branch one compiled graph that returns its gradients
+    (``compiled.compiled_grad_branches``), set as the parameters' ``.grad``, and Adam's step
+    for each branch's own parameters on that branch's thread once the critic's graph, which
+    reads the actor and alpha for its targets, is done: the two parts of the serial tail run
+    at once (Adam is per parameter, so this is the one
+    ``adam_step`` of all groups, computed in two parts; the first step, which creates Adam's
+    state, takes ``adam_step`` after the join)."""
     from learner.sac.compiled import compiled_grad_branches
 
     critic_fn, actor_fn = compiled_grad_branches()
     g = _grad_inputs(state)
+    opt = state.optimizer
+    split = fused_adam_calls(opt, need_grads=False) is not None
     next_eps, eps = draw_noise(batch, state.generator)
     out: list = []
 
+    # Each graph reads the other branch's parameters (the critic's targets the actor and
+    # alpha, the actor's loss the critic): a branch steps its own only when both graphs are
+    # done, and neither steps when either branch (or ``side``) raised: the update raises with
+    # nothing stepped.
+    critic_read, actor_read = threading.Event(), threading.Event()
+    ok: dict[str, bool] = {}
+
     def actor_job() -> None:
-        out.append(actor_fn(g.module, g.actor, batch, state.cfg, g.log_alpha, eps))
-        if side is not None:
-            side()
+        try:
+            actor_grads, alpha_grad, actor_metrics = actor_fn(g.module, g.actor, batch, state.cfg, g.log_alpha, eps)
+            _set_grads(state, g.actor_params, actor_grads.values(), alpha_grad)
+            out.append(actor_metrics)
+            if side is not None:
+                side()
+            ok["actor"] = True
+        finally:
+            actor_read.set()
+        if split:
+            critic_read.wait()
+            if ok.get("critic"):
+                run_fused_adam(fused_adam_calls(opt, ("actor", "alpha")))
 
     branches.submit(actor_job)
     try:
         critic_grads, critic_metrics = critic_fn(g.module, g.critic, batch, state.cfg, g.log_alpha, next_eps)
+        ok["critic"] = True
     finally:
-        branches.wait()  # never leave the actor's branch running into the optimiser step
-    actor_grads, alpha_grad, actor_metrics = out[0]
-    _set_grads(state, g.params, [*critic_grads.values(), *actor_grads.values()], alpha_grad)
-    return branch_metric_vector(critic_metrics, actor_metrics) if with_metrics else None
+        critic_read.set()
+    try:
+        _set_grads(state, g.critic_params, critic_grads.values(), None)
+        if split:
+            actor_read.wait()
+            if ok.get("actor"):
+                run_fused_adam(fused_adam_calls(opt, ("critic",)))
+    finally:
+        branches.wait()  # never leave the actor's branch running into the Polyak step
+    if not split:
+        adam_step(opt)
+    return branch_metric_vector(critic_metrics, out[0]) if with_metrics else None
 
 
 def policy_weights(state: SACState) -> dict[str, np.ndarray]:
