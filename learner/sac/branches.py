@@ -4,7 +4,8 @@ All three losses use the parameters from before the step (``losses.py``), and th
 graphs share no tensor that needs a gradient: the critic's reads the actor under no_grad,
 the actor's reads the critic with detached weights. So the critic's forward and backward
 can run on one thread while the actor's and alpha's run on another, with one hand-off and
-one join per update; Adam and the Polyak step follow on the calling thread. Counted in
+one join per update; Adam and the Polyak step follow on the calling thread (compiled, each
+thread runs its own Adam group once both graphs are done: ``update._grad_graph_branches``). Counted in
 network passes (an estimate, not a timing) the work splits about 9 : 7 (critic: the target actor, target and online twin Q, the twins' backward;
 actor: its forward and backward and the twins' forward and input-gradient).
 
