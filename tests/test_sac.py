@@ -225,8 +225,9 @@ def test_compiled_update_on_two_threads_equals_the_eager_update() -> None:
 
 def test_compiled_two_branch_update_steps_nothing_when_a_branch_raises() -> None:
     """Compiled, each branch steps its own parameters with Adam on its own thread once both
-    graphs are done; when the actor's thread raises (here its ``side`` job), neither branch
-    steps: parameters, targets, Adam's moments and log alpha are as before the call."""
+    graphs are done; when either thread raises (the actor's ``side`` job, then the critic's
+    graph), neither branch steps: parameters, targets, Adam's moments and log alpha are as
+    before the call, and the branch thread takes the next update."""
     state = init_state(O, A, Z, dataclasses.replace(SMALL, compile=True), "cpu", seed=8)
     branches = BranchThread()
     try:
@@ -240,6 +241,23 @@ def test_compiled_two_branch_update_steps_nothing_when_a_branch_raises() -> None
 
         with pytest.raises(RuntimeError, match="side job failed"):
             update(state, make_batch(seed=5), branches=branches, side=boom)
+        after = all_tensors(state)
+        assert all(torch.equal(after[k], before[k]) for k in before)
+        assert all(torch.equal(s["exp_avg"], m) for s, m in zip(state.optimizer.state.values(), moments))
+
+        from learner.sac import compiled
+
+        critic_fn = compiled._COMPILED["critic_grads"]
+
+        def critic_fails(*args):
+            raise RuntimeError("critic graph failed")
+
+        compiled._COMPILED["critic_grads"] = critic_fails  # the critic's thread raises instead
+        try:
+            with pytest.raises(RuntimeError, match="critic graph failed"):
+                update(state, make_batch(seed=5), branches=branches)
+        finally:
+            compiled._COMPILED["critic_grads"] = critic_fn
         after = all_tensors(state)
         assert all(torch.equal(after[k], before[k]) for k in before)
         assert all(torch.equal(s["exp_avg"], m) for s, m in zip(state.optimizer.state.values(), moments))

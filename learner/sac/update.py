@@ -60,7 +60,7 @@ class SACState:
     optimizer: torch.optim.Adam  # param groups "critic", "actor" (, "alpha")
     generator: torch.Generator  # on ``device``; the actor's reparameterisation noise
     step: int = 0  # gradient steps taken
-    # built on the first compiled two-branch update (``compiled.GradInputs``); not saved
+    # built on the first compiled update (``compiled.GradInputs``); not saved
     grad_inputs: object = dataclasses.field(default=None, repr=False, compare=False)
 
     @property
@@ -105,42 +105,39 @@ def adam_step(optimizer: torch.optim.Adam) -> None:
         run_fused_adam(calls)
 
 
-def fused_adam_calls(optimizer: torch.optim.Adam, names: tuple[str, ...] | None = None,
-                     need_grads: bool = True) -> list | None:
-    """What ``adam_step`` passes to ``_fused_adam_`` for the param groups named ``names``
-    (all when None): one entry per group, or None when any of them must take
+def fused_adam_calls(optimizer: torch.optim.Adam, need_grads: bool = True) -> list | None:
+    """What ``adam_step`` passes to ``_fused_adam_``, one entry per param group (group,
+    params, first and second moments, step counters), or None when the optimiser must take
     ``optimizer.step()`` (see ``adam_step``). ``need_grads=False`` checks everything but the
-    gradients (before they are set)."""
+    gradients, for a caller that sets them afterwards; ``run_fused_adam`` reads them."""
     calls = []
     for g in optimizer.param_groups:
-        if names is not None and g.get("name") not in names:
-            continue
         if (not g.get("fused") or g["amsgrad"] or g["maximize"] or g["capturable"] or g["differentiable"]
                 or g.get("decoupled_weight_decay") or isinstance(g["lr"], torch.Tensor)):
             return None
-        params, grads, avgs, sqs, group_steps = [], [], [], [], []
+        params, avgs, sqs, group_steps = [], [], [], []
         for p in g["params"]:
             state = optimizer.state.get(p)
             if (need_grads and p.grad is None) or not state or p.device.type != "cpu":
                 return None
             params.append(p)
-            grads.append(p.grad)
             avgs.append(state["exp_avg"])
             sqs.append(state["exp_avg_sq"])
             group_steps.append(state["step"])
-        calls.append((g, params, grads, avgs, sqs, group_steps))
+        calls.append((g, params, avgs, sqs, group_steps))
     return calls
 
 
 def run_fused_adam(calls: list) -> None:
-    """Adam's step for ``fused_adam_calls``' groups: the step counters' increment, then one
-    ``_fused_adam_`` per group (``Optimizer.step``'s calls for a fused CPU Adam)."""
-    torch._foreach_add_([t for c in calls for t in c[5]], 1)
-    for g, params, grads, avgs, sqs, group_steps in calls:
+    """Adam's step for ``fused_adam_calls``' entries (all of them, or some of the groups):
+    the step counters' increment, then one ``_fused_adam_`` per group with the parameters'
+    current ``.grad`` (``Optimizer.step``'s calls for a fused CPU Adam)."""
+    torch._foreach_add_([t for c in calls for t in c[4]], 1)
+    for g, params, avgs, sqs, group_steps in calls:
         beta1, beta2 = g["betas"]
-        torch._fused_adam_(params, grads, avgs, sqs, [], group_steps, lr=g["lr"], beta1=float(beta1),
-                           beta2=float(beta2), weight_decay=g["weight_decay"], eps=g["eps"], amsgrad=False,
-                           maximize=False)
+        torch._fused_adam_(params, [p.grad for p in params], avgs, sqs, [], group_steps, lr=g["lr"],
+                           beta1=float(beta1), beta2=float(beta2), weight_decay=g["weight_decay"], eps=g["eps"],
+                           amsgrad=False, maximize=False)
 
 
 def init_state(obs_dim: int, action_dim: int, task_dim: int, cfg: SACConfig,
@@ -254,18 +251,20 @@ def _set_grads(state: SACState, params: list[torch.nn.Parameter], grads, alpha_g
 def _grad_graph_branches(state: SACState, batch: Batch, branches: BranchThread,
                          with_metrics: bool, side: Callable[[], None] | None = None) -> torch.Tensor | None:
     """The two-branch update with each branch one compiled graph that returns its gradients
-    (``compiled.compiled_grad_branches``), set as the parameters' ``.grad``, and Adam's step
-    for each branch's own parameters on that branch's thread once the critic's graph, which
-    reads the actor and alpha for its targets, is done: the two parts of the serial tail run
-    at once (Adam is per parameter, so this is the one
-    ``adam_step`` of all groups, computed in two parts; the first step, which creates Adam's
-    state, takes ``adam_step`` after the join)."""
+    (``compiled.compiled_grad_branches``), set as the parameters' ``.grad``; then each thread
+    steps its own parameters' Adam groups once both graphs are done (the critic's group here,
+    the actor's and alpha's on the branch thread). Adam is per parameter, so this is
+    ``adam_step`` of all groups in two parts; the first step, which creates Adam's state,
+    takes ``adam_step`` after the join."""
     from learner.sac.compiled import compiled_grad_branches
 
     critic_fn, actor_fn = compiled_grad_branches()
     g = _grad_inputs(state)
     opt = state.optimizer
-    split = fused_adam_calls(opt, need_grads=False) is not None
+    calls = fused_adam_calls(opt, need_grads=False)  # None: the first step, or a non-fused Adam
+    if calls is not None:
+        critic_calls = [c for c in calls if c[0].get("name") == "critic"]
+        actor_calls = [c for c in calls if c[0].get("name") != "critic"]  # the actor's and alpha's
     next_eps, eps = draw_noise(batch, state.generator)
     out: list = []
 
@@ -286,26 +285,26 @@ def _grad_graph_branches(state: SACState, batch: Batch, branches: BranchThread,
             ok["actor"] = True
         finally:
             actor_read.set()
-        if split:
+        if calls is not None:
             critic_read.wait()
             if ok.get("critic"):
-                run_fused_adam(fused_adam_calls(opt, ("actor", "alpha")))
+                run_fused_adam(actor_calls)
 
     branches.submit(actor_job)
     try:
-        critic_grads, critic_metrics = critic_fn(g.module, g.critic, batch, state.cfg, g.log_alpha, next_eps)
-        ok["critic"] = True
-    finally:
-        critic_read.set()
-    try:
+        try:
+            critic_grads, critic_metrics = critic_fn(g.module, g.critic, batch, state.cfg, g.log_alpha, next_eps)
+            ok["critic"] = True
+        finally:
+            critic_read.set()
         _set_grads(state, g.critic_params, critic_grads.values(), None)
-        if split:
+        if calls is not None:
             actor_read.wait()
             if ok.get("actor"):
-                run_fused_adam(fused_adam_calls(opt, ("critic",)))
+                run_fused_adam(critic_calls)
     finally:
         branches.wait()  # never leave the actor's branch running into the Polyak step
-    if not split:
+    if calls is None:
         adam_step(opt)
     return branch_metric_vector(critic_metrics, out[0]) if with_metrics else None
 
