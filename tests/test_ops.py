@@ -51,8 +51,11 @@ def _wait(cond, timeout: float, what: str) -> None:
         time.sleep(0.2)
 
 
-#: one short round of each kind of config: the multi-task pipeline and PEARL's schedule
-QUICK = ["env_steps=1", "eval.episodes=1", "eval.every_steps=1000000000"]
+#: one short round of each kind of config: the multi-task pipeline and PEARL's schedule.
+#: The learner runs eager: a compiling config (``learner.sac.compile``) would spend most of
+#: its round compiling its own shapes cold, 15-30 s each on 2 cores; the compile inside a
+#: learner actor is tested in tests/test_learner_speed.py and tests/test_compile_fallback.py.
+QUICK = ["env_steps=1", "eval.episodes=1", "eval.every_steps=1000000000", "learner.sac.compile=false"]
 QUICK_META = ["meta.schedule.num_iterations=1", "meta.schedule.num_initial_steps=1", "meta.schedule.num_steps_prior=1",
               "meta.schedule.num_extra_rl_steps_posterior=0", "meta.schedule.num_train_steps_per_itr=1",
               "meta.schedule.num_tasks_sample=1", "meta.schedule.num_exp_traj_eval=0",
