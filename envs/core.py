@@ -464,28 +464,13 @@ class MetaTaskFamily(Protocol):
     def test_tasks(self) -> np.ndarray: ...  # [N_test, Z]
     def train_task_index(self, tasks: np.ndarray, atol: float = 1e-6) -> np.ndarray: ...  # int [K]
     def rewards(self, steps: StepBatch, tasks: np.ndarray) -> np.ndarray: ...  # [B, K]
-    # ---- one step, unbatched (the env's per-step reward) ------------------------------------
+    # one step, unbatched (the env's per-step reward; ``TaskFamily`` documents them)
     def step_reward(self, obs: np.ndarray, action: np.ndarray, next_obs: np.ndarray,
-                    reward_inputs: np.ndarray, task: np.ndarray) -> float:
-        """r(s, a, s' | z) of ONE step: fields [X], task [Z] -> float.
-
-        The env's per-step reward. ``reward_fn`` is written for broadcastable arrays, so it
-        is called on the unbatched arrays as they are: no batch axis, no task check, no
-        copies (``rewards_for`` on a batch of one costs several times more). Equal to
-        ``rewards_for`` on the same step (tests/test_envs.py checks every family)."""
-        return float(self.reward_fn(StepBatch(obs, action, next_obs, reward_inputs), task))
-
+                    reward_inputs: np.ndarray, task: np.ndarray) -> float: ...
     def step_terminal(self, obs: np.ndarray, action: np.ndarray, next_obs: np.ndarray,
-                      reward_inputs: np.ndarray, task: np.ndarray) -> bool:
-        """Termination of ONE step (fields [X], task [Z]), as ``step_reward``."""
-        return bool(self.terminal_fn(StepBatch(obs, action, next_obs, reward_inputs), task))
-
+                      reward_inputs: np.ndarray, task: np.ndarray) -> bool: ...
     @property
-    def has_terminal(self) -> bool:
-        """Whether episodes can end before the time limit (``terminal_fn`` is overridden):
-        only then does a rollout evaluate termination step by step."""
-        return type(self).terminal_fn is not TaskFamily.terminal_fn
-
+    def has_terminal(self) -> bool: ...
     def terminals(self, steps: StepBatch, tasks: np.ndarray) -> np.ndarray: ...  # bool [B, K]
     def success(self, steps: StepBatch, tasks: np.ndarray) -> np.ndarray: ...  # bool [B, K]
     def success_for(self, steps: StepBatch, tasks: np.ndarray) -> np.ndarray: ...  # bool [B]
