@@ -508,13 +508,13 @@ def test_segment_returns_float32(name: str) -> None:
         np.testing.assert_allclose(R32, R64, rtol=1e-5, atol=1e-5)
 
 
-@pytest.mark.parametrize("sort_min_tasks", [1, 10**9], ids=["steps_sorted_by_angle", "steps_in_order"])
-def test_point_trajectory_terms_only_where_ahead(sort_min_tasks: int, monkeypatch: pytest.MonkeyPatch) -> None:
-    # sin and exp only where alpha >= 0, the steps ordered by angle for many shared tasks:
-    # the same bits as the plain expression, and the definition to rounding; positions
-    # all around the start (about half the pairs behind it), uneven and empty segments,
-    # shared tasks and per-segment tasks
+def test_point_trajectory_terms_are_the_plain_expression() -> None:
+    # the blocked, rotated form gives the plain expression's bits with the same elementwise
+    # kernels (envs.fastmath), and the definition (numpy, step by step) to rounding;
+    # positions all around the start (about half the pairs behind it, alpha = 0 there),
+    # uneven and empty segments, shared tasks and per-segment tasks
     import envs.point
+    from envs import fastmath
 
     fam = get_family("point_trajectory")
     rng = np.random.default_rng(4)
@@ -533,10 +533,9 @@ def test_point_trajectory_terms_only_where_ahead(sort_min_tasks: int, monkeypatc
             theta, d, amp = tasks[..., 0, None], tasks[..., 1, None], tasks[..., 2, None]
             xr = np.concatenate([np.cos(theta), -np.sin(theta)], axis=-1) @ np.swapaxes(p, -1, -2)
             yr = np.concatenate([np.sin(theta), np.cos(theta)], axis=-1) @ np.swapaxes(p, -1, -2)
-            dev = yr - amp * np.sin(xr * (np.pi / d))
-            return np.exp(dev * dev * (-0.5 / self.sigma**2)) * np.maximum(xr / d, 0.0)
+            dev = yr - amp * fastmath.sin_(xr * (np.pi / d))
+            return fastmath.exp_(dev * dev * (-0.5 / self.sigma**2)) * np.maximum(xr / d, 0.0)
 
-    monkeypatch.setattr(envs.point, "_SORT_MIN_TASKS", sort_min_tasks)
     for t in (tasks, own):
         got = fam.segment_returns(steps, t, weights, lengths)
         np.testing.assert_array_equal(got, Plain().segment_returns(steps, t, weights, lengths))
