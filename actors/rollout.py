@@ -6,7 +6,8 @@
 A worker is a plain class; ``actors.pool`` wraps it with ``ray.remote`` and appends the
 trajectories to the store. Each round runs one episode in every env slot: tasks are
 sampled from the family's prior, every step makes one forward pass over the slots (tasks
-bound once per round, ``InferencePolicy.begin``), each env writes its step into
+bound once per round, ``NumpyPolicy.begin``: numpy only, so a worker process never imports
+torch), each env writes its step into
 preallocated buffers, and at the end the rewards of all trajectories come from one
 batched ``family.rewards_for`` call; finished episodes become ``Trajectory`` records
 stamped with the policy version that produced them.
@@ -19,11 +20,10 @@ import uuid
 from typing import Any, Callable
 
 import numpy as np
-import torch
 
+from actors.policy import NumpyPolicy
 from envs import get_family
 from envs.core import StepBatch, TaskFamily
-from learner.sac.networks import InferencePolicy
 from relabel_service.core import Trajectory
 
 #: (version, actor state_dict as numpy arrays)
@@ -59,9 +59,9 @@ class RolloutWorker:
         net_cfg: Any,
         seed: int,
         family_kwargs: dict | None = None,
-        num_threads: int = 1,
     ):
-        torch.set_num_threads(max(1, num_threads))
+        # numpy's BLAS runs the policy's matmuls on OMP_NUM_THREADS threads, which Ray sets
+        # to the actor's whole CPUs (at least 1) before the worker imports numpy
         self.worker_id = worker_id
         self.family: TaskFamily = get_family(family, **(family_kwargs or {}))
         # A fresh incarnation id keeps episode ids unique when the pool restarts a worker.
@@ -73,10 +73,11 @@ class RolloutWorker:
             for _ in range(num_envs)
         ]
         fam = self.family
-        self.policy = InferencePolicy(fam.obs_dim, fam.action_dim, fam.task_dim, net_cfg)
+        self.policy = NumpyPolicy(fam.obs_dim, fam.action_dim, fam.task_dim, net_cfg)
         self.policy_version = -1
         self.episodes_done = 0
-        self.torch_gen = torch.Generator().manual_seed(int(self.rng.integers(2**62)))
+        # the action noise (reseeded by the fidelity study and HIPI-BC for one stream per seed)
+        self.noise_rng = np.random.default_rng(int(self.rng.integers(2**62)))
         # one round's recording buffers [E, H(+1), ...], reused round after round
         H = fam.horizon
         self._obs = np.zeros((num_envs, H + 1, fam.obs_dim))
@@ -91,7 +92,7 @@ class RolloutWorker:
             return
         version, state = weights
         if version > self.policy_version:
-            self.policy.load_weights(state)
+            self.policy.load_weights(state, int(version))
             self.policy_version = int(version)
 
     # ---- collection ------------------------------------------------------------------
@@ -139,7 +140,7 @@ class RolloutWorker:
             if random_actions:
                 act[:n, t] = self.rng.uniform(-1.0, 1.0, size=(n, fam.action_dim))
             else:  # one batched forward pass for every slot (finished ones are ignored)
-                self.policy.act_into(obs[:n, t], act[:n, t], deterministic=deterministic, generator=self.torch_gen)
+                self.policy.act_into(obs[:n, t], act[:n, t], deterministic=deterministic, rng=self.noise_rng)
             still = []
             for i in alive:
                 te, tr = step[i](act[i, t], obs[i, t + 1], rin[i, t])
@@ -232,6 +233,8 @@ class MetaRolloutWorker:
 
     def __init__(self, worker_id: int, family: str, pearl_cfg: Any, seed: int,
                  family_kwargs: dict | None = None, num_threads: int = 1):
+        import torch  # PEARL's encoder and policy run in torch (only PEARL's workers import it)
+
         from learner.pearl.networks import InferenceAgent  # actors may import learner networks
 
         torch.set_num_threads(max(1, num_threads))

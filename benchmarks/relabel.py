@@ -301,22 +301,22 @@ def _rollout_worker(family_name: str) -> tuple[Callable[[], tuple[int, float]], 
     """One rollout worker of the family's deploy config (its envs, the policy in the loop):
     a callable that collects for at least 100 ms (whole rounds) -> (trajectories, seconds),
     and the config's settings."""
-    import torch
-
+    from actors.policy import blas_threads
     from actors.rollout import RolloutWorker
     from hindsight.config import load_config
 
-    torch.set_num_threads(1)
     cfg = load_config(family_name)
     W, E = cfg.rollout.num_workers, cfg.rollout.envs_per_worker
     worker = RolloutWorker(worker_id=0, family=family_name, num_envs=E, net_cfg=cfg.learner.sac, seed=0)
-    worker.collect_episodes()  # warm-up
+    with blas_threads(1):  # as in a Ray worker with one CPU
+        worker.collect_episodes()  # warm-up
 
     def collect() -> tuple[int, float]:
-        n, t0 = 0, time.perf_counter()
-        while time.perf_counter() - t0 < 0.1:
-            n += len(worker.collect_episodes()[0])
-        return n, time.perf_counter() - t0
+        with blas_threads(1):
+            n, t0 = 0, time.perf_counter()
+            while time.perf_counter() - t0 < 0.1:
+                n += len(worker.collect_episodes()[0])
+            return n, time.perf_counter() - t0
 
     return collect, {"config": family_name, "workers": W, "envs_per_worker": E}
 

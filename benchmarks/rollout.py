@@ -6,7 +6,7 @@ nothing else (no policy, no recording); plain Gymnasium HalfCheetah-v5 (``gym.ma
 own reward) is the headline baseline (``ratio_vs_gym_halfcheetah``, median of per-repetition
 ratios). Measured: ``RolloutWorker.collect_episodes`` with
 the SAC actor's forward pass each step, recording whole trajectories. Both in this
-process, one torch thread, interleaved repetitions; the ratio is the figure of merit.
+process, one BLAS thread (as in a Ray worker), interleaved repetitions; the ratio is the figure of merit.
 
 ``scaling``: W workers as Ray actors with one CPU each, one concurrent round each, against
 one worker: ``efficiency`` = rate(W) / (W rate(1)) (target 0.9). Beside it, the machine's
@@ -23,8 +23,8 @@ import time
 from typing import Any, Callable
 
 import numpy as np
-import torch
 
+from actors.policy import blas_threads
 from actors.rollout import RolloutWorker
 from envs import get_family
 from learner.sac.config import SACConfig, sac_defaults
@@ -139,7 +139,11 @@ def scaling(num_envs: int, quick: bool) -> dict[str, Any]:
 
 
 def run(quick: bool = False) -> dict[str, Any]:
-    torch.set_num_threads(1)
+    with blas_threads(1):  # the policy's matmuls as in a Ray worker with one CPU
+        return _run(quick)
+
+
+def _run(quick: bool) -> dict[str, Any]:
     num_envs = 16
     fam = get_family(FAMILY)
     horizon = fam.horizon if not quick else 200

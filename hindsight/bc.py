@@ -153,6 +153,7 @@ def run_collect(
 ) -> dict[str, Any]:
     """Roll a trained run's policy out on ``episodes`` tasks drawn from the family's prior
     (seeded) into a new one-shard store ``OUT/store`` (default OUT = RUN_DIR/demos-N)."""
+    from actors.policy import blas_threads
     from actors.rollout import RolloutWorker
     from hindsight.config import load_config
     from hindsight.fidelity import _locate
@@ -177,24 +178,19 @@ def run_collect(
     task_rng, reset_rng, noise_rng = (np.random.default_rng(s) for s in np.random.SeedSequence(seed).spawn(3))
     tasks = family.sample_tasks(task_rng, episodes)
     E = max(1, min(num_envs, episodes))
-    threads = torch.get_num_threads()
     t0 = time.perf_counter()
     returns: list[float] = []
-    try:
-        worker = RolloutWorker(0, cfg.env.family, E, state.cfg, seed=seed, family_kwargs=cfg.env.family_kwargs,
-                               num_threads=1)
-        worker.torch_gen.manual_seed(int(noise_rng.integers(2**62)))
-        reset_seeds = reset_rng.integers(2**31, size=episodes)
-        weights = (int(state.step), policy_weights(state))
-        with Shard(shard_dir(root, 0), 0, fsync="never", background_sync=False) as shard:
-            for lo in range(0, episodes, E):
-                trajs, _ = worker.collect_episodes(weights, tasks=tasks[lo:lo + E], deterministic=deterministic,
-                                                   reset_seeds=reset_seeds[lo:lo + E])
-                shard.append_many(trajs)
-                returns += [float(t.rewards.sum()) for t in trajs]
-            shard.sync()
-    finally:
-        torch.set_num_threads(threads)
+    worker = RolloutWorker(0, cfg.env.family, E, state.cfg, seed=seed, family_kwargs=cfg.env.family_kwargs)
+    worker.noise_rng = np.random.default_rng(int(noise_rng.integers(2**62)))
+    reset_seeds = reset_rng.integers(2**31, size=episodes)
+    weights = (int(state.step), policy_weights(state))
+    with Shard(shard_dir(root, 0), 0, fsync="never", background_sync=False) as shard, blas_threads(1):
+        for lo in range(0, episodes, E):
+            trajs, _ = worker.collect_episodes(weights, tasks=tasks[lo:lo + E], deterministic=deterministic,
+                                               reset_seeds=reset_seeds[lo:lo + E])
+            shard.append_many(trajs)
+            returns += [float(t.rewards.sum()) for t in trajs]
+        shard.sync()
     meta = {"family": cfg.env.family, "family_kwargs": dict(cfg.env.family_kwargs), "checkpoint": str(ckpt),
             "checkpoint_step": int(state.step), "episodes": episodes, "seed": seed,
             "policy": "deterministic" if deterministic else "stochastic", "return_mean": float(np.mean(returns)),

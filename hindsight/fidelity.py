@@ -47,7 +47,6 @@ from pathlib import Path
 from typing import Any, Sequence
 
 import numpy as np
-import torch
 from tqdm.auto import tqdm
 
 from envs import get_family
@@ -249,30 +248,27 @@ def _rollout(
     bar: dict[str, Any],
 ) -> list[Trajectory]:
     """One episode per task row [M, Z] with a RolloutWorker in this process."""
+    from actors.policy import blas_threads
     from actors.rollout import RolloutWorker
 
     E = max(1, min(num_envs, len(tasks)))
-    threads = torch.get_num_threads()
-    # One torch thread, as in the rollout pool: small per-step forward passes run several
-    # times faster than with threads that contend for the cores (restored afterwards).
     worker = RolloutWorker(
-        0, cfg.env.family, E, state.cfg, seed=int(reset_rng.integers(2**31)),
-        family_kwargs=cfg.env.family_kwargs, num_threads=1,
+        0, cfg.env.family, E, state.cfg, seed=int(reset_rng.integers(2**31)), family_kwargs=cfg.env.family_kwargs,
     )
-    try:
-        # The worker's own generator mixes in a random incarnation id (unique episode ids in
-        # a pool); reseed the action noise so that one seed gives one study.
-        worker.torch_gen.manual_seed(int(noise_rng.integers(2**62)))
-        reset_seeds = reset_rng.integers(2**31, size=len(tasks))
-        weights = (int(state.step), actor_weights)
-        trajs: list[Trajectory] = []
+    # The worker's own generator mixes in a random incarnation id (unique episode ids in a
+    # pool); reseed the action noise so that one seed gives one study.
+    worker.noise_rng = np.random.default_rng(int(noise_rng.integers(2**62)))
+    reset_seeds = reset_rng.integers(2**31, size=len(tasks))
+    weights = (int(state.step), actor_weights)
+    trajs: list[Trajectory] = []
+    # one BLAS thread, as in the rollout pool: the small per-step matmuls run faster alone
+    # than split across cores
+    with blas_threads(1):
         for lo in tqdm(range(0, len(tasks), E), desc="fidelity: rollouts", **bar):
             got, _ = worker.collect_episodes(
                 weights, tasks=tasks[lo:lo + E], deterministic=deterministic, reset_seeds=reset_seeds[lo:lo + E]
             )
             trajs += got
-    finally:
-        torch.set_num_threads(threads)
     return trajs
 
 

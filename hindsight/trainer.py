@@ -229,7 +229,6 @@ class Trainer:
         self.make_learner = make_learner
         self.learner = make_learner(self.resume)
         net_cfg = cfg.learner.sac
-        threads = max(1, int(cfg.rollout.num_cpus))
         remote_rollout = ray.remote(RolloutActor)
 
         def make_rollout(wid: int) -> Any:
@@ -242,7 +241,6 @@ class Trainer:
                 num_envs=cfg.rollout.envs_per_worker,
                 net_cfg=net_cfg,
                 seed=cfg.seed,
-                num_threads=threads,
             )
 
         self.pool = RolloutPool(make_rollout, cfg.rollout.num_workers)
@@ -256,7 +254,6 @@ class Trainer:
                 num_envs=min(8, cfg.eval.episodes),
                 net_cfg=net_cfg,
                 seed=cfg.seed,
-                num_threads=1,
             )
 
         self.make_eval_actor = make_eval_actor

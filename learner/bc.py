@@ -263,15 +263,12 @@ def evaluate_policy(
     the family's evaluation tasks for ``episodes`` episodes (``TaskFamily.eval_tasks_for``,
     exactly the tasks a training run with ``eval.episodes = episodes`` evaluates on), initial
     states seeded from ``seed``; undiscounted returns of the commanded task."""
+    from actors.policy import blas_threads
     from actors.rollout import RolloutWorker
     from envs import get_family
 
     family = get_family(family_name, **family_kwargs)
     tasks = family.eval_tasks_for(episodes)
-    threads = torch.get_num_threads()
-    try:
-        worker = RolloutWorker(0, family_name, min(num_envs, episodes), net_cfg, seed=seed,
-                               family_kwargs=family_kwargs, num_threads=1)
+    worker = RolloutWorker(0, family_name, min(num_envs, episodes), net_cfg, seed=seed, family_kwargs=family_kwargs)
+    with blas_threads(1):  # as in the rollout pool
         return worker.evaluate((0, weights), tasks, seed)
-    finally:
-        torch.set_num_threads(threads)

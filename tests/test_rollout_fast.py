@@ -1,16 +1,14 @@
-"""The rollout hot path: ``step_into`` equals ``step``, ``act_into`` equals ``act``, and a worker's
+"""The rollout hot path: ``step_into`` equals ``step``, and a worker's
 trajectories (rewards from one batched call per round) equal a plain ``env.step`` replay."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
-import torch
 
 from actors.rollout import RolloutWorker
 from envs import get_family
-from learner.sac.config import SACConfig, sac_config_for
-from learner.sac.networks import InferencePolicy
+from learner.sac.config import sac_config_for
 
 MUJOCO = ["half_cheetah_mo", "ant_direction", "walker_linear", "reacher_goal"]
 
@@ -37,25 +35,6 @@ def test_step_into_equals_step(name):
         prev = obs_out.copy()
         if te or tr:
             break
-
-
-@pytest.mark.parametrize("to_all", [True, False])
-@pytest.mark.parametrize("deterministic", [True, False])
-def test_act_into_equals_act(to_all, deterministic):
-    cfg = SACConfig(hidden_sizes=(32, 16), task_to_all_layers=to_all, task_repeat=2)
-    policy = InferencePolicy(5, 3, 4, cfg)
-    rng = np.random.default_rng(0)
-    # weights with non-trivial task parts
-    policy.load_state_dict({k: rng.normal(size=v.shape).astype(np.float32) * 0.3 for k, v in policy.state_dict().items()})
-    tasks, out = rng.normal(size=(6, 4)), np.zeros((6, 3))
-    policy.begin(tasks)
-    for step in range(3):
-        obs = rng.normal(size=(6, 5))
-        policy.act_into(obs, out, deterministic, generator=torch.Generator().manual_seed(step))
-        expect = policy.act(obs, tasks, deterministic, generator=torch.Generator().manual_seed(step))
-        np.testing.assert_allclose(out, expect, atol=2e-6)
-    with pytest.raises(ValueError, match="bound tasks"):
-        policy.act_into(obs[:2], out[:2])
 
 
 @pytest.mark.parametrize("name", ["half_cheetah_mo", "reacher_goal", "point_reacher"])

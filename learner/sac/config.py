@@ -97,6 +97,19 @@ class SACConfig:
         if self.log_std_min >= self.log_std_max:
             raise RangeError("log_std_min", self.log_std_min, f"(-inf, log_std_max={self.log_std_max})")
 
+    def layer_sizes(self, in_dim: int, out_dim: int, task_width: int) -> list[tuple[int, int]]:
+        """(fan_in, fan_out) of every layer of a task-conditioned MLP (``networks.TaskMLP``)
+        on ``in_dim`` inputs, counting the tiled task (``task_width`` = Z x ``task_repeat``)
+        where it is concatenated: on the input, and after every hidden layer with
+        ``task_to_all_layers``."""
+        sizes = []
+        fan_in = in_dim + task_width
+        for width in self.hidden_sizes:
+            sizes.append((fan_in, width))
+            fan_in = width + (task_width if self.task_to_all_layers else 0)
+        sizes.append((fan_in, out_dim))
+        return sizes
+
     def entropy_target(self, action_dim: int) -> float:
         """The resolved target entropy: ``target_entropy`` or -dim(A)."""
         return float(-action_dim if self.target_entropy is None else self.target_entropy)

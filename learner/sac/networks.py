@@ -32,17 +32,6 @@ _LOG_SQRT_2PI = 0.5 * math.log(2.0 * math.pi)
 _LOG_2 = math.log(2.0)
 
 
-def _layer_sizes(in_dim: int, out_dim: int, task_width: int, cfg: SACConfig) -> list[tuple[int, int]]:
-    """(fan_in, fan_out) of every layer, counting the tiled task where it is concatenated."""
-    sizes = []
-    fan_in = in_dim + task_width
-    for width in cfg.hidden_sizes:
-        sizes.append((fan_in, width))
-        fan_in = width + (task_width if cfg.task_to_all_layers else 0)
-    sizes.append((fan_in, out_dim))
-    return sizes
-
-
 def _tile(task: torch.Tensor, repeats: int) -> torch.Tensor:
     """[B, Z] -> [B, Z*R], z repeated R times (``z.repeat(1, R)`` as in rlkit)."""
     return task if repeats == 1 else task.repeat(1, repeats)
@@ -125,7 +114,7 @@ class TaskMLP(nn.Module):
         self.task_repeat = cfg.task_repeat
         self.task_to_all_layers = cfg.task_to_all_layers
         gen = torch.Generator().manual_seed(seed)
-        sizes = _layer_sizes(in_dim, out_dim, task_dim * cfg.task_repeat, cfg)
+        sizes = cfg.layer_sizes(in_dim, out_dim, task_dim * cfg.task_repeat)
         self.layers = nn.ModuleList()
         for i, (fan_in, fan_out) in enumerate(sizes):
             layer = nn.Linear(fan_in, fan_out)
@@ -160,7 +149,7 @@ class EnsembleTaskMLP(nn.Module):
         self.task_repeat = cfg.task_repeat
         self.task_to_all_layers = cfg.task_to_all_layers
         gen = torch.Generator().manual_seed(seed)
-        sizes = _layer_sizes(in_dim, out_dim, task_dim * cfg.task_repeat, cfg)
+        sizes = cfg.layer_sizes(in_dim, out_dim, task_dim * cfg.task_repeat)
         self.weights = nn.ParameterList()
         self.biases = nn.ParameterList()
         for i, (fan_in, fan_out) in enumerate(sizes):
@@ -258,7 +247,9 @@ class Actor(nn.Module):
 
 
 class InferencePolicy:
-    """The actor alone, for rollout and evaluation workers: numpy in, numpy out, no autograd.
+    """The actor alone, numpy in, numpy out, no autograd, on any device: the local trainer's
+    evaluation (``learner/local.py``). Rollout and evaluation workers run the same function
+    in numpy (``actors.policy.NumpyPolicy``), so their processes never import torch.
 
         policy = InferencePolicy(obs_dim, action_dim, task_dim, cfg, seed=worker_id)
         policy.load_state_dict(weights)                    # from ``update.policy_weights``
@@ -281,7 +272,6 @@ class InferencePolicy:
         self.actor.load_state_dict(_as_tensors(weights))
         self.version = version
 
-    load_weights = load_state_dict  # the name rollout workers use
 
     def state_dict(self) -> dict[str, np.ndarray]:
         """Actor weights as CPU numpy arrays (same keys as ``policy_weights``)."""
@@ -296,10 +286,9 @@ class InferencePolicy:
         """Actions [W, A] float32 for obs [W, O], task [W, Z]; noise from ``generator``
         (on ``device``) or, when None, from the policy's own seeded generator.
 
-        This is the rollout workers' per-step hot path. On CPU only the MLP runs in torch;
-        the few element-wise ops on [W, A] run in numpy, which for a handful of rows costs
-        a fraction of torch's per-op dispatch (same noise draw as ``Actor.act``; results
-        agree with it up to float32 rounding).
+        On CPU only the MLP runs in torch; the few element-wise ops on [W, A] run in numpy,
+        which for a handful of rows costs a fraction of torch's per-op dispatch (same noise
+        draw as ``Actor.act``; results agree with it up to float32 rounding).
         """
         gen = self.generator if generator is None else generator
         o = torch.as_tensor(np.asarray(obs, dtype=np.float32), device=self.device)
@@ -316,69 +305,6 @@ class InferencePolicy:
 
     def __call__(self, obs: np.ndarray, task: np.ndarray, deterministic: bool = False) -> np.ndarray:
         return self.act(obs, task, deterministic)
-
-    # ---- the rollout hot path: tasks bound once per episode, preallocated buffers ---------
-    def begin(self, tasks: np.ndarray) -> None:
-        """Bind the tasks [W, Z] of the W slots for the ``act_into`` calls that follow (one
-        round of episodes; call again after ``load_state_dict``).
-
-        Each layer's input is [h, tile(z)] (the task on the input, and on every layer with
-        ``task_to_all_layers``), so W_l [h, z] = W_l^h h + W_l^z z and the task part
-        c_l = W_l^z tile(z) + b_l is the same at every step of an episode: it is computed
-        here once, and a step costs one matmul per layer on h alone (into preallocated
-        buffers). Same function as ``act`` up to float32 summation order."""
-        tasks = np.asarray(tasks, dtype=np.float32)
-        w = len(tasks)
-        self._tasks_np = tasks
-        with torch.inference_mode():
-            z = _tile(torch.as_tensor(tasks, device=self.device), self.actor.net.task_repeat)
-            self._fast: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = []
-            net = self.actor.net
-            for i, layer in enumerate(net.layers):
-                weight, bias = layer.weight.detach(), layer.bias.detach()  # [out, in], [out]
-                takes_task = i == 0 or net.task_to_all_layers
-                width = weight.shape[1] - (z.shape[1] if takes_task else 0)
-                w_h = weight[:, :width].t().contiguous()  # [in_h, out]
-                c = (z @ weight[:, width:].t() + bias) if takes_task else bias.expand(w, -1)
-                self._fast.append((w_h, c.contiguous(), torch.empty(w, weight.shape[0], device=self.device)))
-            self._x = torch.empty(w, self.actor.net.layers[0].weight.shape[1] - z.shape[1], device=self.device)
-            self._eps = torch.empty(w, self._fast[-1][2].shape[1] // 2, device=self.device)
-        self._rows = w
-
-    @torch.inference_mode()
-    def act_into(self, obs: np.ndarray, out: np.ndarray, deterministic: bool = False,
-                 generator: torch.Generator | None = None) -> None:
-        """Actions for obs [W, O] (any float dtype, may be a strided view) of the tasks bound
-        by ``begin``, written into ``out`` [W, A] (float64 or float32). The noise is the same
-        draw as ``act`` with the same generator. On CPU nothing is allocated per call
-        beyond torch's own bookkeeping."""
-        if len(obs) != self._rows:
-            raise ValueError(f"act_into: {len(obs)} observations for {self._rows} bound tasks")
-        if self.device.type != "cpu":
-            out[:] = self.act(obs, self._tasks_np, deterministic, generator)
-            return
-        x = self._x
-        x.numpy()[:] = obs  # cast into the float32 input buffer
-        h = x
-        last = len(self._fast) - 1
-        for i, (w_h, c, buf) in enumerate(self._fast):
-            torch.addmm(c, h, w_h, out=buf)
-            if i < last:
-                buf.relu_()
-            h = buf
-        res = h.numpy()  # [W, 2A]: mean, log-std
-        a = res.shape[1] // 2
-        mean, log_std = res[:, :a], res[:, a:]
-        if deterministic:
-            np.tanh(mean, out=out)
-            return
-        gen = self.generator if generator is None else generator
-        torch.randn(self._eps.shape, generator=gen, out=self._eps)
-        np.clip(log_std, self.actor.log_std_min, self.actor.log_std_max, out=log_std)
-        np.exp(log_std, out=log_std)
-        log_std *= self._eps.numpy()
-        log_std += mean
-        np.tanh(log_std, out=out)
 
 
 class ValueFunction:

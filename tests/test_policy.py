@@ -1,0 +1,156 @@
+"""The rollout workers' numpy policy (``actors.policy.NumpyPolicy``): the SAC actor's function
+(``learner.sac.networks.Actor``) from its weights, a process that holds it never imports
+torch, and ``blas_threads`` sets and restores numpy's BLAS threads."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+
+from actors.policy import NumpyPolicy, _openblas, blas_threads
+from learner.sac.config import SACConfig
+from learner.sac.networks import Actor
+from learner.sac.update import policy_weights, init_state
+
+O, A, Z = 5, 3, 4
+
+
+def _actor(cfg: SACConfig, seed: int = 0) -> Actor:
+    """An actor whose task parts matter (the rlkit init's last layer is ~0)."""
+    actor = Actor(O, A, Z, cfg, seed=seed)
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for p in actor.parameters():
+            p.copy_(torch.randn(p.shape, generator=g) * 0.3)
+    return actor
+
+
+def _weights(actor: Actor) -> dict[str, np.ndarray]:
+    return {k: v.numpy().copy() for k, v in actor.state_dict().items()}
+
+
+@pytest.mark.parametrize("to_all", [True, False])
+@pytest.mark.parametrize("repeat", [1, 3])
+def test_deterministic_actions_are_the_torch_actors(to_all, repeat):
+    cfg = SACConfig(hidden_sizes=(32, 16), task_to_all_layers=to_all, task_repeat=repeat)
+    actor = _actor(cfg)
+    policy = NumpyPolicy(O, A, Z, cfg)
+    policy.load_weights(_weights(actor), version=7)
+    assert policy.version == 7
+    rng = np.random.default_rng(0)
+    obs, tasks = rng.normal(size=(6, O)), rng.normal(size=(6, Z))
+    got = policy.act(obs, tasks, deterministic=True)
+    with torch.no_grad():
+        expect = torch.tanh(actor(torch.as_tensor(obs, dtype=torch.float32),
+                                  torch.as_tensor(tasks, dtype=torch.float32))[0]).numpy()
+    assert got.dtype == np.float32 and got.shape == (6, A)
+    np.testing.assert_allclose(got, expect, atol=2e-6)
+
+
+@pytest.mark.parametrize("to_all", [True, False])
+def test_stochastic_actions_are_tanh_of_mean_plus_std_times_the_rngs_normal_draw(to_all):
+    cfg = SACConfig(hidden_sizes=(32, 16), task_to_all_layers=to_all, task_repeat=2, log_std_max=0.5)
+    actor = _actor(cfg, seed=1)
+    policy = NumpyPolicy(O, A, Z, cfg)
+    policy.load_weights(_weights(actor))
+    rng = np.random.default_rng(3)
+    obs, tasks = rng.normal(size=(4, O)), rng.normal(size=(4, Z))
+    got = policy.act(obs, tasks, rng=np.random.default_rng(11))
+    eps = np.random.default_rng(11).standard_normal((4, A), dtype=np.float32)
+    with torch.no_grad():
+        mean, log_std = actor(torch.as_tensor(obs, dtype=torch.float32), torch.as_tensor(tasks, dtype=torch.float32))
+    # the actor clamps the log-std (here to log_std_max = 0.5, which the 0.3-scaled weights exceed)
+    assert float(log_std.max()) == pytest.approx(0.5)
+    expect = np.tanh(mean.numpy() + np.exp(log_std.numpy()) * eps)
+    np.testing.assert_allclose(got, expect, atol=2e-6)
+    # the policy's own generator when no rng is given: seeded, so two policies agree
+    other = NumpyPolicy(O, A, Z, cfg, seed=0)
+    other.load_weights(_weights(actor))
+    again = NumpyPolicy(O, A, Z, cfg, seed=0)
+    again.load_weights(_weights(actor))
+    np.testing.assert_array_equal(other.act(obs, tasks), again.act(obs, tasks))
+
+
+def test_act_into_equals_act_on_strided_rows_into_float64():
+    cfg = SACConfig(hidden_sizes=(16, 16), task_repeat=2)
+    policy = NumpyPolicy(O, A, Z, cfg)
+    policy.load_weights(_weights(_actor(cfg)))
+    rng = np.random.default_rng(0)
+    tasks = rng.normal(size=(3, Z))
+    rec = rng.normal(size=(3, 10, O))  # a worker's [E, H + 1, O] buffer: rows of step t are strided
+    out = np.zeros((3, A))
+    policy.begin(tasks)
+    for t in range(3):
+        policy.act_into(rec[:, t], out, rng=np.random.default_rng(t))
+        np.testing.assert_allclose(out, policy.act(rec[:, t], tasks, rng=np.random.default_rng(t)), atol=1e-6)
+        policy.begin(tasks)  # act re-binds: bind the round's tasks again
+    with pytest.raises(ValueError, match="3 bound tasks"):
+        policy.act_into(rec[:2, 0], out[:2])
+    policy.load_weights(policy.state_dict())
+    with pytest.raises(ValueError, match="call begin first"):
+        policy.act_into(rec[:, 0], out)
+
+
+def test_learner_weights_load_and_the_initial_weights_follow_the_rlkit_init():
+    cfg = SACConfig(hidden_sizes=(64, 32))
+    fresh = NumpyPolicy(O, A, Z, cfg, seed=4).state_dict()
+    sizes = cfg.layer_sizes(O, 2 * A, Z)
+    assert [v.shape for v in fresh.values()] == [s for fi, fo in sizes for s in ((fo, fi), (fo,))]
+    for i, (fan_in, _) in enumerate(sizes[:-1]):
+        assert np.abs(fresh[f"net.layers.{i}.weight"]).max() <= 1 / np.sqrt(fan_in)
+        np.testing.assert_array_equal(fresh[f"net.layers.{i}.bias"], np.float32(cfg.hidden_bias_init))
+    last = len(sizes) - 1
+    assert np.abs(fresh[f"net.layers.{last}.weight"]).max() <= cfg.pi_last_init
+    assert np.abs(fresh[f"net.layers.{last}.bias"]).max() <= cfg.pi_last_init
+    # what the learner publishes loads as it is
+    state = init_state(O, A, Z, cfg, "cpu", seed=0)
+    policy = NumpyPolicy(O, A, Z, cfg)
+    policy.load_weights(policy_weights(state))
+    for k, v in policy_weights(state).items():
+        np.testing.assert_array_equal(policy.state_dict()[k], v)
+
+
+def test_bad_weights_name_the_key():
+    cfg = SACConfig(hidden_sizes=(8, 8))
+    policy = NumpyPolicy(O, A, Z, cfg)
+    good = policy.state_dict()
+    missing = {k: v for k, v in good.items() if k != "net.layers.1.bias"}
+    with pytest.raises(KeyError, match="net.layers.1.bias"):
+        policy.load_weights(missing)
+    with pytest.raises(ValueError, match=r"'net.layers.0.weight' has shape \(8, 10\)"):
+        policy.load_weights({**good, "net.layers.0.weight": np.zeros((8, 10))})
+    with pytest.raises(KeyError, match="critic.q"):
+        policy.load_weights({**good, "critic.q": np.zeros(1)})
+    with pytest.raises(ValueError, match=r"tasks of shape \(2, 3\)"):
+        policy.begin(np.zeros((2, 3)))
+
+
+def test_a_rollout_worker_process_never_imports_torch():
+    code = (
+        "import sys\n"
+        "from actors.pool import RolloutActor\n"
+        "from envs import get_family\n"
+        "from learner.sac.config import sac_config_for\n"
+        "w = RolloutActor(store=None, worker_id=0, family='point_reacher', num_envs=2,\n"
+        "                 net_cfg=sac_config_for(get_family('point_reacher')), seed=0)\n"
+        "trajs, stats = w.collect_episodes()\n"
+        "assert stats['env_steps'] > 0, stats\n"
+        "w.evaluate(None, w.family.eval_tasks_for(2))\n"
+        "print('torch' in sys.modules)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "False"
+
+
+@pytest.mark.skipif(_openblas() is None, reason="numpy's BLAS is not the bundled OpenBLAS")
+def test_blas_threads_sets_and_restores():
+    get, _ = _openblas()
+    before = get()
+    with blas_threads(1):
+        assert get() == 1
+    assert get() == before
