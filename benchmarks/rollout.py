@@ -9,7 +9,8 @@ the SAC actor's forward pass each step, recording whole trajectories. Both in th
 process, one BLAS thread (as in a Ray worker), interleaved repetitions; the ratio is the figure of merit.
 
 ``scaling``: W workers as Ray actors with one CPU each, one concurrent round each, against
-one worker: ``efficiency`` = rate(W) / (W rate(1)) (target 0.9). Beside it, the machine's
+one worker: ``efficiency`` = rate(W) / (W rate(1)), the median over 7 repetitions that
+each time W = 1 and W = W back to back (target 0.9). Beside it, the machine's
 own ceiling for this work: W Ray actors stepping plain Gymnasium HalfCheetah-v5 with random
 actions (the same number of steps, no policy, no recording), timed the same way right
 after the workers (``bare_env_efficiency``); ``efficiency_over_machine`` is the
@@ -84,7 +85,13 @@ class _BareStepper:
 
 def scaling(num_envs: int, quick: bool) -> dict[str, Any]:
     """W rollout workers (Ray actors, one CPU each) on W cores vs one: aggregate env steps/s
-    of one concurrent round each, W = 1 and every power of two up to the core count."""
+    of one concurrent round each, W = 1 and every power of two up to the core count.
+
+    The largest W's actors are started once; each repetition then times one round on the
+    first w of them for every w in turn, and the efficiency of w is the median over
+    repetitions of rate(w) / (w rate(1)) within the repetition, so a change in the
+    machine's load between repetitions hits both sides of each ratio (this 2-vCPU VM's
+    rates drift by tens of percent within a minute). The same for the bare steppers."""
     import os
 
     import ray
@@ -98,34 +105,38 @@ def scaling(num_envs: int, quick: bool) -> dict[str, Any]:
     remote = ray.remote(num_cpus=1)(_TimedWorker)
     bare_remote = ray.remote(num_cpus=1)(_BareStepper)
     horizon = 200 if quick else get_family(FAMILY).horizon
-    out: dict[str, Any] = {"cores": cores, "envs_per_worker": num_envs}
+    reps = 1 if quick else 7
+    out: dict[str, Any] = {"cores": cores, "envs_per_worker": num_envs, "repetitions": reps}
 
-    def measured(make: Callable[[int], Any], w: int) -> float:
-        """Median aggregate env steps/s of W actors' concurrent rounds (started, warmed up,
-        timed, killed: the workers and the bare steppers each hold the W cores in turn)."""
-        actors = [make(i) for i in range(w)]
+    def measured(make: Callable[[int], Any]) -> dict[int, list[float]]:
+        """Aggregate env steps/s of w actors' concurrent rounds, for every w, each repetition
+        (the actors started, warmed up, timed, killed: the workers and the bare steppers
+        each hold the cores in turn)."""
+        actors = [make(i) for i in range(max(sizes))]
         try:
             ray.get([a.round.remote() for a in actors])  # warm-up (and actor start)
-            rates = []
-            for _ in range(1 if quick else 3):
-                t0 = time.perf_counter()
-                stats = ray.get([a.round.remote() for a in actors])
-                rates.append(sum(st["env_steps"] for st in stats) / (time.perf_counter() - t0))
-            return float(np.median(rates))
+            rates: dict[int, list[float]] = {w: [] for w in sizes}
+            for _ in range(reps):
+                for w in sizes:
+                    t0 = time.perf_counter()
+                    stats = ray.get([a.round.remote() for a in actors[:w]])
+                    rates[w].append(sum(st["env_steps"] for st in stats) / (time.perf_counter() - t0))
+            return rates
         finally:
             for a in actors:
                 ray.kill(a)
 
     try:
-        base = bare_base = None
+        ours = measured(lambda i: remote.remote(worker_id=i, family=FAMILY, num_envs=num_envs, net_cfg=cfg, seed=0))
+        bare = measured(lambda i: bare_remote.remote(num_envs, horizon, seed=i))
         for w in sizes:
-            rate = measured(lambda i: remote.remote(worker_id=i, family=FAMILY, num_envs=num_envs, net_cfg=cfg, seed=0), w)
-            bare_rate = measured(lambda i: bare_remote.remote(num_envs, horizon, seed=i), w)
-            base = rate if base is None else base
-            bare_base = bare_rate if bare_base is None else bare_base
-            eff, bare_eff = rate / (w * base), bare_rate / (w * bare_base)
-            out[f"W={w}"] = {"env_steps_per_s": round(rate, 1), "speedup": round(rate / base, 3),
-                             "efficiency": round(eff, 3), "bare_env_steps_per_s": round(bare_rate, 1),
+            eff = float(np.median([r / (w * r1) for r, r1 in zip(ours[w], ours[1])]))
+            bare_eff = float(np.median([r / (w * r1) for r, r1 in zip(bare[w], bare[1])]))
+            out[f"W={w}"] = {"env_steps_per_s": round(float(np.median(ours[w])), 1),
+                             "speedup": round(w * eff, 3), "efficiency": round(eff, 3),
+                             "efficiency_min_max": [round(min(r / (w * r1) for r, r1 in zip(ours[w], ours[1])), 3),
+                                                    round(max(r / (w * r1) for r, r1 in zip(ours[w], ours[1])), 3)],
+                             "bare_env_steps_per_s": round(float(np.median(bare[w])), 1),
                              "bare_env_efficiency": round(bare_eff, 3),
                              "efficiency_over_machine": round(eff / bare_eff, 3)}
         out["efficiency_all_cores"] = out[f"W={cores}"]["efficiency"]
