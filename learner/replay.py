@@ -73,7 +73,9 @@ class Replay:
         if self._size == 0:
             raise RuntimeError("cannot sample from an empty Replay")
         idx = torch.randint(0, self._size, (batch_size,), generator=generator, device=self.device)
-        return Batch(*(x[idx] for x in self._data))
+        # index_select, not x[idx]: the same rows, without advanced indexing's dispatch
+        # (on the CPU about half the time per field; the learner samples once per update)
+        return Batch(*(torch.index_select(x, 0, idx) for x in self._data))
 
     def state_dict(self) -> dict[str, Any]:
         """The stored transitions (CPU tensors) and the ring pointers; can be large."""
