@@ -11,7 +11,8 @@ every layer with ``task_to_all_layers``, mean and log-std out, a = tanh(mean + s
 float32, with the noise eps drawn from a numpy ``Generator``. A worker process that holds
 only this never imports torch: on the 2-core box that is ~2 s of CPU less per rollout or
 eval worker started, and ~140 MB less memory each (README "Speed"). The learner, the
-checkpoints and PEARL's workers keep torch.
+checkpoints and the relabel workers' value functions keep torch; PEARL's meta workers hold
+``NumpyPEARLAgent`` (the encoder and the actor), numpy too.
 
 Per step the task part of every layer is a constant of the episode, c_l = tile(z) W_l^z +
 b_l, computed in ``begin``; a step is one matmul per layer on the hidden activations into
@@ -22,6 +23,7 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import dataclasses
 import functools
 import glob
 import math
@@ -72,6 +74,47 @@ def blas_threads(n: int) -> Iterator[None]:
         put(before)
 
 
+def _rlkit_init(sizes: list[tuple[int, int]], last_init: float, hidden_bias: float,
+                rng: np.random.Generator, prefix: str = "") -> dict[str, np.ndarray]:
+    """The rlkit initialisation of ``networks._init_layer`` (the same distributions: hidden
+    W ~ U(+-1/sqrt(fan_in)), b = ``hidden_bias``; output W, b ~ U(+-``last_init``)), under the
+    ``{prefix}net.layers.{i}.weight|bias`` keys. A worker acts with these only until the
+    learner publishes its first weights."""
+    init: dict[str, np.ndarray] = {}
+    for i, (fan_in, fan_out) in enumerate(sizes):
+        key = f"{prefix}net.layers.{i}"
+        if i == len(sizes) - 1:
+            init[f"{key}.weight"] = rng.uniform(-last_init, last_init, (fan_out, fan_in))
+            init[f"{key}.bias"] = rng.uniform(-last_init, last_init, fan_out)
+        else:
+            bound = 1.0 / math.sqrt(fan_in)
+            init[f"{key}.weight"] = rng.uniform(-bound, bound, (fan_out, fan_in))
+            init[f"{key}.bias"] = np.full(fan_out, hidden_bias)
+    return init
+
+
+def _layers(weights: Mapping[str, Any], sizes: list[tuple[int, int]], prefix: str = "",
+            what: str = "policy") -> list[tuple[np.ndarray, np.ndarray]]:
+    """[(W [out, in], b [out]) float32 copies] of an MLP's ``{prefix}net.layers.{i}`` entries
+    in ``weights``; a missing key or a shape that does not fit names itself."""
+    layers = []
+    for i, (fan_in, fan_out) in enumerate(sizes):
+        pair = []
+        for name, shape in ((f"{prefix}net.layers.{i}.weight", (fan_out, fan_in)), (f"{prefix}net.layers.{i}.bias", (fan_out,))):
+            if name not in weights:
+                raise KeyError(f"{what} weights lack {name!r} (have {sorted(weights)})")
+            x = np.array(weights[name], dtype=np.float32)  # a copy: the caller's arrays stay theirs
+            if x.shape != shape:
+                raise ValueError(f"{what} weight {name!r} has shape {x.shape}, the network needs {shape}")
+            pair.append(x)
+        layers.append((pair[0], pair[1]))
+    return layers
+
+
+def _keys(sizes: list[tuple[int, int]], prefix: str = "") -> set[str]:
+    return {f"{prefix}net.layers.{i}.{p}" for i in range(len(sizes)) for p in ("weight", "bias")}
+
+
 class NumpyPolicy:
     """pi(a | s, z) of a SAC actor from its weights (``net.layers.{i}.weight`` [out, in] and
     ``.bias`` [out], the ``Actor`` state_dict keys); numpy in, numpy out."""
@@ -83,20 +126,8 @@ class NumpyPolicy:
         self.log_std_min, self.log_std_max = float(cfg.log_std_min), float(cfg.log_std_max)
         self.sizes = cfg.layer_sizes(obs_dim, 2 * action_dim, task_dim * cfg.task_repeat)
         self.rng = np.random.default_rng(seed)
-        # the rlkit initialisation of ``networks._init_layer`` (the same distributions; the
-        # values are the learner's once it publishes its first weights)
-        init: dict[str, np.ndarray] = {}
-        for i, (fan_in, fan_out) in enumerate(self.sizes):
-            if i == len(self.sizes) - 1:
-                lim = cfg.pi_last_init
-                init[f"net.layers.{i}.weight"] = self.rng.uniform(-lim, lim, (fan_out, fan_in))
-                init[f"net.layers.{i}.bias"] = self.rng.uniform(-lim, lim, fan_out)
-            else:
-                bound = 1.0 / math.sqrt(fan_in)
-                init[f"net.layers.{i}.weight"] = self.rng.uniform(-bound, bound, (fan_out, fan_in))
-                init[f"net.layers.{i}.bias"] = np.full(fan_out, cfg.hidden_bias_init)
         self.version = -1
-        self.load_weights(init)
+        self.load_weights(_rlkit_init(self.sizes, cfg.pi_last_init, cfg.hidden_bias_init, self.rng))
         self._rows = -1
 
     # ---- weights -------------------------------------------------------------------------
@@ -104,18 +135,8 @@ class NumpyPolicy:
         """Copy the actor's weights in (numpy arrays, or anything ``np.asarray`` reads: CPU
         tensors too); a missing key or a shape that does not fit names itself. Call
         ``begin`` again before ``act_into``."""
-        layers = []
-        for i, (fan_in, fan_out) in enumerate(self.sizes):
-            pair = []
-            for name, shape in ((f"net.layers.{i}.weight", (fan_out, fan_in)), (f"net.layers.{i}.bias", (fan_out,))):
-                if name not in weights:
-                    raise KeyError(f"policy weights lack {name!r} (have {sorted(weights)})")
-                x = np.array(weights[name], dtype=np.float32)  # a copy: the caller's arrays stay theirs
-                if x.shape != shape:
-                    raise ValueError(f"policy weight {name!r} has shape {x.shape}, the actor needs {shape}")
-                pair.append(x)
-            layers.append(tuple(pair))
-        extra = set(weights) - {f"net.layers.{i}.{p}" for i in range(len(self.sizes)) for p in ("weight", "bias")}
+        layers = _layers(weights, self.sizes)
+        extra = set(weights) - _keys(self.sizes)
         if extra:
             raise KeyError(f"policy weights have keys the actor lacks: {sorted(extra)}")
         self._layers: list[tuple[np.ndarray, np.ndarray]] = layers
@@ -192,3 +213,84 @@ class NumpyPolicy:
 
     def __call__(self, obs: np.ndarray, task: np.ndarray, deterministic: bool = False) -> np.ndarray:
         return self.act(obs, task, deterministic)
+
+
+class NumpyPEARLAgent:
+    """PEARL's encoder and actor for meta rollout workers, numpy in and out: the function of
+    ``learner.pearl.networks.ContextEncoder`` and ``Actor`` (weights ``encoder.net.layers.*`` and
+    ``actor.net.layers.*``, as ``pearl.update.policy_weights`` publishes them).
+
+        agent.load_state_dict(weights, version)
+        post = agent.posterior(context)          # context [C, D_c] -> (mu [Z], var [Z])
+        z = agent.sample_z(post, rng)            # [Z] float32
+        agent.begin(z[None]); agent.act_into(obs [1, O], out [1, A], deterministic)
+
+    The encoder is a plain MLP on one context row emitting (mu, softplus -> var) per row;
+    the posterior is the product of those Gaussians (variances clamped below at ``VAR_MIN``
+    first, as ``pearl.context.product_of_gaussians``); the actor is ``NumpyPolicy`` on
+    (obs, z) with z at the input only."""
+
+    def __init__(self, obs_dim: int, action_dim: int, cfg: Any, seed: int = 0):
+        from learner.pearl.config import VAR_MIN, sac_view
+
+        self.cfg, self.var_min = cfg, float(VAR_MIN)
+        self.latent_dim = int(cfg.latent_dim)
+        self.context_dim = int(cfg.context_dim(obs_dim, action_dim))
+        sc = sac_view(cfg)
+        self.enc_sizes = dataclasses.replace(sc, hidden_sizes=cfg.encoder_hidden).layer_sizes(
+            self.context_dim, 2 * self.latent_dim, 0)
+        self.rng = np.random.default_rng(seed)
+        self.policy = NumpyPolicy(obs_dim, action_dim, self.latent_dim, sc, seed=int(self.rng.integers(2**62)))
+        self._enc = _layers(_rlkit_init(self.enc_sizes, sc.q_last_init, sc.hidden_bias_init, self.rng, "encoder."),
+                            self.enc_sizes, "encoder.")
+        self.version = -1
+
+    def load_state_dict(self, weights: Mapping[str, Any], version: int = -1) -> None:
+        """The encoder's and the actor's weights (other networks' keys are refused by name)."""
+        extra = set(weights) - _keys(self.enc_sizes, "encoder.") - _keys(self.policy.sizes, "actor.")
+        if extra:
+            raise KeyError(f"PEARL agent weights have keys the encoder and actor lack: {sorted(extra)}")
+        enc = _layers(weights, self.enc_sizes, "encoder.", "encoder")
+        self.policy.load_weights({k[6:]: v for k, v in weights.items() if k.startswith("actor.")}, version)
+        self._enc, self.version = enc, int(version)
+
+    def context(self, obs: np.ndarray, action: np.ndarray, reward: np.ndarray,
+                next_obs: np.ndarray | None = None) -> np.ndarray:
+        """Context rows [N, D_c] from recorded steps (s' only if the config uses it)."""
+        parts = [np.asarray(obs, np.float32), np.asarray(action, np.float32), np.asarray(reward, np.float32)[:, None]]
+        if self.cfg.use_next_obs_in_context:
+            parts.append(np.asarray(next_obs, np.float32))
+        return np.concatenate(parts, axis=1)
+
+    def posterior(self, context: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
+        """(mu [Z], var [Z]) of q(z | context [C, D_c]); the prior N(0, I) for no context."""
+        Z = self.latent_dim
+        if context is None or len(context) == 0:
+            return np.zeros(Z, np.float32), np.ones(Z, np.float32)
+        h = np.asarray(context, np.float32)
+        if h.ndim != 2 or h.shape[1] != self.context_dim:
+            raise ValueError(f"posterior: context of shape {h.shape}, expected [C, {self.context_dim}]")
+        last = len(self._enc) - 1
+        for i, (w, b) in enumerate(self._enc):
+            h = h @ w.T + b
+            if i < last:
+                np.maximum(h, 0.0, out=h)
+        mu, raw = h[:, :Z], h[:, Z:]
+        var = np.where(raw > 20.0, raw, np.log1p(np.exp(np.minimum(raw, 20.0))))  # torch's softplus
+        precision = 1.0 / np.maximum(var, np.float32(self.var_min))  # [C, Z]
+        post_var = 1.0 / precision.sum(axis=0)
+        return (post_var * (precision * mu).sum(axis=0)).astype(np.float32), post_var.astype(np.float32)
+
+    def sample_z(self, post: tuple[np.ndarray, np.ndarray], rng: np.random.Generator) -> np.ndarray:
+        mu, var = post
+        return (mu + np.sqrt(var) * rng.standard_normal(mu.shape)).astype(np.float32)
+
+    def begin(self, z: np.ndarray) -> None:
+        """Bind z [W, Z] for the ``act_into`` calls that follow (one episode)."""
+        self.policy.begin(z)
+
+    def act_into(self, obs: np.ndarray, out: np.ndarray, deterministic: bool = False) -> None:
+        self.policy.act_into(obs, out, deterministic, self.rng)
+
+    def act(self, obs: np.ndarray, z: np.ndarray, deterministic: bool = False) -> np.ndarray:
+        return self.policy.act(obs, z, deterministic, self.rng)

@@ -21,7 +21,7 @@ from typing import Any, Callable
 
 import numpy as np
 
-from actors.policy import NumpyPolicy
+from actors.policy import NumpyPEARLAgent, NumpyPolicy
 from envs import get_family
 from envs.core import StepBatch, TaskFamily
 from relabel_service.core import Trajectory
@@ -232,12 +232,7 @@ class MetaRolloutWorker:
     """
 
     def __init__(self, worker_id: int, family: str, pearl_cfg: Any, seed: int,
-                 family_kwargs: dict | None = None, num_threads: int = 1):
-        import torch  # PEARL's encoder and policy run in torch (only PEARL's workers import it)
-
-        from learner.pearl.networks import InferenceAgent  # actors may import learner networks
-
-        torch.set_num_threads(max(1, num_threads))
+                 family_kwargs: dict | None = None):
         self.worker_id = worker_id
         self.family: TaskFamily = get_family(family, **(family_kwargs or {}))
         if not getattr(self.family, "meta", False):
@@ -247,7 +242,7 @@ class MetaRolloutWorker:
         self.train_tasks = self.family.train_tasks()
         self.env = self.family.make_env(self.train_tasks[0], seed=int(self.rng.integers(2**31)))
         fam = self.family
-        self.agent = InferenceAgent(fam.obs_dim, fam.action_dim, pearl_cfg, seed=int(self.rng.integers(2**62)))
+        self.agent = NumpyPEARLAgent(fam.obs_dim, fam.action_dim, pearl_cfg, seed=int(self.rng.integers(2**62)))
         self.policy_version = -1
         self.episodes_done = 0
 
@@ -264,9 +259,11 @@ class MetaRolloutWorker:
         fam.set_env_task(env, task)
         o, _ = env.reset(seed=reset_seed)
         obs, act, rew, term, rin, success = [o], [], [], [], [], False
-        z_row = np.asarray(z, np.float32)[None]
+        self.agent.begin(np.asarray(z, np.float32)[None])  # z is fixed for the episode
+        out = np.empty((1, fam.action_dim))
         while True:
-            a = self.agent.act(np.asarray(o, np.float32)[None], z_row, deterministic)[0].astype(np.float64)
+            self.agent.act_into(np.asarray(o)[None], out, deterministic)
+            a = out[0].copy()
             o, r, te, tr, info = env.step(a)
             obs.append(o)
             act.append(a)

@@ -97,12 +97,11 @@ class MetaTrainer(Trainer):
             cfg.learner.threads or threads_for(cpus), str(self.run_dir / "checkpoints"), self.resume,
         )
         remote_rollout = ray.remote(MetaRolloutActor)
-        threads = max(1, int(cfg.rollout.num_cpus))
 
         def make_rollout(wid: int, store: Any = self.store, num_cpus: float = cfg.rollout.num_cpus) -> Any:
             return remote_rollout.options(num_cpus=num_cpus).remote(
                 store=store, worker_id=wid, family=cfg.env.family, family_kwargs=cfg.env.family_kwargs,
-                pearl_cfg=mc.pearl, seed=cfg.seed, num_threads=threads)
+                pearl_cfg=mc.pearl, seed=cfg.seed)
 
         self.make_rollout = make_rollout
         self.rollouts = {w: make_rollout(w) for w in range(cfg.rollout.num_workers)}

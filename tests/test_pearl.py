@@ -13,7 +13,8 @@ from learner.pearl.buffers import TaskReplay
 from learner.pearl.config import PEARLConfig, ScheduleConfig, pearl_config_for, schedule_for
 from learner.pearl.context import Posterior, kl_to_standard_normal, product_of_gaussians, sample_z
 from learner.pearl.losses import MetaBatch, compute_losses
-from learner.pearl.networks import InferenceAgent, UtilityFactory, make_networks
+from actors.policy import NumpyPEARLAgent
+from learner.pearl.networks import UtilityFactory, make_networks
 from learner.pearl.update import (
     init_state,
     load_state,
@@ -332,7 +333,7 @@ def test_load_rejects_other_files(tmp_path):
 
 def test_inference_agent_and_utility_factory_match_the_learner_nets():
     state, _ = run_updates(filled_state(seed=7), 2)
-    agent = InferenceAgent(O, A, SMALL)
+    agent = NumpyPEARLAgent(O, A, SMALL)
     agent.load_state_dict(policy_weights(state), version=3)
     ctx = np.random.default_rng(0).normal(size=(9, SMALL.context_dim(O, A))).astype(np.float32)
     mu, var = agent.posterior(ctx)

@@ -154,3 +154,62 @@ def test_blas_threads_sets_and_restores():
     with blas_threads(1):
         assert get() == 1
     assert get() == before
+
+
+def test_the_meta_workers_pearl_agent_is_the_learners_encoder_and_actor():
+    from actors.policy import NumpyPEARLAgent
+    from learner.pearl.config import pearl_config_for
+    from learner.pearl.networks import make_networks
+
+    cfg = pearl_config_for("four_corners", encoder_hidden=(16, 16), hidden_sizes=(32, 32), latent_dim=3)
+    obs_dim, action_dim = 4, 2
+    nets = make_networks(obs_dim, action_dim, cfg, seed=1)
+    g = torch.Generator().manual_seed(2)
+    with torch.no_grad():  # weights far from the init, large variances and softplus's linear branch included
+        for p in [*nets.encoder.parameters(), *nets.actor.parameters()]:
+            p.copy_(torch.randn(p.shape, generator=g) * 0.5)
+    weights = {f"encoder.{k}": v.numpy() for k, v in nets.encoder.state_dict().items()}
+    weights.update({f"actor.{k}": v.numpy() for k, v in nets.actor.state_dict().items()})
+    agent = NumpyPEARLAgent(obs_dim, action_dim, cfg, seed=0)
+    agent.load_state_dict(weights, version=4)
+    assert agent.version == 4 and agent.policy.version == 4
+    rng = np.random.default_rng(0)
+    ctx = (rng.normal(size=(7, cfg.context_dim(obs_dim, action_dim))) * 3).astype(np.float32)
+    mu, var = agent.posterior(ctx)
+    with torch.no_grad():
+        post = nets.encoder.posterior(torch.as_tensor(ctx)[None])
+    np.testing.assert_allclose(mu, post.mu[0].numpy(), rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(var, post.var[0].numpy(), rtol=1e-5, atol=1e-7)
+    assert [x.tolist() for x in agent.posterior(None)] == [[0.0] * 3, [1.0] * 3]
+    obs = rng.normal(size=(5, obs_dim))
+    z = np.tile(mu, (5, 1))
+    with torch.no_grad():
+        det = torch.tanh(nets.actor(torch.as_tensor(obs, dtype=torch.float32), torch.as_tensor(z))[0]).numpy()
+    np.testing.assert_allclose(agent.act(obs, z, deterministic=True), det, atol=2e-6)
+    out = np.zeros((1, action_dim))
+    agent.begin(z[:1])
+    agent.act_into(obs[:1], out, deterministic=True)
+    np.testing.assert_allclose(out, det[:1], atol=2e-6)
+    with pytest.raises(KeyError, match="critic"):
+        agent.load_state_dict({**weights, "critic.net.weights.0": np.zeros(1)})
+    with pytest.raises(KeyError, match="encoder.net.layers.2.bias"):
+        agent.load_state_dict({k: v for k, v in weights.items() if k != "encoder.net.layers.2.bias"})
+    with pytest.raises(ValueError, match=r"context of shape \(2, 3\)"):
+        agent.posterior(np.zeros((2, 3)))
+
+
+def test_a_meta_rollout_worker_process_never_imports_torch():
+    code = (
+        "import sys\n"
+        "from actors.pool import MetaRolloutActor\n"
+        "from learner.pearl.config import pearl_config_for\n"
+        "cfg = pearl_config_for('four_corners', encoder_hidden=(16, 16), hidden_sizes=(32, 32))\n"
+        "w = MetaRolloutActor(store=None, worker_id=0, family='four_corners', pearl_cfg=cfg, seed=0)\n"
+        "trajs, stats = w.collect_task(0, [('prior', 40, False), ('posterior', 40, True)])\n"
+        "assert stats['env_steps'] >= 80, stats\n"
+        "w.evaluate_meta(None, w.family.test_tasks()[:1], num_exploration=1, num_trajectories=2)\n"
+        "print('torch' in sys.modules)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "False"

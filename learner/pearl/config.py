@@ -13,6 +13,11 @@ from __future__ import annotations
 import dataclasses
 from typing import Any
 
+from learner.sac.config import SACConfig
+
+#: oyster clamps the encoder's factor variances from below before inverting them
+VAR_MIN = 1e-7
+
 
 def _check_fields(cls: type, d: dict[str, Any]) -> None:
     names = {f.name for f in dataclasses.fields(cls)}
@@ -190,6 +195,16 @@ _TEST_DEFAULTS: tuple[dict[str, Any], dict[str, Any]] = (
      "rl_capacity": 5000, "enc_capacity": 1000, "utility_batch_size": 16, "log_z_samples": 5,
      "num_exp_traj_eval": 2, "num_eval_trajectories": 3},
 )
+
+
+def sac_view(cfg: PEARLConfig) -> SACConfig:
+    """The SACConfig that builds PEARL's actor / critics / value net (z at the input only)."""
+    return SACConfig(
+        hidden_sizes=cfg.hidden_sizes, actor_lr=cfg.lr, critic_lr=cfg.lr, alpha_lr=cfg.lr,
+        discount=cfg.discount, tau=cfg.tau, batch_size=cfg.batch_size, learn_alpha=False,
+        task_repeat=1, task_to_all_layers=False, reward_scale=cfg.reward_scale,
+        log_std_min=cfg.log_std_min, log_std_max=cfg.log_std_max,
+    )
 
 
 def _row(family_name: str) -> tuple[dict[str, Any], dict[str, Any]]:

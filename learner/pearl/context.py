@@ -21,8 +21,7 @@ from typing import NamedTuple
 
 import torch
 
-#: oyster clamps the factor variances from below before inverting them
-VAR_MIN = 1e-7
+from learner.pearl.config import VAR_MIN  # noqa: F401 - the clamp product_of_gaussians uses
 
 
 class Posterior(NamedTuple):

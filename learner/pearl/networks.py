@@ -3,7 +3,6 @@
     nets = make_networks(obs_dim, action_dim, cfg, seed)    # PEARLNetworks
     mu, var = nets.encoder(context)                          # [T, C, Z] each
     q = nets.critic(obs, action, z)                          # [2, B]  (SAC's TwinCritic)
-    agent = InferenceAgent(obs_dim, action_dim, cfg)         # rollout workers: encoder + actor
 
 The actor, the twin critic and the value network are the SAC modules of
 ``learner/sac/networks.py`` with task_dim = Z and z fed only at the input
@@ -23,20 +22,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from learner.pearl.config import PEARLConfig
+from learner.pearl.config import PEARLConfig, sac_view
 from learner.pearl.context import Posterior, context_rows, product_of_gaussians, sample_z
-from learner.sac.config import SACConfig
 from learner.sac.networks import Actor, TaskMLP, TwinCritic
-
-
-def sac_view(cfg: PEARLConfig) -> SACConfig:
-    """The SACConfig that builds PEARL's actor / critics / value net (z at the input only)."""
-    return SACConfig(
-        hidden_sizes=cfg.hidden_sizes, actor_lr=cfg.lr, critic_lr=cfg.lr, alpha_lr=cfg.lr,
-        discount=cfg.discount, tau=cfg.tau, batch_size=cfg.batch_size, learn_alpha=False,
-        task_repeat=1, task_to_all_layers=False, reward_scale=cfg.reward_scale,
-        log_std_min=cfg.log_std_min, log_std_max=cfg.log_std_max,
-    )
 
 
 class ContextEncoder(nn.Module):
@@ -91,59 +79,6 @@ def make_networks(obs_dim: int, action_dim: int, cfg: PEARLConfig, seed: int = 0
     critic = TwinCritic(obs_dim, action_dim, cfg.latent_dim, sc, s[2])
     value = ValueNet(obs_dim, cfg, s[3])
     return PEARLNetworks(encoder, actor, critic, value, copy.deepcopy(value).requires_grad_(False))
-
-
-class InferenceAgent:
-    """Encoder + actor, no autograd, numpy in and out: what rollout and evaluation workers hold.
-
-        agent.load_state_dict(weights)                       # ``update.policy_weights``
-        post = agent.posterior(context_np)                   # context [C, D_c] -> (mu [Z], var [Z])
-        z = agent.sample_z(post, rng)                        # [Z] float32
-        actions = agent.act(obs [W, O], z [W, Z], deterministic)
-
-    Critics, value nets and optimisers stay in the learner (STYLE.md practice 9).
-    """
-
-    def __init__(self, obs_dim: int, action_dim: int, cfg: PEARLConfig, seed: int = 0):
-        self.cfg = cfg
-        self.obs_dim, self.action_dim = obs_dim, action_dim
-        self.encoder = ContextEncoder(cfg.context_dim(obs_dim, action_dim), cfg).requires_grad_(False)
-        self.actor = Actor(obs_dim, action_dim, cfg.latent_dim, sac_view(cfg)).requires_grad_(False)
-        self.generator = torch.Generator().manual_seed(seed)
-        self.version = -1
-
-    def load_state_dict(self, weights: Mapping[str, np.ndarray | torch.Tensor], version: int = -1) -> None:
-        w = {k: torch.as_tensor(v) for k, v in weights.items()}
-        self.encoder.load_state_dict({k[8:]: v for k, v in w.items() if k.startswith("encoder.")})
-        self.actor.load_state_dict({k[6:]: v for k, v in w.items() if k.startswith("actor.")})
-        self.version = version
-
-    def context(self, obs: np.ndarray, action: np.ndarray, reward: np.ndarray,
-                next_obs: np.ndarray | None = None) -> np.ndarray:
-        """Context rows [N, D_c] from recorded steps (s' only if the config uses it)."""
-        parts = [np.asarray(obs, np.float32), np.asarray(action, np.float32), np.asarray(reward, np.float32)[:, None]]
-        if self.cfg.use_next_obs_in_context:
-            parts.append(np.asarray(next_obs, np.float32))
-        return np.concatenate(parts, axis=1)
-
-    @torch.inference_mode()
-    def posterior(self, context: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
-        """(mu [Z], var [Z]) of q(z | context [C, D_c]); the prior N(0, I) for no context."""
-        Z = self.cfg.latent_dim
-        if context is None or len(context) == 0:
-            return np.zeros(Z, np.float32), np.ones(Z, np.float32)
-        post = self.encoder.posterior(torch.as_tensor(np.asarray(context, np.float32))[None])
-        return post.mu[0].numpy(), post.var[0].numpy()
-
-    def sample_z(self, post: tuple[np.ndarray, np.ndarray], rng: np.random.Generator) -> np.ndarray:
-        mu, var = post
-        return (mu + np.sqrt(var) * rng.standard_normal(mu.shape)).astype(np.float32)
-
-    @torch.inference_mode()
-    def act(self, obs: np.ndarray, z: np.ndarray, deterministic: bool = False) -> np.ndarray:
-        o = torch.as_tensor(np.asarray(obs, np.float32))
-        zz = torch.as_tensor(np.asarray(z, np.float32))
-        return self.actor.act(o, zz, deterministic, self.generator).numpy()
 
 
 class UtilityValueFunction:

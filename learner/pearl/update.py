@@ -127,7 +127,7 @@ def _numpy(module: torch.nn.Module, prefix: str) -> dict[str, np.ndarray]:
 
 def policy_weights(state: PEARLState) -> dict[str, np.ndarray]:
     """Encoder and actor weights (CPU numpy; keys ``encoder.*`` / ``actor.*``) for the
-    rollout workers' ``InferenceAgent``: they infer z from their own context."""
+    rollout workers' ``actors.policy.NumpyPEARLAgent``: they infer z from their own context."""
     return {**_numpy(state.nets.encoder, "encoder"), **_numpy(state.nets.actor, "actor")}
 
 
