@@ -130,12 +130,12 @@ def scaling(num_envs: int, quick: bool) -> dict[str, Any]:
         ours = measured(lambda i: remote.remote(worker_id=i, family=FAMILY, num_envs=num_envs, net_cfg=cfg, seed=0))
         bare = measured(lambda i: bare_remote.remote(num_envs, horizon, seed=i))
         for w in sizes:
-            eff = float(np.median([r / (w * r1) for r, r1 in zip(ours[w], ours[1])]))
-            bare_eff = float(np.median([r / (w * r1) for r, r1 in zip(bare[w], bare[1])]))
+            effs = np.asarray(ours[w]) / (w * np.asarray(ours[1]))  # per repetition
+            eff = float(np.median(effs))
+            bare_eff = float(np.median(np.asarray(bare[w]) / (w * np.asarray(bare[1]))))
             out[f"W={w}"] = {"env_steps_per_s": round(float(np.median(ours[w])), 1),
                              "speedup": round(w * eff, 3), "efficiency": round(eff, 3),
-                             "efficiency_min_max": [round(min(r / (w * r1) for r, r1 in zip(ours[w], ours[1])), 3),
-                                                    round(max(r / (w * r1) for r, r1 in zip(ours[w], ours[1])), 3)],
+                             "efficiency_min_max": [round(float(effs.min()), 3), round(float(effs.max()), 3)],
                              "bare_env_steps_per_s": round(float(np.median(bare[w])), 1),
                              "bare_env_efficiency": round(bare_eff, 3),
                              "efficiency_over_machine": round(eff / bare_eff, 3)}

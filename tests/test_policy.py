@@ -129,9 +129,16 @@ def test_bad_weights_name_the_key():
         policy.begin(np.zeros((2, 3)))
 
 
+def _imports_torch(code: str) -> bool:
+    """Runs ``code`` in a fresh interpreter; whether torch was imported by its end."""
+    out = subprocess.run([sys.executable, "-c", code + "import sys\nprint('torch' in sys.modules)\n"],
+                         capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    return out.stdout.strip() != "False"
+
+
 def test_a_rollout_worker_process_never_imports_torch():
     code = (
-        "import sys\n"
         "from actors.pool import RolloutActor\n"
         "from envs import get_family\n"
         "from learner.sac.config import sac_config_for\n"
@@ -140,11 +147,8 @@ def test_a_rollout_worker_process_never_imports_torch():
         "trajs, stats = w.collect_episodes()\n"
         "assert stats['env_steps'] > 0, stats\n"
         "w.evaluate(None, w.family.eval_tasks_for(2))\n"
-        "print('torch' in sys.modules)\n"
     )
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
-    assert out.returncode == 0, out.stderr
-    assert out.stdout.strip() == "False"
+    assert not _imports_torch(code)
 
 
 @pytest.mark.skipif(_openblas() is None, reason="numpy's BLAS is not the bundled OpenBLAS")
@@ -200,7 +204,6 @@ def test_the_meta_workers_pearl_agent_is_the_learners_encoder_and_actor():
 
 def test_a_meta_rollout_worker_process_never_imports_torch():
     code = (
-        "import sys\n"
         "from actors.pool import MetaRolloutActor\n"
         "from learner.pearl.config import pearl_config_for\n"
         "cfg = pearl_config_for('four_corners', encoder_hidden=(16, 16), hidden_sizes=(32, 32))\n"
@@ -208,8 +211,5 @@ def test_a_meta_rollout_worker_process_never_imports_torch():
         "trajs, stats = w.collect_task(0, [('prior', 40, False), ('posterior', 40, True)])\n"
         "assert stats['env_steps'] >= 80, stats\n"
         "w.evaluate_meta(None, w.family.test_tasks()[:1], num_exploration=1, num_trajectories=2)\n"
-        "print('torch' in sys.modules)\n"
     )
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
-    assert out.returncode == 0, out.stderr
-    assert out.stdout.strip() == "False"
+    assert not _imports_torch(code)
