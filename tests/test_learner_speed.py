@@ -191,16 +191,20 @@ def test_update_side_job_runs_on_the_branch_thread_and_its_error_is_raised():
 def test_a_compiling_learner_compiles_while_the_replay_fills():
     """``sac.compile``: a ``train`` call that the rate limiter allows nothing compiles the
     update on a scratch state (the learner's networks untouched, no update counted), and
-    the real updates that follow run that compiled code without compiling again."""
+    the real updates that follow run that compiled code without compiling again. At the
+    shapes and config of ``hindsight bench learner`` (HalfCheetahMO's dimensions, 256x256,
+    batch 256), whose compile tests/test_benchmarks.py leaves in inductor's on-disk cache."""
     from torch._dynamo.utils import counters
 
     from learner.actor import Learner
 
+    o, a, z, n = 17, 6, 4, 300
     threads = torch.get_num_threads()
     try:
-        cfg = dataclasses.replace(load_config(None).learner, sac=dataclasses.replace(CFG, compile=True),
-                                  num_cpus=1, device="cpu", min_replay=100, samples_per_insert=16)
-        learner = Learner(O, A, Z, I, cfg, discount=0.9, seed=0)
+        sac = SACConfig(hidden_sizes=(256, 256), compile=True)
+        cfg = dataclasses.replace(load_config(None).learner, sac=sac, num_cpus=1, device="cpu", min_replay=n // 2,
+                                  samples_per_insert=16)
+        learner = Learner(o, a, z, 0, cfg, discount=sac.discount, seed=0)
         before = {k: v.clone() for k, v in learner.state.critic.state_dict().items()}
         assert not learner.warmed_up
         report = learner.train(4)
@@ -209,8 +213,11 @@ def test_a_compiling_learner_compiles_while_the_replay_fills():
         for k, v in learner.state.critic.state_dict().items():
             assert torch.equal(v, before[k]), k
         graphs = counters["stats"]["unique_graphs"]
-        rows = filled_replay("cpu")._data
-        learner.ingest(TransitionBatch(*(x[:200].numpy() for x in rows)))
+        rng = np.random.default_rng(0)
+        learner.ingest(TransitionBatch(
+            rng.normal(size=(n, o)), rng.uniform(-1, 1, (n, a)), rng.normal(size=n), rng.normal(size=(n, o)),
+            (rng.random(n) < 0.1).astype(np.float32), rng.normal(size=(n, z)), np.zeros((n, 0)),
+        ))
         report = learner.train(4)
         assert report["updates_done"] == 4
         assert counters["stats"]["unique_graphs"] == graphs  # no second compile

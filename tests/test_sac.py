@@ -35,18 +35,31 @@ I = 2  # reward_input_dim of the replay tests
 SMALL = SACConfig(hidden_sizes=(16, 16), actor_lr=1e-2, critic_lr=1e-2, alpha_lr=1e-2, discount=0.9)
 
 
-def make_batch(seed: int = 0, n: int = B, device: str | torch.device = "cpu", p_terminal: float = 0.25) -> Batch:
+#: the compiled-update tests run the shapes and config of ``hindsight bench learner``
+#: (HalfCheetahMO's dimensions, 256x256, batch 256): a compile costs 15-25 s cold on 2 cores,
+#: and inductor's on-disk cache then serves the graphs tests/test_benchmarks.py compiled
+BENCH_O, BENCH_A, BENCH_Z, BENCH_B = 17, 6, 4, 256
+BENCH = SACConfig(hidden_sizes=(256, 256))
+
+
+def make_batch(seed: int = 0, n: int = B, device: str | torch.device = "cpu", p_terminal: float = 0.25,
+               dims: tuple[int, int, int] = (O, A, Z)) -> Batch:
+    o, a, z = dims
     g = torch.Generator().manual_seed(seed)
     batch = Batch(
-        obs=torch.randn(n, O, generator=g),
-        action=torch.rand(n, A, generator=g) * 2 - 1,
+        obs=torch.randn(n, o, generator=g),
+        action=torch.rand(n, a, generator=g) * 2 - 1,
         reward=torch.randn(n, generator=g),
-        next_obs=torch.randn(n, O, generator=g),
+        next_obs=torch.randn(n, o, generator=g),
         terminated=torch.rand(n, generator=g) < p_terminal,
-        task=torch.randn(n, Z, generator=g),
+        task=torch.randn(n, z, generator=g),
         reward_inputs=torch.zeros(n, 0),
     )
     return Batch(*(x.to(device) for x in batch))
+
+
+def bench_batch(seed: int = 0, p_terminal: float = 0.25) -> Batch:
+    return make_batch(seed, BENCH_B, p_terminal=p_terminal, dims=(BENCH_O, BENCH_A, BENCH_Z))
 
 
 def all_tensors(state) -> dict[str, torch.Tensor]:
@@ -150,11 +163,11 @@ def test_compiled_update_equals_the_eager_update() -> None:
     """``compile=True`` (torch.compile of losses + backward; compiles once, tens of seconds):
     same seed and batches, terminal rows with NaN next observations included, give the eager
     path's parameters, targets, Adam moments and metrics up to float32 rounding."""
-    nan_next = make_batch(seed=9, p_terminal=0.5)
+    nan_next = bench_batch(seed=9, p_terminal=0.5)
     nan_next = nan_next._replace(next_obs=torch.where(nan_next.terminated[:, None], torch.nan, nan_next.next_obs))
-    batches = [make_batch(seed=i) for i in range(3)] + [nan_next]
-    eager = init_state(O, A, Z, SMALL, "cpu", seed=5)
-    compiled = init_state(O, A, Z, dataclasses.replace(SMALL, compile=True), "cpu", seed=5)
+    batches = [bench_batch(seed=i) for i in range(3)] + [nan_next]
+    eager = init_state(BENCH_O, BENCH_A, BENCH_Z, BENCH, "cpu", seed=5)
+    compiled = init_state(BENCH_O, BENCH_A, BENCH_Z, dataclasses.replace(BENCH, compile=True), "cpu", seed=5)
     for b in batches:
         _, m_eager = update(eager, b)
         _, m_compiled = update(compiled, b)
@@ -201,17 +214,17 @@ def test_compiled_update_on_two_threads_equals_the_eager_update() -> None:
     shapes runs the same compiled code (the learner compiles on a scratch state)."""
     import torch._dynamo
 
-    eager = init_state(O, A, Z, SMALL, "cpu", seed=6)
-    compiled = init_state(O, A, Z, dataclasses.replace(SMALL, compile=True), "cpu", seed=6)
+    eager = init_state(BENCH_O, BENCH_A, BENCH_Z, BENCH, "cpu", seed=6)
+    compiled = init_state(BENCH_O, BENCH_A, BENCH_Z, dataclasses.replace(BENCH, compile=True), "cpu", seed=6)
     branches = BranchThread()
     try:
         for i in range(3):
-            _, m_eager = update(eager, make_batch(seed=i))
-            _, m_compiled = update(compiled, make_batch(seed=i), branches=branches)
+            _, m_eager = update(eager, bench_batch(seed=i))
+            _, m_compiled = update(compiled, bench_batch(seed=i), branches=branches)
             assert m_compiled == pytest.approx(m_eager, rel=1e-5, abs=1e-6)
-        other = init_state(O, A, Z, dataclasses.replace(SMALL, compile=True), "cpu", seed=7)
+        other = init_state(BENCH_O, BENCH_A, BENCH_Z, dataclasses.replace(BENCH, compile=True), "cpu", seed=7)
         with torch._dynamo.config.patch(error_on_recompile=True):
-            update(other, make_batch(seed=4), branches=branches)
+            update(other, bench_batch(seed=4), branches=branches)
     finally:
         branches.close()
     a, c = all_tensors(eager), all_tensors(compiled)
@@ -228,11 +241,11 @@ def test_compiled_two_branch_update_steps_nothing_when_a_branch_raises() -> None
     graphs are done; when either thread raises (the actor's ``side`` job, then the critic's
     graph), neither branch steps: parameters, targets, Adam's moments and log alpha are as
     before the call, and the branch thread takes the next update."""
-    state = init_state(O, A, Z, dataclasses.replace(SMALL, compile=True), "cpu", seed=8)
+    state = init_state(BENCH_O, BENCH_A, BENCH_Z, dataclasses.replace(BENCH, compile=True), "cpu", seed=8)
     branches = BranchThread()
     try:
         for i in range(2):  # the first step creates Adam's state; the second takes the split step
-            update(state, make_batch(seed=i), branches=branches)
+            update(state, bench_batch(seed=i), branches=branches)
         before = {k: v.clone() for k, v in all_tensors(state).items()}
         moments = [s["exp_avg"].clone() for s in state.optimizer.state.values()]
 
@@ -240,7 +253,7 @@ def test_compiled_two_branch_update_steps_nothing_when_a_branch_raises() -> None
             raise RuntimeError("side job failed")
 
         with pytest.raises(RuntimeError, match="side job failed"):
-            update(state, make_batch(seed=5), branches=branches, side=boom)
+            update(state, bench_batch(seed=5), branches=branches, side=boom)
         after = all_tensors(state)
         assert all(torch.equal(after[k], before[k]) for k in before)
         assert all(torch.equal(s["exp_avg"], m) for s, m in zip(state.optimizer.state.values(), moments))
@@ -255,13 +268,13 @@ def test_compiled_two_branch_update_steps_nothing_when_a_branch_raises() -> None
         compiled._COMPILED["critic_grads"] = critic_fails  # the critic's thread raises instead
         try:
             with pytest.raises(RuntimeError, match="critic graph failed"):
-                update(state, make_batch(seed=5), branches=branches)
+                update(state, bench_batch(seed=5), branches=branches)
         finally:
             compiled._COMPILED["critic_grads"] = critic_fn
         after = all_tensors(state)
         assert all(torch.equal(after[k], before[k]) for k in before)
         assert all(torch.equal(s["exp_avg"], m) for s, m in zip(state.optimizer.state.values(), moments))
-        update(state, make_batch(seed=6), branches=branches)  # and the next update runs
+        update(state, bench_batch(seed=6), branches=branches)  # and the next update runs
         assert state.step == 3
     finally:
         branches.close()
