@@ -1,4 +1,6 @@
-"""The SAC actor's forward pass in numpy, for rollout and evaluation workers.
+"""The learner's networks in numpy, for the workers: the SAC actor (rollout and evaluation
+workers), V(s0, z) from the actor and the twin critic (relabel workers: AIR's tie-break and
+advantage relabeling), PEARL's encoder and actor (meta rollout workers).
 
     policy = NumpyPolicy(obs_dim, action_dim, task_dim, net_cfg, seed=0)
     policy.load_weights(weights)                   # ``update.policy_weights``: numpy arrays
@@ -10,9 +12,12 @@ The same function as ``learner.sac.networks.InferencePolicy`` (the ``Actor`` of
 every layer with ``task_to_all_layers``, mean and log-std out, a = tanh(mean + std eps)) in
 float32, with the noise eps drawn from a numpy ``Generator``. A worker process that holds
 only this never imports torch: on the 2-core box that is ~2 s of CPU less per rollout or
-eval worker started, and ~140 MB less memory each (README "Speed"). The learner, the
-checkpoints and the relabel workers' value functions keep torch; PEARL's meta workers hold
-``NumpyPEARLAgent`` (the encoder and the actor), numpy too.
+eval worker started, and ~140 MB less memory each (README "Speed"). The learner and the
+checkpoints keep torch; relabel workers hold ``NumpyValueFunction`` (via
+``NumpyValueFnFactory``, which ``learner.sac.update.make_value_fn_factory`` returns) and PEARL's
+meta workers ``NumpyPEARLAgent`` (the encoder and the actor), numpy too. (HFR's utility
+function, in meta relabel workers, stays in torch, and a relabel worker of the point
+families imports torch for its vectorised sine, exp and log, ``envs/fastmath.py``.)
 
 Per step the task part of every layer is a constant of the episode, c_l = tile(z) W_l^z +
 b_l, computed in ``begin``; a step is one matmul per layer on the hidden activations into
@@ -294,3 +299,74 @@ class NumpyPEARLAgent:
 
     def act(self, obs: np.ndarray, z: np.ndarray, deterministic: bool = False) -> np.ndarray:
         return self.policy.act(obs, z, deterministic, self.rng)
+
+
+class NumpyValueFunction:
+    """V(s0, z) = min_e Q_e(s0, tanh mu(s0, z), z) for relabeling (GH Advantage, Eq. 7; AIR's
+    tie-break): obs0 [M, O], tasks [M, K, Z] -> [M, K] float64; the baseline is the online
+    twin critic at the actor's deterministic action, as in GH's code (REFERENCE-CODE.md §8:
+    no separate V network). From ``learner.sac.update.value_weights``: the actor under
+    ``actor.net.layers.{i}.*`` and the twin critic's ensemble under ``critic.net.weights.{i}``
+    [E, in, out] and ``critic.net.biases.{i}`` [E, 1, out] (``EnsembleTaskMLP``), float32 as
+    in the learner."""
+
+    def __init__(self, obs_dim: int, action_dim: int, task_dim: int, cfg: SACConfig,
+                 weights: Mapping[str, Any]):
+        self.dims = (int(obs_dim), int(action_dim), int(task_dim))
+        self.task_repeat = int(cfg.task_repeat)
+        self.task_to_all_layers = bool(cfg.task_to_all_layers)
+        self.actor = NumpyPolicy(obs_dim, action_dim, task_dim, cfg)
+        _layers(weights, self.actor.sizes, "actor.", "value")  # a missing or misfit key named in full
+        self.actor.load_weights({k[6:]: v for k, v in weights.items() if k.startswith("actor.")})
+        sizes = cfg.layer_sizes(obs_dim + action_dim, 1, task_dim * cfg.task_repeat)
+        # per layer (W_h [E, in_h, out], W_z [E, Z, out] or None, b [E, 1, out]): the layer is
+        # h W_h + (z W_z + b), where W_z sums W's R task blocks (tile(z, R) W = z sum_r W_r),
+        # so [h, tile(z)] is never built (as ``networks._layer``)
+        self.critic: list[tuple[np.ndarray, np.ndarray | None, np.ndarray]] = []
+        for i, (fan_in, fan_out) in enumerate(sizes):
+            pair = []
+            for name, tail in ((f"critic.net.weights.{i}", (fan_in, fan_out)), (f"critic.net.biases.{i}", (1, fan_out))):
+                if name not in weights:
+                    raise KeyError(f"value weights lack {name!r} (have {sorted(weights)})")
+                x = np.array(weights[name], dtype=np.float32)
+                if x.ndim != 3 or x.shape[1:] != tail:
+                    raise ValueError(f"value weight {name!r} has shape {x.shape}, the critic needs [E, {tail[0]}, {tail[1]}]")
+                pair.append(x)
+            w, b = pair
+            if i == 0 or self.task_to_all_layers:
+                zr = task_dim * self.task_repeat
+                w_z = w[:, fan_in - zr:].reshape(len(w), self.task_repeat, task_dim, fan_out).sum(axis=1)
+                self.critic.append((np.ascontiguousarray(w[:, : fan_in - zr]), w_z, b))
+            else:
+                self.critic.append((w, None, b))
+        known = {f"critic.net.{p}.{i}" for i in range(len(sizes)) for p in ("weights", "biases")}
+        extra = {k for k in weights if not k.startswith("actor.")} - known
+        if extra:
+            raise KeyError(f"value weights have keys the actor and critic lack: {sorted(extra)}")
+
+    def __call__(self, obs0: np.ndarray, tasks: np.ndarray) -> np.ndarray:
+        tasks = np.asarray(tasks)
+        m, k, _ = tasks.shape
+        o = np.repeat(np.asarray(obs0, dtype=np.float32), k, axis=0)  # [M*K, O], row m*K + j
+        z = tasks.reshape(m * k, -1).astype(np.float32)  # [M*K, Z]
+        a = self.actor.act(o, z, deterministic=True)  # [M*K, A]
+        h = np.concatenate([o, a], axis=1)  # [B, O + A]: the first layer broadcasts it over E
+        last = len(self.critic) - 1
+        for i, (w_h, w_z, b) in enumerate(self.critic):
+            out = np.matmul(h, w_h)  # [E, B, out]
+            out += b if w_z is None else np.matmul(z, w_z) + b
+            if i < last:
+                np.maximum(out, 0.0, out=out)
+            h = out
+        return h[..., 0].min(axis=0).reshape(m, k).astype(np.float64)
+
+
+class NumpyValueFnFactory:
+    """Picklable ``weights -> NumpyValueFunction`` that the trainer hands to relabel workers
+    (built once there, called for every published version)."""
+
+    def __init__(self, cfg: SACConfig, obs_dim: int, action_dim: int, task_dim: int):
+        self.cfg, self.dims = cfg, (int(obs_dim), int(action_dim), int(task_dim))
+
+    def __call__(self, weights: Mapping[str, Any]) -> NumpyValueFunction:
+        return NumpyValueFunction(*self.dims, self.cfg, weights)

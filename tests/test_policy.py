@@ -213,3 +213,93 @@ def test_a_meta_rollout_worker_process_never_imports_torch():
         "w.evaluate_meta(None, w.family.test_tasks()[:1], num_exploration=1, num_trajectories=2)\n"
     )
     assert not _imports_torch(code)
+
+
+# ---- the relabel workers' V(s0, z) --------------------------------------------------------------
+def _value_state(cfg: SACConfig, seed: int = 0):
+    """A SAC state whose actor and critic are far from the init (task parts matter)."""
+    state = init_state(O, A, Z, cfg, "cpu", seed=seed)
+    g = torch.Generator().manual_seed(seed + 1)
+    with torch.no_grad():
+        for p in [*state.actor.parameters(), *state.critic.parameters()]:
+            p.copy_(torch.randn(p.shape, generator=g) * 0.3)
+    return state
+
+
+@pytest.mark.parametrize("to_all", [True, False])
+@pytest.mark.parametrize("repeat", [1, 3])
+def test_the_value_function_is_min_q_at_the_deterministic_action(to_all, repeat):
+    """``make_value_fn_factory`` (numpy, picklable) from ``value_weights``: V(s0, z) =
+    min(Q1, Q2)(s0, tanh mu(s0, z), z) of the torch networks, for every (trajectory, task)."""
+    import pickle
+
+    from learner.sac.update import make_value_fn_factory, value_weights
+
+    cfg = SACConfig(hidden_sizes=(32, 16), task_to_all_layers=to_all, task_repeat=repeat)
+    state = _value_state(cfg)
+    value_fn = pickle.loads(pickle.dumps(make_value_fn_factory(cfg, O, A, Z)))(value_weights(state))
+    rng = np.random.default_rng(0)
+    obs0, tasks = rng.normal(size=(3, O)), rng.normal(size=(3, 4, Z))
+    v = value_fn(obs0, tasks)
+    assert v.shape == (3, 4) and v.dtype == np.float64
+    o = torch.as_tensor(np.repeat(obs0, 4, axis=0), dtype=torch.float32)
+    z = torch.as_tensor(tasks.reshape(12, Z), dtype=torch.float32)
+    with torch.no_grad():
+        a = torch.tanh(state.actor(o, z)[0])
+        expected = state.critic(o, a, z).amin(dim=0).reshape(3, 4).double().numpy()
+    np.testing.assert_allclose(v, expected, rtol=1e-5, atol=1e-5)
+    assert np.ptp(expected) > 0.1  # the tasks and states matter
+
+
+def test_bad_value_weights_name_the_key():
+    from actors.policy import NumpyValueFunction
+    from learner.sac.update import value_weights
+
+    cfg = SACConfig(hidden_sizes=(8, 8))
+    w = value_weights(_value_state(cfg))
+    missing = {k: v for k, v in w.items() if k != "critic.net.weights.1"}
+    with pytest.raises(KeyError, match="critic.net.weights.1"):
+        NumpyValueFunction(O, A, Z, cfg, missing)
+    with pytest.raises(ValueError, match="critic.net.biases.0"):
+        NumpyValueFunction(O, A, Z, cfg, {**w, "critic.net.biases.0": np.zeros((2, 1, 9))})
+    with pytest.raises(KeyError, match="critic.net.weights.7"):
+        NumpyValueFunction(O, A, Z, cfg, {**w, "critic.net.weights.7": np.zeros(1)})
+    with pytest.raises(KeyError, match="actor.net.layers.0.weight"):
+        NumpyValueFunction(O, A, Z, cfg, {k: v for k, v in w.items() if k != "actor.net.layers.0.weight"})
+
+
+def test_a_relabel_worker_process_with_a_value_function_never_imports_torch(tmp_path):
+    """The trainer pickles the factory and the learner publishes numpy weights: a relabel
+    worker unpickles both and relabels with advantage (V(s0, z) for every candidate) and
+    AIR (its tie-break) without torch. (HalfCheetahMO: the point families' rewards import
+    torch for its vectorised sine, exp and log, ``envs/fastmath.py``.)"""
+    import pickle
+
+    from envs import get_family
+    from learner.sac.config import sac_config_for
+    from learner.sac.update import make_value_fn_factory, value_weights
+
+    fam = get_family("half_cheetah_mo")
+    cfg = sac_config_for(fam)
+    state = init_state(fam.obs_dim, fam.action_dim, fam.task_dim, cfg, "cpu", seed=0)
+    blob = tmp_path / "value.pkl"
+    blob.write_bytes(pickle.dumps((make_value_fn_factory(cfg, fam.obs_dim, fam.action_dim, fam.task_dim),
+                                   value_weights(state))))
+    code = (
+        "import pickle, time\n"
+        "import numpy as np\n"
+        "from benchmarks.relabel import synth_trajectories\n"
+        "from envs import get_family\n"
+        "from relabel_service.strategies.config import StrategyConfig\n"
+        "from relabel_service.worker import RelabelWorker\n"
+        f"factory, weights = pickle.loads(open({str(blob)!r}, 'rb').read())\n"
+        "fam = get_family('half_cheetah_mo')\n"
+        "trajs = synth_trajectories(fam, 6, 50, np.random.default_rng(0))\n"
+        "for name in ('advantage', 'air'):\n"
+        "    w = RelabelWorker(worker_id=0, family='half_cheetah_mo', strategy=name, strategy_cfg=StrategyConfig(reference_size=0),\n"
+        "                      store=None, shard_ids=[0], discount=fam.discount, seed=0, value_fn_factory=factory)\n"
+        "    w.set_value_weights(1, weights)\n"
+        "    batch, stats = w._relabel(trajs, {}, time.perf_counter(), w.strategy)\n"
+        "    assert stats['relabeled_copies'] == 6 and len(batch) > 0, stats\n"
+    )
+    assert not _imports_torch(code)

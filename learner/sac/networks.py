@@ -307,42 +307,5 @@ class InferencePolicy:
         return self.act(obs, task, deterministic)
 
 
-class ValueFunction:
-    """V(s0, z) = min_e Q_e(s0, tanh mu(s0, z), z) for relabeling (GH Advantage, Eq. 7; AIR
-    tie-break): obs0 [M, O], tasks [M, K, Z] -> [M, K] float64, numpy in and out, CPU.
-
-    The baseline is the online twin critics at the deterministic action, as in GH's code
-    (REFERENCE-CODE.md §8: no separate V network).
-    """
-
-    def __init__(self, obs_dim: int, action_dim: int, task_dim: int, cfg: SACConfig,
-                 weights: Mapping[str, np.ndarray | torch.Tensor]):
-        self.actor = Actor(obs_dim, action_dim, task_dim, cfg).requires_grad_(False)
-        self.critic = TwinCritic(obs_dim, action_dim, task_dim, cfg).requires_grad_(False)
-        w = _as_tensors(weights)
-        self.actor.load_state_dict({k[6:]: v for k, v in w.items() if k.startswith("actor.")})
-        self.critic.load_state_dict({k[7:]: v for k, v in w.items() if k.startswith("critic.")})
-
-    @torch.no_grad()
-    def __call__(self, obs0: np.ndarray, tasks: np.ndarray) -> np.ndarray:
-        m, k, _ = tasks.shape
-        o = torch.as_tensor(np.asarray(obs0, dtype=np.float32))  # [M, O]
-        o = o[:, None, :].expand(m, k, -1).reshape(m * k, -1)  # [M*K, O]
-        z = torch.as_tensor(np.asarray(tasks, dtype=np.float32)).reshape(m * k, -1)  # [M*K, Z]
-        a = self.actor.act(o, z, deterministic=True)
-        v = torch.amin(self.critic(o, a, z), dim=0)  # [M*K]
-        return v.reshape(m, k).double().numpy()
-
-
-class ValueFnFactory:
-    """Picklable ``weights -> ValueFunction`` for relabel workers (built once, called per version)."""
-
-    def __init__(self, cfg: SACConfig, obs_dim: int, action_dim: int, task_dim: int):
-        self.cfg, self.dims = cfg, (obs_dim, action_dim, task_dim)
-
-    def __call__(self, weights: Mapping[str, np.ndarray | torch.Tensor]) -> ValueFunction:
-        return ValueFunction(*self.dims, self.cfg, weights)
-
-
 def _as_tensors(weights: Mapping[str, np.ndarray | torch.Tensor]) -> dict[str, torch.Tensor]:
     return {k: torch.as_tensor(v) for k, v in weights.items()}

@@ -32,6 +32,7 @@ from typing import Callable
 import numpy as np
 import torch
 
+from actors.policy import NumpyValueFnFactory
 from learner.checkpoints import atomic_save
 from learner.core import Batch
 from learner.sac.config import SACConfig
@@ -39,7 +40,7 @@ from learner.sac.branches import BranchThread
 from learner.sac.losses import (
     METRIC_NAMES, SACNetworks, actor_branch, branch_metric_vector, compute_losses, critic_branch, draw_noise,
 )
-from learner.sac.networks import Actor, TwinCritic, ValueFnFactory
+from learner.sac.networks import Actor, TwinCritic
 
 _FORMAT = 1
 
@@ -322,9 +323,10 @@ def value_weights(state: SACState) -> dict[str, np.ndarray]:
     return out
 
 
-def make_value_fn_factory(cfg: SACConfig, obs_dim: int, action_dim: int, task_dim: int) -> ValueFnFactory:
-    """weights (``value_weights``) -> ValueFn V(s0, z) = min_e Q_e(s0, tanh mu(s0, z), z) on CPU."""
-    return ValueFnFactory(cfg, obs_dim, action_dim, task_dim)
+def make_value_fn_factory(cfg: SACConfig, obs_dim: int, action_dim: int, task_dim: int) -> NumpyValueFnFactory:
+    """weights (``value_weights``) -> ValueFn V(s0, z) = min_e Q_e(s0, tanh mu(s0, z), z), in
+    numpy (``actors.policy.NumpyValueFunction``): a relabel worker never imports torch."""
+    return NumpyValueFnFactory(cfg, obs_dim, action_dim, task_dim)
 
 
 def save_state(state: SACState, path: str | os.PathLike) -> None:
