@@ -73,6 +73,28 @@ def test_pool_returns_equal_returns_from_scratch(family):
     assert np.all(np.any(first != after_four, axis=1))
 
 
+@pytest.mark.parametrize("max_elements", [1 << 24, 40], ids=["one-call", "chunked"])
+@pytest.mark.parametrize("family", [GOAL, PointReacher()], ids=["test_goal", "point_reacher"])
+def test_pool_returns_equal_returns_from_scratch_for_any_reference_sets(family, max_elements):
+    """Reference sets that are not a sliding window: random subsets in random order, the
+    new trajectories inside or outside them, trajectories that leave and come back. The
+    pool's kept steps (non-linear families) must give the returns from scratch, also when
+    they are evaluated in chunks."""
+    trajs = random_trajs(family, 30, seed=3)
+    pool = CandidatePool(size=6, refresh=2)
+    rng, pick = np.random.default_rng(0), np.random.default_rng(1)
+    for call in range(12):
+        ids = pick.permutation(30)
+        reference = [trajs[i] for i in ids[: int(pick.integers(5, 15))]]
+        new = [trajs[i] for i in ids[int(pick.integers(2, 14)) :][:3]]  # some in the reference, some not
+        own = np.stack([t.task for t in new])
+        cands, R_new, R_ref = pool.returns(family, new, reference, own, 0.9, rng, num_candidates=8,
+                                           max_elements=max_elements)
+        np.testing.assert_allclose(R_ref, K.discounted_returns(family, reference, cands, 0.9), rtol=1e-12, atol=1e-300)
+        np.testing.assert_allclose(R_new, K.discounted_returns(family, new, cands, 0.9), rtol=1e-12, atol=1e-300)
+        assert len(pool) == len({t.episode_id for t in [*reference, *new]})
+
+
 def naive_air_choice(family, new, reference, cands, discount):
     R_ref = K.discounted_returns_naive(family, reference, cands, discount)
     out = []

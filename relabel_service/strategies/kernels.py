@@ -73,7 +73,7 @@ def discount_weights(lengths: np.ndarray, discount: float) -> np.ndarray:
     return np.power(float(discount), t.astype(np.float64))
 
 
-def _linear_fast_path(family: TaskFamily) -> bool:
+def linear_fast_path(family: TaskFamily) -> bool:
     """R = w(z) . (discounted feature sum) holds only when every step counts under every
     task, i.e. when termination does not depend on the task."""
     return bool(family.linear) and not family.task_dependent_termination
@@ -173,12 +173,15 @@ def discounted_returns(
     family.check_float32(float32)
     tasks = family.check_tasks(tasks)
     lengths = trajectory_lengths(trajs)
-    if _linear_fast_path(family):
+    if linear_fast_path(family):
         if cache is not None:
             feats = cache.sums(family, trajs, discount)  # [M, D]
         else:
             feats = discounted_feature_sums(family, trajs, discount)  # [M, D]
         return feats @ np.asarray(family.task_weights(tasks), dtype=np.float64).T
+    if int(lengths.sum()) * len(tasks) <= max_elements:  # the usual case: one call
+        steps = concat_steps(trajs) if len(trajs) else None
+        return step_returns(family, steps, lengths, discount_weights(lengths, discount), tasks, max_elements, float32)
     out = np.zeros((len(trajs), len(tasks)))
     for lo, hi in _chunks(lengths, len(tasks), max_elements):
         # the family's weighted reward sums (terminal-aware): [S_chunk, K] rewards, or its
@@ -186,6 +189,33 @@ def discounted_returns(
         weights = discount_weights(lengths[lo:hi], discount)  # [S_chunk]
         out[lo:hi] = family.segment_returns(concat_steps(trajs[lo:hi]), tasks, weights, lengths[lo:hi],
                                             float32=float32)
+    return out
+
+
+def step_returns(
+    family: TaskFamily,
+    steps: StepBatch | None,
+    lengths: np.ndarray,
+    weights: np.ndarray,
+    tasks: np.ndarray,
+    max_elements: int = DEFAULT_MAX_ELEMENTS,
+    float32: bool = False,
+) -> np.ndarray:
+    """``discounted_returns`` on a non-linear family from trajectories already laid end to
+    end: steps [S] (``concat_steps``), their lengths [M] and discount weights [S]
+    (``discount_weights``), tasks [K, Z] -> [M, K]. For a caller that keeps the steps of
+    a set of trajectories between calls (AIR's candidate pool) instead of concatenating
+    them again each time."""
+    tasks = family.check_tasks(tasks)
+    lengths = np.asarray(lengths, dtype=np.int64)
+    out = np.zeros((len(lengths), len(tasks)))
+    if not len(lengths) or not len(tasks):
+        return out
+    ends = np.cumsum(lengths)
+    for lo, hi in _chunks(lengths, len(tasks), max_elements):
+        s0, s1 = int(ends[lo] - lengths[lo]), int(ends[hi - 1])
+        part = steps if (s0, s1) == (0, len(weights)) else StepBatch(*(x[s0:s1] for x in steps))
+        out[lo:hi] = family.segment_returns(part, tasks, weights[s0:s1], lengths[lo:hi], float32=float32)
     return out
 
 
@@ -203,7 +233,7 @@ def discounted_returns_per_trajectory(
     M, K, Z = tasks.shape
     assert M == len(trajs) and Z == family.task_dim, (tasks.shape, len(trajs), family.task_dim)
     flat = family.check_tasks(tasks.reshape(M * K, Z))
-    if _linear_fast_path(family):
+    if linear_fast_path(family):
         feats = discounted_feature_sums(family, trajs, discount)  # [M, D]
         w = np.asarray(family.task_weights(flat), dtype=np.float64).reshape(M, K, -1)
         return np.einsum("md,mkd->mk", feats, w)

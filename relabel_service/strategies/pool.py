@@ -16,6 +16,11 @@ matrix):
 * the batch's own M tasks are candidates as in GH Alg. 2; their column of returns is
   computed for the reference set in every request (N M T evaluations).
 
+On a non-linear family the pool also keeps the reference set's steps laid end to end (with
+their discount weights), in its own row order: a request drops the steps of the
+trajectories that left and appends those of the ones that joined, instead of concatenating
+all N trajectories again (``kernels.step_returns``).
+
 Per request that is O((M P + N M + N P / pool_refresh) T) instead of O(N K T), and the
 decision is the AIR decision (percentile among the reference set, ties by advantage) for
 the candidate set the request used: the pool only changes which prior samples are the
@@ -33,8 +38,8 @@ from typing import Sequence
 
 import numpy as np
 
-from envs.core import TaskFamily
-from relabel_service.core import Trajectory
+from envs.core import StepBatch, TaskFamily
+from relabel_service.core import Trajectory, concat_steps
 from relabel_service.strategies import kernels
 
 
@@ -52,19 +57,27 @@ class CandidatePool:
         self.refresh = int(refresh)
         self.tasks: np.ndarray | None = None  # [P, Z]
         self._next_column = 0  # round-robin pointer of the rolling refresh
-        self._rows: dict[str, int] = {}  # episode_id -> row of self._R
-        self._R = np.zeros((0, self.size))  # [rows, P] returns under self.tasks
         self._family: TaskFamily | None = None
         self._discount: float | None = None
+        self._clear()
         self.rows_computed = 0  # trajectories whose pool returns were computed (stats)
         self.columns_computed = 0  # pool tasks (re)computed over the reference set
 
     def __len__(self) -> int:
         return len(self._rows)
 
+    def _clear(self) -> None:
+        """No rows: the pool's trajectories, their returns and (non-linear families) steps."""
+        self._rows: dict[str, int] = {}  # episode_id -> row of self._R
+        self._R = np.zeros((0, self.size))  # [rows, P] returns under self.tasks
+        self._trajs: list[Trajectory] = []  # row order
+        self._lengths = np.zeros(0, dtype=np.int64)  # [rows]
+        self._steps: StepBatch | None = None  # [S] the rows' steps end to end (non-linear)
+        self._weights = np.zeros(0)  # [S] their discount weights
+
     def _reset(self, family: TaskFamily, discount: float) -> None:
         self.tasks = None
-        self._rows, self._R = {}, np.zeros((0, self.size))
+        self._clear()
         self._family, self._discount = family, float(discount)
 
     def returns(
@@ -95,41 +108,75 @@ class CandidatePool:
             if traj.episode_id not in index:
                 index[traj.episode_id] = len(union)
                 union.append(traj)
-        # rows: kept ones gathered, the rest (trajectories new to the set) computed
-        old = np.fromiter((self._rows.get(t.episode_id, -1) for t in union), dtype=np.int64, count=len(union))
-        R = np.empty((len(union), P))
-        kept = old >= 0
-        if self.tasks is None:
+        first = self.tasks is None
+        if first:
             self.tasks = family.sample_tasks(rng, P) if P else np.zeros((0, Z))
-            kept[:] = False
-        R[kept] = self._R[old[kept]]
-        missing = np.flatnonzero(~kept)
-        if len(missing) and P:
-            R[missing] = kernels.discounted_returns(
-                family, [union[i] for i in missing], self.tasks, discount, max_elements, cache, float32
-            )
-            self.rows_computed += len(missing)
+            self._clear()
+        # rows: the pool's rows still in the set keep their place and returns; the set's
+        # trajectories new to the pool are appended, their returns under the pool computed
+        kept = np.fromiter((t.episode_id in index for t in self._trajs), dtype=bool, count=len(self._trajs))
+        joined = [t for t in union if t.episode_id not in self._rows]
+        self._keep_rows(family, kept, joined, discount)
+        R = np.empty((len(self._trajs), P))
+        n_kept = int(kept.sum())
+        R[:n_kept] = self._R[kept]
+        if joined and P:
+            R[n_kept:] = self._returns(family, slice(n_kept, None), self.tasks, discount, max_elements, cache, float32)
+            self.rows_computed += len(joined)
         # rolling refresh: the oldest ceil(P / refresh) pool tasks are redrawn (unless every
         # row was just computed under the current pool, as on the first request); their
         # columns and the own tasks' columns come from one call over the reference set
         cols = np.zeros(0, dtype=np.int64)
-        if P and len(missing) < len(union):
+        if P and n_kept and not first:
             c = min(P, math.ceil(P / self.refresh))
             cols = (self._next_column + np.arange(c)) % P
             self._next_column = int((self._next_column + c) % P)
             self.tasks[cols] = family.sample_tasks(rng, c)
             self.columns_computed += c
-        fresh = kernels.discounted_returns(
-            family, union, np.concatenate([self.tasks[cols], own]), discount, max_elements, cache, float32
-        )  # [N', c + M]
+        fresh = self._returns(family, slice(None), np.concatenate([self.tasks[cols], own]), discount,
+                              max_elements, cache, float32)  # [rows, c + M]
         R[:, cols] = fresh[:, : len(cols)]
-        R_own = fresh[:, len(cols) :]
         self._R = R
-        self._rows = {t.episode_id: i for i, t in enumerate(union)}
         # candidates: the first K - M pool tasks, then the batch's own tasks (GH Alg. 2)
         M = len(new)
         n_pool = min(max(num_candidates - M, 0), P)
         candidates = np.concatenate([self.tasks[:n_pool], own])
-        R_all = np.concatenate([R[:, :n_pool], R_own], axis=1)  # [N', K']
-        new_rows = np.fromiter((index[t.episode_id] for t in new), dtype=np.int64, count=M)
-        return candidates, R_all[new_rows], R_all[: len(reference)]
+        R_all = np.concatenate([R[:, :n_pool], fresh[:, len(cols):]], axis=1)  # [rows, K'] in row order
+        rows = self._rows
+        ref_rows = np.fromiter((rows[t.episode_id] for t in reference), dtype=np.int64, count=len(reference))
+        new_rows = np.fromiter((rows[t.episode_id] for t in new), dtype=np.int64, count=M)
+        return candidates, R_all[new_rows], R_all[ref_rows]
+
+    def _keep_rows(self, family: TaskFamily, kept: np.ndarray, joined: list[Trajectory], discount: float) -> None:
+        """Rows become the kept ones (in their order) then the ``joined`` ones; on a
+        non-linear family their steps and discount weights follow."""
+        self._trajs = [t for t, k in zip(self._trajs, kept) if k] + joined
+        self._rows = {t.episode_id: i for i, t in enumerate(self._trajs)}
+        new_lengths = kernels.trajectory_lengths(joined)
+        if not kernels.linear_fast_path(family):
+            step_kept = np.repeat(kept, self._lengths)
+            parts = [] if self._steps is None else [StepBatch(*(x[step_kept] for x in self._steps))]
+            weights = [self._weights[step_kept]]
+            if joined:
+                parts.append(concat_steps(joined))
+                weights.append(kernels.discount_weights(new_lengths, discount))
+            self._steps = StepBatch(*(np.concatenate(f) for f in zip(*parts))) if parts else None
+            self._weights = np.concatenate(weights)
+        self._lengths = np.concatenate([self._lengths[kept], new_lengths])
+
+    def _returns(self, family: TaskFamily, rows: slice, tasks: np.ndarray, discount: float, max_elements: int,
+                 cache: kernels.FeatureSumCache | None, float32: bool) -> np.ndarray:
+        """Returns [rows, K] of the pool's rows ``rows`` (a slice) under ``tasks``: from the
+        kept steps on a non-linear family, else ``kernels.discounted_returns`` (the linear
+        fast path and its feature-sum cache)."""
+        trajs = self._trajs[rows]
+        if kernels.linear_fast_path(family) or self._steps is None:
+            return kernels.discounted_returns(family, trajs, tasks, discount, max_elements, cache, float32)
+        family.check_float32(float32)
+        lengths = self._lengths[rows]
+        ends = np.cumsum(self._lengths)
+        r0, r1, _ = rows.indices(len(self._trajs))
+        s0 = int(ends[r0 - 1]) if r0 > 0 else 0
+        s1 = int(ends[r1 - 1]) if r1 > 0 else 0
+        steps = self._steps if (s0, s1) == (0, len(self._weights)) else StepBatch(*(x[s0:s1] for x in self._steps))
+        return kernels.step_returns(family, steps, lengths, self._weights[s0:s1], tasks, max_elements, float32)
