@@ -30,15 +30,16 @@ reward_inputs per family (what the observation lacks):
 
 from __future__ import annotations
 
-from typing import Any, ClassVar, Mapping, cast
+from typing import TYPE_CHECKING, Any, ClassVar, Mapping, cast
 
 import gymnasium as gym
-import mujoco
 import numpy as np
-from gymnasium.envs.mujoco.mujoco_env import MujocoEnv
 
 from envs.core import SEGMENT_BLOCK_ELEMENTS, StepBatch, TaskFamily, segment_blocks
 from envs.reference_tasks import HALF_CHEETAH_EVAL_TASKS
+
+if TYPE_CHECKING:
+    from gymnasium.envs.mujoco.mujoco_env import MujocoEnv
 
 _COS_15_DEG = float(np.cos(np.deg2rad(15.0)))
 
@@ -51,8 +52,14 @@ class MujocoTaskEnv(gym.Wrapper):
     """
 
     def __init__(self, family: TaskFamily, task: np.ndarray, env: gym.Env):
+        # mujoco is imported here, with the first env (``gym.make`` has imported it by then),
+        # not with the module: a process that only names these families (a relabel worker,
+        # a store shard, a worker of another family) never loads the simulator (~0.25 s)
+        import mujoco
+
         super().__init__(env)
-        self._sim = cast(MujocoEnv, env.unwrapped)
+        self._mj = mujoco
+        self._sim = cast("MujocoEnv", env.unwrapped)
         self.family = family
         self.task = np.zeros(family.task_dim)
         self.set_task(task)
@@ -60,7 +67,7 @@ class MujocoTaskEnv(gym.Wrapper):
         self._t = 0  # steps since reset (the time limit of ``step_into``)
 
     @property
-    def sim(self) -> MujocoEnv:
+    def sim(self) -> "MujocoEnv":
         # cached: ``self.env.unwrapped`` walks the Gymnasium wrapper chain on every access
         return self._sim
 
@@ -71,7 +78,7 @@ class MujocoTaskEnv(gym.Wrapper):
         *start*, one physics substep behind qpos. This only rewrites derived arrays, which the
         next ``mj_step`` recomputes anyway, so the dynamics are unchanged.
         """
-        mujoco.mj_kinematics(self.sim.model, self.sim.data)
+        self._mj.mj_kinematics(self.sim.model, self.sim.data)
 
     def set_task(self, task: np.ndarray) -> None:
         """Command a new task [Z]: rewards use it from the next step on (reacher moves its
@@ -135,8 +142,8 @@ class MujocoTaskEnv(gym.Wrapper):
         # that force quantities (cfrc_ext) are current. ``action`` must have shape [A].
         data = sim.data
         data.ctrl[:] = action
-        mujoco.mj_step(sim.model, data, nstep=sim.frame_skip)
-        mujoco.mj_rnePostConstraint(sim.model, data)
+        self._mj.mj_step(sim.model, data, nstep=sim.frame_skip)
+        self._mj.mj_rnePostConstraint(sim.model, data)
         self._t += 1
         self._observe_into(obs_out)
         self._write_reward_inputs(before, reward_inputs_out)
