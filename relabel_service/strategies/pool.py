@@ -154,9 +154,15 @@ class CandidatePool:
         self._rows = {t.episode_id: i for i, t in enumerate(self._trajs)}
         new_lengths = kernels.trajectory_lengths(joined)
         if not kernels.linear_fast_path(family):
-            step_kept = np.repeat(kept, self._lengths)
-            parts = [] if self._steps is None else [StepBatch(*(x[step_kept] for x in self._steps))]
-            weights = [self._weights[step_kept]]
+            drop = int(np.argmax(kept)) if kept.any() else len(kept)  # the usual case: the oldest rows leave
+            if kept[drop:].all():  # kept rows are a suffix: a view of their steps
+                s0 = int(self._lengths[:drop].sum())
+                parts = [] if self._steps is None else [StepBatch(*(x[s0:] for x in self._steps))]
+                weights = [self._weights[s0:]]
+            else:
+                step_kept = np.repeat(kept, self._lengths)
+                parts = [] if self._steps is None else [StepBatch(*(x[step_kept] for x in self._steps))]
+                weights = [self._weights[step_kept]]
             if joined:
                 parts.append(concat_steps(joined))
                 weights.append(kernels.discount_weights(new_lengths, discount))
