@@ -667,9 +667,12 @@ class _Driver:
             return
         now = time.perf_counter()
         for ref, kind in list(self.inflight.items()):
-            if kind[0] != "rollout" or now - kind[3] <= limit or not self.t.pool.is_current(kind[1], kind[2]):
+            if kind[0] != "rollout" or not self.t.pool.is_current(kind[1], kind[2]):
                 continue
-            ready = self.t.pool.ready_since(kind[1])  # the clock starts once the actor runs
+            # the clock starts once the actor runs: its readiness is polled at every check
+            # (not first when the limit has passed, which would restart the clock then and
+            # let a hung round run for twice the timeout)
+            ready = self.t.pool.ready_since(kind[1])
             if ready is not None and now - max(kind[3], ready) > limit:
                 del self.inflight[ref]
                 log.warning("rollout worker %s: round running for %.0fs (> rollout.round_timeout_s); replacing it",

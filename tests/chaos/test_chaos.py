@@ -25,6 +25,10 @@ def test_every_fault_recovers_and_loses_nothing(tmp_path):
     # the corrupted record is the one thing the store gave up, and the learner had it
     corrupt = next(r for r in report["faults"] if r["fault"] == "corrupt_segment")
     assert corrupt.get("dropped_by_store", 0) <= 1, table
+    # a hung env is caught once its round has run rollout.round_timeout_s (10 s in the chaos
+    # config), not after twice that (the clock once restarted when the driver first looked)
+    stall = next(r for r in report["faults"] if r["fault"] == "env_stall")
+    assert stall["recovery_s"] < 16, table
     assert report["passed"], table
 
 
