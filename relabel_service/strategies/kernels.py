@@ -179,17 +179,10 @@ def discounted_returns(
         else:
             feats = discounted_feature_sums(family, trajs, discount)  # [M, D]
         return feats @ np.asarray(family.task_weights(tasks), dtype=np.float64).T
-    if int(lengths.sum()) * len(tasks) <= max_elements:  # the usual case: one call
-        steps = concat_steps(trajs) if len(trajs) else None
-        return step_returns(family, steps, lengths, discount_weights(lengths, discount), tasks, max_elements, float32)
-    out = np.zeros((len(trajs), len(tasks)))
-    for lo, hi in _chunks(lengths, len(tasks), max_elements):
-        # the family's weighted reward sums (terminal-aware): [S_chunk, K] rewards, or its
-        # cheaper equal form
-        weights = discount_weights(lengths[lo:hi], discount)  # [S_chunk]
-        out[lo:hi] = family.segment_returns(concat_steps(trajs[lo:hi]), tasks, weights, lengths[lo:hi],
-                                            float32=float32)
-    return out
+    # the family's weighted reward sums (terminal-aware), in chunks of whole trajectories
+    # past ``max_elements`` (step, task) pairs
+    steps = concat_steps(trajs) if len(trajs) else None
+    return step_returns(family, steps, lengths, discount_weights(lengths, discount), tasks, max_elements, float32)
 
 
 def step_returns(

@@ -109,9 +109,8 @@ class CandidatePool:
                 index[traj.episode_id] = len(union)
                 union.append(traj)
         first = self.tasks is None
-        if first:
+        if first:  # (no rows yet either: a new pool, or one reset above)
             self.tasks = family.sample_tasks(rng, P) if P else np.zeros((0, Z))
-            self._clear()
         # rows: the pool's rows still in the set keep their place and returns; the set's
         # trajectories new to the pool are appended, their returns under the pool computed
         kept = np.fromiter((t.episode_id in index for t in self._trajs), dtype=bool, count=len(self._trajs))
