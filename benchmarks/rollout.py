@@ -8,14 +8,22 @@ ratios). Measured: ``RolloutWorker.collect_episodes`` with
 the SAC actor's forward pass each step, recording whole trajectories. Both in this
 process, one BLAS thread (as in a Ray worker), interleaved repetitions; the ratio is the figure of merit.
 
-``scaling``: W workers as Ray actors with one CPU each, one concurrent round each, against
-one worker: ``efficiency`` = rate(W) / (W rate(1)), the median over 7 repetitions that
-each time W = 1 and W = W back to back (target 0.9). Beside it, the machine's
-own ceiling for this work: W Ray actors stepping plain Gymnasium HalfCheetah-v5 with random
-actions (the same number of steps, no policy, no recording), timed the same way right
-after the workers (``bare_env_efficiency``); ``efficiency_over_machine`` is the
-workers' efficiency over it. On a VM whose vCPUs share physical cores, or when other
-processes hold a core, W cores do not give W times one core, whatever the code does.
+``scaling``: W workers as Ray actors with one CPU each, each running rounds back to back
+as the trainer's workers do (a worker is handed its next round when its last one returns,
+never held for the others), against one worker: ``efficiency`` = rate(W) / (W rate(1)),
+the median over 7 repetitions that each time W = 1 and W = W back to back (target 0.9).
+rate(W) is the env steps all W made while all W were running (the window from the last
+worker's start to the first worker's end of ``ROUNDS`` rounds, a round's steps counted in
+proportion to its time inside the window) over that window. Beside it,
+``efficiency_one_round``: the same first rounds started together and timed to the
+slowest one's end (a barrier the trainer does not have: on this VM a core's speed moves
+by tens of percent from one second to the next, and a barrier pays the slower core's
+draw every round). And the machine's own ceiling for this work: W Ray actors stepping
+plain Gymnasium HalfCheetah-v5 with random actions (the same number of steps a round, no
+policy, no recording), timed the same way right after the workers
+(``bare_env_efficiency``); ``efficiency_over_machine`` is the workers' efficiency over
+it. On a VM whose vCPUs share physical cores, or when other processes hold a core, W
+cores do not give W times one core, whatever the code does.
 """
 
 from __future__ import annotations
@@ -31,6 +39,7 @@ from envs import get_family
 from learner.sac.config import SACConfig, sac_defaults
 
 FAMILY = "half_cheetah_mo"
+ROUNDS = 3  # rounds each worker runs back to back per scaling measurement
 
 
 def _random_steps_per_s(envs: list, steps: int, seed: int) -> float:
@@ -61,11 +70,41 @@ def _gym_steps_per_s(num_envs: int, steps: int, seed: int) -> float:
     return _random_steps_per_s([gym.make("HalfCheetah-v5") for _ in range(num_envs)], steps, seed)
 
 
+def _timed_rounds(round_fn: Callable[[], dict[str, float]], n: int) -> list[tuple[float, float, int]]:
+    """(start, end, env steps) of ``n`` rounds back to back. ``time.monotonic`` is the
+    machine's one clock (CLOCK_MONOTONIC), so the stamps of actors on one host compare."""
+    out = []
+    for _ in range(n):
+        t0 = time.monotonic()
+        steps = int(round_fn()["env_steps"])
+        out.append((t0, time.monotonic(), steps))
+    return out
+
+
+def _window_rate(runs: list[list[tuple[float, float, int]]]) -> float:
+    """Aggregate env steps/s while every worker ran: from the last first start to the first
+    last end, each round's steps counted in proportion to its time inside that window."""
+    lo, hi = max(r[0][0] for r in runs), min(r[-1][1] for r in runs)
+    if hi <= lo:  # no common window (cannot happen with rounds started together): the barrier rate
+        return _barrier_rate(runs)
+    steps = sum(n * max(0.0, min(t1, hi) - max(t0, lo)) / (t1 - t0) for r in runs for t0, t1, n in r if t1 > t0)
+    return steps / (hi - lo)
+
+
+def _barrier_rate(runs: list[list[tuple[float, float, int]]]) -> float:
+    """Env steps/s of every worker's first round, started together, timed to the last end."""
+    first = [r[0] for r in runs]
+    return sum(n for _, _, n in first) / (max(t1 for _, t1, _ in first) - min(t0 for t0, _, _ in first))
+
+
 class _TimedWorker(RolloutWorker):
-    """A rollout worker whose round returns only its stats (no trajectories to ship)."""
+    """A rollout worker whose rounds return only their stats (no trajectories to ship)."""
 
     def round(self) -> dict[str, float]:
         return self.collect_episodes()[1]
+
+    def rounds(self, n: int) -> list[tuple[float, float, int]]:
+        return _timed_rounds(self.round, n)
 
 
 class _BareStepper:
@@ -81,6 +120,9 @@ class _BareStepper:
     def round(self) -> dict[str, float]:
         _random_steps_per_s(self.envs, self.steps, self.seed)
         return {"env_steps": self.steps * len(self.envs)}
+
+    def rounds(self, n: int) -> list[tuple[float, float, int]]:
+        return _timed_rounds(self.round, n)
 
 
 def scaling(num_envs: int, quick: bool) -> dict[str, Any]:
@@ -106,41 +148,51 @@ def scaling(num_envs: int, quick: bool) -> dict[str, Any]:
     bare_remote = ray.remote(num_cpus=1)(_BareStepper)
     horizon = 200 if quick else get_family(FAMILY).horizon
     reps = 1 if quick else 7
+    rounds = 2 if quick else ROUNDS
     out: dict[str, Any] = {"cores": cores, "envs_per_worker": num_envs, "repetitions": reps}
 
-    def measured(make: Callable[[int], Any]) -> dict[int, list[float]]:
-        """Aggregate env steps/s of w actors' concurrent rounds, for every w, each repetition
-        (the actors started, warmed up, timed, killed: the workers and the bare steppers
-        each hold the cores in turn)."""
+    def measured(make: Callable[[int], Any]) -> dict[str, dict[int, list[float]]]:
+        """Aggregate env steps/s of w actors running ``rounds`` rounds each, started together,
+        for every w, each repetition: over the window all ran (``window``) and of the first
+        rounds to the slowest's end (``barrier``). The actors are started, warmed up, timed
+        and killed: the workers and the bare steppers each hold the cores in turn."""
         actors = [make(i) for i in range(max(sizes))]
         try:
             ray.get([a.round.remote() for a in actors])  # warm-up (and actor start)
-            rates: dict[int, list[float]] = {w: [] for w in sizes}
+            rates: dict[str, dict[int, list[float]]] = {"window": {w: [] for w in sizes},
+                                                        "barrier": {w: [] for w in sizes}}
             for _ in range(reps):
                 for w in sizes:
-                    t0 = time.perf_counter()
-                    stats = ray.get([a.round.remote() for a in actors[:w]])
-                    rates[w].append(sum(st["env_steps"] for st in stats) / (time.perf_counter() - t0))
+                    runs = ray.get([a.rounds.remote(rounds) for a in actors[:w]])
+                    rates["window"][w].append(_window_rate(runs))
+                    rates["barrier"][w].append(_barrier_rate(runs))
             return rates
         finally:
             for a in actors:
                 ray.kill(a)
 
+    def efficiencies(rates: dict[int, list[float]], w: int) -> np.ndarray:
+        return np.asarray(rates[w]) / (w * np.asarray(rates[1]))  # per repetition
+
     try:
         ours = measured(lambda i: remote.remote(worker_id=i, family=FAMILY, num_envs=num_envs, net_cfg=cfg, seed=0))
         bare = measured(lambda i: bare_remote.remote(num_envs, horizon, seed=i))
+        out["rounds_per_worker"] = rounds
         for w in sizes:
-            effs = np.asarray(ours[w]) / (w * np.asarray(ours[1]))  # per repetition
+            effs = efficiencies(ours["window"], w)
             eff = float(np.median(effs))
-            bare_eff = float(np.median(np.asarray(bare[w]) / (w * np.asarray(bare[1]))))
-            out[f"W={w}"] = {"env_steps_per_s": round(float(np.median(ours[w])), 1),
+            bare_eff = float(np.median(efficiencies(bare["window"], w)))
+            out[f"W={w}"] = {"env_steps_per_s": round(float(np.median(ours["window"][w])), 1),
                              "speedup": round(w * eff, 3), "efficiency": round(eff, 3),
                              "efficiency_min_max": [round(float(effs.min()), 3), round(float(effs.max()), 3)],
-                             "bare_env_steps_per_s": round(float(np.median(bare[w])), 1),
+                             "efficiency_one_round": round(float(np.median(efficiencies(ours["barrier"], w))), 3),
+                             "bare_env_steps_per_s": round(float(np.median(bare["window"][w])), 1),
                              "bare_env_efficiency": round(bare_eff, 3),
+                             "bare_env_efficiency_one_round": round(float(np.median(efficiencies(bare["barrier"], w))), 3),
                              "efficiency_over_machine": round(eff / bare_eff, 3)}
         out["efficiency_all_cores"] = out[f"W={cores}"]["efficiency"]
         out["bare_env_efficiency_all_cores"] = out[f"W={cores}"]["bare_env_efficiency"]
+        out["efficiency_one_round_all_cores"] = out[f"W={cores}"]["efficiency_one_round"]
         out["efficiency_over_machine_all_cores"] = out[f"W={cores}"]["efficiency_over_machine"]
         out["target_efficiency"] = 0.9
     finally:

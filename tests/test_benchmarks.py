@@ -34,6 +34,21 @@ def test_bench_rollout_fields(tmp_path):
     for key in ("bare_env_efficiency_all_cores", "efficiency_over_machine_all_cores"):
         assert _number(sc[key]), key
     assert sc["W=1"]["bare_env_efficiency"] == 1.0
+    assert _number(sc["efficiency_one_round_all_cores"]) and sc["rounds_per_worker"] == 2
+
+
+def test_scaling_rates_count_only_the_window_all_workers_ran():
+    """Hand-computed: worker A's rounds (0-2 s, 100 steps), (2-4 s, 100); B's (1-3 s, 60),
+    (3-5 s, 60). All ran from 1 s to 4 s: A made 50 + 100 of its steps there, B 60 + 30, so
+    240 steps in 3 s. The first rounds to the slowest's end: 160 steps in 3 s."""
+    from benchmarks.rollout import _barrier_rate, _window_rate
+
+    runs = [[(0.0, 2.0, 100), (2.0, 4.0, 100)], [(1.0, 3.0, 60), (3.0, 5.0, 60)]]
+    assert _window_rate(runs) == pytest.approx(80.0)
+    assert _barrier_rate(runs) == pytest.approx(160.0 / 3.0)
+    one = [[(0.0, 1.0, 10), (1.0, 3.0, 30)]]  # one worker: its steps over its whole time
+    assert _window_rate(one) == pytest.approx(40.0 / 3.0)
+    assert _barrier_rate(one) == pytest.approx(10.0)
 
 
 def test_bench_learner_fields(tmp_path):
