@@ -32,6 +32,9 @@ from learner.sac.graphed import GraphedUpdates, set_tf32
 from learner.sac.update import SACState, init_state, load_state, policy_weights, save_state, update, value_weights
 from relabel_service.core import TransitionBatch
 
+#: the pause of a ``train`` call the rate limiter allows no update, doubling up to the max
+IDLE_PAUSE_S, IDLE_PAUSE_MAX_S = 0.02, 0.16
+
 #: in-batch relabeling hook (HIPI-RL): (state, batch, generator) -> (batch, stats)
 BatchRelabeler = Callable[[SACState, Any, torch.Generator], tuple[Any, dict[str, float]]]
 
@@ -102,6 +105,7 @@ class Learner:
         self._state_lock = threading.Lock()
         self.checkpoint_dir = Path(checkpoint_dir) if checkpoint_dir else None
         self._rates = {"ingest_t": time.perf_counter(), "ingest_n": 0, "update_t": time.perf_counter(), "update_n": 0}
+        self._idle_pause = IDLE_PAUSE_S
         # The ledger: episode ids that reached the replay through the stream (checkpointed
         # with the networks), for exactly-once checks; refills are counted apart.
         self.keep_ledger = ledger
@@ -169,7 +173,13 @@ class Learner:
         if not self.warmed_up:
             self._warm_up()  # compile now, while the replay fills (or before the first update)
         elif n == 0:
-            time.sleep(0.02)  # nothing allowed yet: do not spin the driver's loop
+            # nothing allowed yet: do not spin the driver's loop. The pause doubles over
+            # calls that find nothing (20 ms to 160 ms): each call is a round trip through the
+            # driver, ~50 a second at a fixed 20 ms while the replay fills
+            time.sleep(self._idle_pause)
+            self._idle_pause = min(2.0 * self._idle_pause, IDLE_PAUSE_MAX_S)
+        if n:
+            self._idle_pause = IDLE_PAUSE_S
         metrics: dict[str, float] = {}
         relabel_stats: dict[str, float] = {}
         with self._state_lock:

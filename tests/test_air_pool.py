@@ -243,3 +243,40 @@ def test_worker_reference_is_the_n_most_recent_across_refreshes(ray_session, tmp
             assert stats["strategy_stats"]["num_reference"] == float(min(10, len(everything)))
     finally:
         store.shutdown()
+
+
+def test_backoff_doubles_to_its_cap_and_resets():
+    from relabel_service.worker import Backoff
+
+    b = Backoff(first=0.01, most=0.04)
+    pauses = []
+    for _ in range(4):
+        pauses.append(b.pause)
+        b.wait(0.0)  # the call's deadline has passed: no sleep, the pause still grows
+    assert pauses == [0.01, 0.02, 0.04, 0.04]
+    b.reset()
+    assert b.pause == 0.01
+
+
+@pytest.mark.ray
+def test_an_idle_worker_backs_off_and_a_read_with_data_resets_it(ray_session, tmp_path):
+    """Empty shards: the worker's pause between reads grows to POLL_MAX_S within a call and
+    stays there across calls; the first read that finds data returns it and resets it."""
+    from relabel_service.store.actor import start_store
+    from relabel_service.worker import POLL_FIRST_S, POLL_MAX_S
+
+    store = start_store(tmp_path, 2, name_prefix=f"poll-{uuid.uuid4().hex[:8]}")
+    try:
+        worker = RelabelWorker(worker_id=0, family="test_goal", strategy="none", strategy_cfg=StrategyConfig(),
+                               store=store, shard_ids=[0, 1], discount=0.9, seed=0, batch_trajectories=4)
+        out, stats = worker.relabel(wait_s=0.5)
+        assert out is None and stats["trajectories"] == 0
+        assert worker.backoff.pause == POLL_MAX_S
+        out, stats = worker.relabel(wait_s=0.1)  # still idle: the pause stays at its cap
+        assert out is None and worker.backoff.pause == POLL_MAX_S
+        store.append_many(random_trajs(GOAL, 3, seed=1))
+        out, stats = worker.relabel(wait_s=5.0)
+        assert stats["trajectories"] == 3 and len(out) > 0
+        assert worker.backoff.pause == POLL_FIRST_S
+    finally:
+        store.shutdown()

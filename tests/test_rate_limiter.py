@@ -71,3 +71,30 @@ def test_learner_threads_are_the_whole_cores_it_holds():
     # the two-branch update takes a thread on a tenth of a core or more beyond the first
     cpus = (0.05, 0.83, 1.0, 1.05, 1.1, 1.35, 2.0, 2.05, 2.1, 2.7, 8.0)
     assert [threads_for(c, branches=True) for c in cpus] == [1, 1, 1, 1, 2, 2, 2, 2, 3, 3, 8]
+
+
+def test_a_learner_the_limiter_holds_backs_off_and_an_allowed_update_resets_it():
+    """train() calls that the limiter allows nothing pause 20, 40, 80, 160, 160 ms (each is a
+    round trip through the driver's loop); the first call with updates resets the pause."""
+    import numpy as np
+
+    from hindsight.config import LearnerConfig
+    from learner.actor import IDLE_PAUSE_MAX_S, IDLE_PAUSE_S, Learner
+    from learner.sac.config import SACConfig
+    from relabel_service.core import TransitionBatch
+
+    cfg = LearnerConfig(num_cpus=1, min_replay=20, sac=SACConfig(hidden_sizes=(16, 16), batch_size=8, compile=False))
+    learner = Learner(3, 2, 2, 0, cfg, 0.99, seed=0)  # eager: no warm-up call
+    pauses = []
+    for _ in range(5):
+        pauses.append(learner._idle_pause)
+        assert learner.train(5)["updates_done"] == 0
+    assert pauses == [IDLE_PAUSE_S, 2 * IDLE_PAUSE_S, 4 * IDLE_PAUSE_S, IDLE_PAUSE_MAX_S, IDLE_PAUSE_MAX_S]
+    assert learner._idle_pause == IDLE_PAUSE_MAX_S
+    rng = np.random.default_rng(0)
+    n = 40
+    f32 = lambda *s: rng.standard_normal(s).astype(np.float32)  # noqa: E731
+    learner.ingest(TransitionBatch(obs=f32(n, 3), action=np.tanh(f32(n, 2)), reward=f32(n), next_obs=f32(n, 3),
+                                   terminated=np.zeros(n, np.float32), task=f32(n, 2), reward_inputs=f32(n, 0)))
+    assert learner.train(5)["updates_done"] > 0
+    assert learner._idle_pause == IDLE_PAUSE_S
