@@ -41,10 +41,11 @@ USES_VALUE = {"air", "advantage"}
 #: strategies that relabel fixed-size batches (candidates and log Z come from the batch)
 FIXED_BATCH = {"hipi"}
 #: polling the shards for new data: the first pause after an empty read, doubling while the
-#: shards stay empty, up to the last. An empty read costs ~1.7 ms of CPU over the worker,
-#: the shard and Ray's processes; at a fixed 50 ms an idle AIR worker's reads took 0.07 of
-#: a core on the 2-core box during an e2e run (HalfCheetahMO, 1 worker x 1 env), 0.03 with
-#: the pause doubling to 0.4 s. 0.2 s bounds what it adds to a trajectory's way to the learner.
+#: shards stay empty, up to the last. Each read is a round trip over Ray to every shard the
+#: worker owns: at a fixed 50 ms, the relabel worker and the two shards of an e2e air run
+#: (HalfCheetahMO, 1 worker x 1 env, a trajectory every ~7 s) used 0.058 and 0.072 of a
+#: core on the 2-core box, 0.029 and 0.038 with these. 0.2 s bounds what the pause adds to
+#: a trajectory's way to the learner.
 POLL_FIRST_S, POLL_MAX_S = 0.05, 0.2
 
 
