@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from benchmarks.cpu_use import CpuSampler, role_of
+from benchmarks.cpu_use import CpuSampler, _settled, role_of
 
 
 def test_roles_from_command_lines():
@@ -24,6 +24,17 @@ def test_roles_from_command_lines():
     assert role_of("/venv/lib/python3.11/site-packages/ray/core/src/ray/raylet/raylet --x", 10, me) == "ray_system"
     assert role_of("/usr/bin/python -m pytest", me, me) == "driver"
     assert role_of("/usr/bin/vim notes.txt", 10, me) == "other"
+
+
+
+def test_a_role_is_kept_only_once_it_cannot_change():
+    """A Ray worker is a Python process of Ray's, then ``ray::IDLE``, then its actor: the
+    sampler reads its command line again until then, and never again after."""
+    me = os.getpid()
+    for cmd, settled in [("/venv/bin/python /venv/lib/python3.11/site-packages/ray/_private/workers/default_worker.py", False),
+                         ("ray::IDLE", False), ("ray::Learner.train", True), ("ray::RunControl", True),
+                         ("/usr/bin/vim notes.txt", True), ("", True)]:
+        assert _settled(cmd, role_of(cmd, 10, me)) is settled, cmd
 
 
 @pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="reads /proc (Linux)")
