@@ -45,7 +45,8 @@ def role_of(cmdline: str, pid: int, driver_pid: int) -> str:
     if pid == driver_pid:
         return "driver"
     if cmdline.startswith("ray::"):
-        name = cmdline[5:].split()[0].split(".")[0]
+        # ray::Class, ray::Class.method, and while a named actor starts ray::NAME:Class.__init__
+        name = cmdline[5:].split()[0].rsplit(":", 1)[-1].split(".")[0]
         return ROLES.get(name, "ray_other_actors")
     if "/ray/" in cmdline or "ray/core" in cmdline or "raylet" in cmdline or "gcs_server" in cmdline:
         return "ray_system"
@@ -64,9 +65,12 @@ def _stat(pid: str) -> tuple[float, int]:
 
 def _settled(cmdline: str, role: str) -> bool:
     """Whether a process's role can no longer change: a Ray worker starts as a Python
-    process of Ray's (``ray_system``), calls itself ``ray::IDLE``, then takes its actor's
-    name; every other process keeps its command line."""
-    return role != "ray_system" and not cmdline.startswith("ray::IDLE")
+    process of Ray's (``ray_system``), calls itself ``ray::IDLE``, then ``ray::NAME:Class.__init__``
+    (a named actor) while its actor starts, then ``ray::Class``; every other process keeps
+    its command line."""
+    if role == "ray_system" or cmdline.startswith("ray::IDLE"):
+        return False
+    return not (cmdline.startswith("ray::") and cmdline.split()[0].endswith(".__init__"))
 
 
 class CpuSampler:

@@ -20,6 +20,7 @@ def test_roles_from_command_lines():
     assert role_of("ray::RolloutActor.collect_episodes", 10, me) == "rollout"
     assert role_of("ray::RelabelWorker.relabel", 10, me) == "relabel"
     assert role_of("ray::Shard.append", 10, me) == "store"
+    assert role_of("ray::run-shard-1:Shard.__init__", 10, me) == "store"  # a named actor starting
     assert role_of("ray::RunControl", 10, me) == "ray_other_actors"
     assert role_of("/venv/lib/python3.11/site-packages/ray/core/src/ray/raylet/raylet --x", 10, me) == "ray_system"
     assert role_of("/usr/bin/python -m pytest", me, me) == "driver"
@@ -32,7 +33,8 @@ def test_a_role_is_kept_only_once_it_cannot_change():
     sampler reads its command line again until then, and never again after."""
     me = os.getpid()
     for cmd, settled in [("/venv/bin/python /venv/lib/python3.11/site-packages/ray/_private/workers/default_worker.py", False),
-                         ("ray::IDLE", False), ("ray::Learner.train", True), ("ray::RunControl", True),
+                         ("ray::IDLE", False), ("ray::run-shard-0:Shard.__init__", False), ("ray::Shard", True),
+                         ("ray::Learner.train", True), ("ray::RunControl", True),
                          ("/usr/bin/vim notes.txt", True), ("", True)]:
         assert _settled(cmd, role_of(cmd, 10, me)) is settled, cmd
 
