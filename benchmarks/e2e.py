@@ -231,8 +231,9 @@ def run(quick: bool = False, steps: int | None = None, strategies: Sequence[str]
     result: dict[str, Any] = {"family": FAMILY, "settings": s, "overrides": list(overrides), "hindsight": {}}
     started = False
     if not ray.is_initialized():  # one local Ray for every run (the trainer reuses it)
-        ray.init(address="local", num_cpus=max(2, os.cpu_count() or 2), include_dashboard=False,
-                 log_to_driver=False)
+        from hindsight.trainer import start_local_ray
+
+        start_local_ray()
         started = True
     try:
         with tempfile.TemporaryDirectory(prefix="hindsight-e2e-") as logdir:

@@ -230,6 +230,11 @@ class ExperimentConfig:
     """On a cluster (``--address``) that cannot hold every actor at start: seconds to wait
     for nodes to join (after ``request_resources``) before failing with what was asked
     for and what the cluster has."""
+    cpu_priority: Literal["idle", "nice", "normal"] = "idle"
+    """CPU priority of every actor but the learner (rollout, relabel, store, eval, control):
+    ``idle`` (Linux SCHED_IDLE: they run on the cores the learner's update leaves idle and
+    do not preempt it), ``nice`` (nice 19), ``normal`` (as Ray starts them). See
+    ``actors/priority.py``; no-op off Linux."""
     env: EnvConfig = dataclasses.field(default_factory=EnvConfig)
     rollout: RolloutConfig = dataclasses.field(default_factory=RolloutConfig)
     store: StoreConfig = dataclasses.field(default_factory=StoreConfig)

@@ -65,15 +65,18 @@ class RunControl:
         return {"run_dir": self.run_dir, **self._status}
 
 
-def start_control(run_dir: str | Path) -> Any | None:
-    """Start the run's control actor (no CPUs); None, with a warning, if the name is taken."""
+def start_control(run_dir: str | Path, cpu_priority: str = "normal") -> Any | None:
+    """Start the run's control actor (no CPUs; ``cpu_priority``: ``actors.priority``); None,
+    with a warning, if the name is taken."""
     import logging
 
     import ray
 
+    from actors.priority import background
+
     try:
         return (
-            ray.remote(RunControl)
+            ray.remote(background(RunControl, cpu_priority))
             .options(name=control_actor_name(run_dir), namespace=NAMESPACE, num_cpus=0, lifetime=None)
             .remote(str(run_dir))
         )

@@ -174,7 +174,7 @@ def run_experiment(
     import ray
 
     from hindsight.config import uses_pearl
-    from hindsight.trainer import Trainer
+    from hindsight.trainer import Trainer, start_local_ray
 
     spec = load_spec(path, extra_overrides)
     out_dir = results_dir(spec, out)
@@ -191,8 +191,7 @@ def run_experiment(
         if address:
             ray.init(address=address, include_dashboard=False, log_to_driver=False)
         else:  # a local instance of our own, never another process's cluster
-            ray.init(address="local", num_cpus=max(2, os.cpu_count() or 2), include_dashboard=False,
-                     log_to_driver=False)
+            start_local_ray()
         started_ray = True
     try:
         for i, cell in enumerate(todo, start=1):

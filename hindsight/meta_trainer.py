@@ -33,6 +33,7 @@ from ray.exceptions import RayActorError
 from tqdm import tqdm
 
 from actors.pool import MetaRolloutActor
+from actors.priority import background
 from hindsight.config import learner_cpus
 from hindsight.tb import TBWriter
 from hindsight.trainer import STATE_FILE, Trainer
@@ -82,7 +83,7 @@ class MetaTrainer(Trainer):
         self.store = start_store(
             str(self.run_dir / "store"), num_shards=sc.num_shards, fsync=sc.fsync,
             fsync_interval_s=sc.fsync_interval_s, segment_bytes=sc.segment_bytes,
-            max_segments=sc.max_segments, num_cpus=sc.num_cpus, pin_to_node=not sc.shared_filesystem,
+            max_segments=sc.max_segments, num_cpus=sc.num_cpus, cpu_priority=cfg.cpu_priority, pin_to_node=not sc.shared_filesystem,
             # a resumed run's cursors floor the shards' seqs: no reader skips new records
             min_next_seq={int(k): int(v) for k, v in self.state.get("cursors", {}).items()},
         )
@@ -96,7 +97,7 @@ class MetaTrainer(Trainer):
             fam.obs_dim, fam.action_dim, J, mc.pearl, mc.schedule, cfg.learner.device, cfg.seed,
             cfg.learner.threads or threads_for(cpus), str(self.run_dir / "checkpoints"), self.resume,
         )
-        remote_rollout = ray.remote(MetaRolloutActor)
+        remote_rollout = ray.remote(background(MetaRolloutActor, cfg.cpu_priority))  # actors/priority.py
 
         def make_rollout(wid: int, store: Any = self.store, num_cpus: float = cfg.rollout.num_cpus) -> Any:
             return remote_rollout.options(num_cpus=num_cpus).remote(
@@ -109,7 +110,7 @@ class MetaTrainer(Trainer):
         factory = make_utility_factory(mc.pearl, fam.obs_dim, fam.action_dim) if strategy in NEEDS_MODEL else None
         R = max(1, cfg.relabel.num_workers)
         shards = list(range(sc.num_shards))
-        remote_relabel = ray.remote(MetaRelabelWorker)
+        remote_relabel = ray.remote(background(MetaRelabelWorker, cfg.cpu_priority))
 
         def make_relabeler(r: int, cursors: dict[int, int]) -> Any:
             mine = shards[r::R]

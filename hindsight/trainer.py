@@ -44,6 +44,7 @@ from ray.exceptions import ActorUnavailableError, GetTimeoutError, RayActorError
 from tqdm import tqdm
 
 from actors.pool import RolloutActor, RolloutPool
+from actors.priority import background
 from envs import get_family
 from hindsight import placement
 from hindsight.config import ExperimentConfig, dump_config, learner_cpus
@@ -95,6 +96,17 @@ class StopSignals:
     def __exit__(self, *exc: Any) -> None:
         for sig, old in self._old.items():
             signal.signal(sig, old)
+
+
+def start_local_ray() -> None:
+    """A fresh local Ray instance of our own (``address="local"``: never another process's,
+    even when one runs on this machine), with the machine's cores (at least 2), and its
+    worker processes at nice 0 instead of Ray's default 15: the learner then runs at the
+    priority of Ray's own processes and of the driver, and the other actors yield to it
+    through ``cpu_priority`` (``actors/priority.py``). On a cluster Ray's operator decides
+    (``RAY_worker_niceness`` when starting ``ray start``)."""
+    ray.init(address="local", num_cpus=max(2, os.cpu_count() or 2), include_dashboard=False, log_to_driver=False,
+             _system_config={"worker_niceness": 0})
 
 
 def new_run_dir(cfg: ExperimentConfig) -> Path:
@@ -156,9 +168,7 @@ class Trainer:
         if self.address:
             ray.init(address=self.address, include_dashboard=False, log_to_driver=False)
         else:
-            # address="local": always a fresh instance of our own, even when another Ray
-            # runs on this machine (ray.init would otherwise try to join it and refuse num_cpus)
-            ray.init(address="local", num_cpus=max(2, os.cpu_count() or 2), include_dashboard=False, log_to_driver=False)
+            start_local_ray()
         return True
 
     def _place(self) -> None:
@@ -187,6 +197,7 @@ class Trainer:
             segment_bytes=sc.segment_bytes,
             max_segments=sc.max_segments,
             num_cpus=sc.num_cpus,
+            cpu_priority=cfg.cpu_priority,
             pin_to_node=not sc.shared_filesystem,
             # a resumed run's cursors floor the shards' seqs: no reader skips new records
             min_next_seq={int(k): int(v) for k, v in self.state.get("cursors", {}).items()},
@@ -229,7 +240,8 @@ class Trainer:
         self.make_learner = make_learner
         self.learner = make_learner(self.resume)
         net_cfg = cfg.learner.sac
-        remote_rollout = ray.remote(RolloutActor)
+        # every actor but the learner yields the CPU to it (cpu_priority, actors/priority.py)
+        remote_rollout = ray.remote(background(RolloutActor, cfg.cpu_priority))
 
         def make_rollout(wid: int) -> Any:
             # SPREAD: the workers go to different nodes, so losing one loses few
@@ -262,7 +274,7 @@ class Trainer:
         value_factory = make_value_fn_factory(net_cfg, fam.obs_dim, fam.action_dim, fam.task_dim)
         R = max(1, cfg.relabel.num_workers)
         shards = list(range(sc.num_shards))
-        remote_relabel = ray.remote(RelabelWorker)
+        remote_relabel = ray.remote(background(RelabelWorker, cfg.cpu_priority))
         cursors = {int(k): int(v) for k, v in self.state.get("cursors", {}).items()}
 
         def make_relabeler(r: int, cursors: dict[int, int]) -> Any:
@@ -314,7 +326,7 @@ class Trainer:
             (self.run_dir / "config.yaml").write_text(dump_config(self.asked_cfg))
             with self.stop:
                 self._build()
-                self.control = start_control(self.run_dir) if self.resizable_pool else None
+                self.control = start_control(self.run_dir, self.cfg.cpu_priority) if self.resizable_pool else None
                 return self._loop()
         finally:
             self._teardown(started_ray)
@@ -754,7 +766,7 @@ class _Driver:
         elif kind[0] == "control":
             log.warning("the control actor died (%s); starting a new one", type(error).__name__)
             self.control_inflight = False
-            t.control = start_control(t.run_dir)
+            t.control = start_control(t.run_dir, t.cfg.cpu_priority)
         else:
             raise error
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sys
 import threading
 import time
 from pathlib import Path
@@ -105,6 +106,12 @@ def test_resume_continues_the_run(smoke_run):
     assert resumed["trajectories_stored"] > summary["trajectories_stored"]
 
 
+def _priorities(actor) -> set[str]:
+    from actors.priority import thread_priorities
+
+    return {p for _, p in ray.get(actor.__ray_call__.remote(lambda self: thread_priorities()))}
+
+
 def test_killed_workers_are_replaced_and_pool_resizes(ray_session, tmp_path):
     cfg = load_config("smoke", [f"logdir={tmp_path}", "env_steps=3000", "relabel.strategy=none"])
     trainer = Trainer(cfg, progress=False)
@@ -116,6 +123,11 @@ def test_killed_workers_are_replaced_and_pool_resizes(ray_session, tmp_path):
         assert time.time() < deadline
         time.sleep(0.1)
     time.sleep(2.0)
+    if sys.platform.startswith("linux"):  # cpu_priority "idle" (the default): all but the learner
+        background = [*trainer.pool.actors.values(), *trainer.relabelers, *trainer.store.shards, trainer.eval_actor]
+        background += [trainer.control] if trainer.control is not None else []
+        assert [_priorities(a) for a in background] == [{"idle"}] * len(background)
+        assert "idle" not in _priorities(trainer.learner)
     ray.kill(trainer.pool.actors[0], no_restart=True)
     ray.kill(trainer.relabelers[0], no_restart=True)
     write_control(trainer.run_dir, 3)

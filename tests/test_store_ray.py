@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import sys
 import uuid
 
 import numpy as np
@@ -11,6 +12,7 @@ import pytest
 import ray
 
 import helpers_store
+from actors.priority import thread_priorities
 from helpers_store import assert_traj_equal, family_lookup, make_traj
 from relabel_service.store import codec, tools
 from relabel_service.store import shard_dir, shard_for
@@ -45,7 +47,7 @@ def _read_everything(store: TrajectoryStore, page: int = 16) -> list:
 
 
 def test_shard_killed_mid_run_restarts_from_its_segments(ray_session, tmp_path) -> None:
-    store = _start(tmp_path, segment_bytes=4096)
+    store = _start(tmp_path, segment_bytes=4096, cpu_priority="idle")
     rng = np.random.default_rng(0)
     trajs = [make_traj(rng, i) for i in range(120)]
     acked: dict[str, object] = {}
@@ -69,6 +71,9 @@ def test_shard_killed_mid_run_restarts_from_its_segments(ray_session, tmp_path) 
     assert st["shards"][0]["recovery"]["records"] > 0  # shard 0 rebuilt its index from disk
     assert st["shards"][0]["recovery"]["ok"]
     assert tools.verify(tmp_path, family_lookup=family_lookup).ok
+    if sys.platform.startswith("linux"):  # the restarted shard runs __init__ again: idle again
+        policies = ray.get(store.shards[0].__ray_call__.remote(lambda self: {p for _, p in thread_priorities()}))
+        assert policies == {"idle"}
 
 
 def test_streaming_cursors_and_queries(ray_session, tmp_path) -> None:

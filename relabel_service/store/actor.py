@@ -30,6 +30,7 @@ import numpy as np
 import ray
 from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
+from actors.priority import background
 from relabel_service.store import codec
 from relabel_service.core import Trajectory
 from relabel_service.store.segments import DEFAULT_SEGMENT_BYTES, STORE_META, Ack, FsyncPolicy, shard_dir, shard_for
@@ -37,7 +38,9 @@ from relabel_service.store.shard import Shard
 
 log = logging.getLogger(__name__)
 
-ShardActor = ray.remote(num_cpus=0.05, max_restarts=-1, max_task_retries=-1)(Shard)
+#: Ray restarts a shard whose process died (max_restarts -1), on its node, with the same arguments
+SHARD_ACTOR_OPTIONS: dict[str, Any] = {"num_cpus": 0.05, "max_restarts": -1, "max_task_retries": -1}
+ShardActor = ray.remote(**SHARD_ACTOR_OPTIONS)(Shard)
 #: what a call to a shard whose process died raises (unschedulable: its pinned node is gone)
 _ACTOR_GONE: tuple[type[BaseException], ...] = (ray.exceptions.RayActorError, ray.exceptions.ActorUnschedulableError)
 #: per-shard cursors: one per shard in order, or {shard: cursor} for some shards
@@ -358,6 +361,7 @@ def start_store(
     namespace: str | None = None,
     detached: bool = False,
     num_cpus: float = 0.05,
+    cpu_priority: str = "normal",
     pin_to_node: bool = True,
     family_lookup: Callable[[str], Any] | None = None,
     timeout_s: float | None = 120.0,
@@ -415,6 +419,9 @@ def start_store(
     if detached:
         options["lifetime"] = "detached"
     name_prefix = name_prefix or default_name_prefix(root)
+    # cpu_priority (actors/priority.py): a restarted shard runs __init__ again, so it keeps it
+    shard_actor = ShardActor if cpu_priority == "normal" else ray.remote(**SHARD_ACTOR_OPTIONS)(
+        background(Shard, cpu_priority))
 
     def placed(i: int) -> dict[str, Any]:
         if nodes[i] is None:
@@ -422,7 +429,7 @@ def start_store(
         return {**options, "scheduling_strategy": NodeAffinitySchedulingStrategy(node_id=nodes[i], soft=False)}
 
     handles = [
-        ShardActor.options(name=shard_actor_name(name_prefix, i), **placed(i)).remote(
+        shard_actor.options(name=shard_actor_name(name_prefix, i), **placed(i)).remote(
             str(shard_dir(root, i)),
             i,
             segment_bytes=segment_bytes,
