@@ -25,7 +25,10 @@ networks, batch and optimiser) updated on random batches of the run's shapes, at
 learner thread count (with ``learner_parallel_branches``, in two branches on two threads, as
 the learner ran), with nothing else running (``isolated_learner_updates_per_s``);
 ``learner_in_run_over_isolated`` is the run's learning-window updates/s over that rate
-(target 0.9: the pipeline neither starves nor slows its learner). ``cores_in_window``: the
+(target 0.9: the pipeline neither starves nor slows its learner); ``isolated_learner_cores``
+the cores the learner used alone, and ``learner_cores_in_run_over_isolated`` the learner's
+cores in the run's window over that (a ratio of CPU, not moved by the VM's speed between
+the run and the timing as the rates are). ``cores_in_window``: the
 cores each role's processes used in that window (``benchmarks/cpu_use.py``: learner,
 rollout, relabel, store, driver, Ray's own processes, anything else on the machine, and
 what was left idle), read from ``/proc`` on Linux (None elsewhere): what the learner shared
@@ -131,25 +134,32 @@ def run_hindsight(strategy: str, workers: int, s: dict[str, Any], logdir: str,
     }
     threads = int(summary["learner_threads"])  # the learner actor's own count (learner.core.threads_for)
     branches = bool(summary.get("learner_parallel_branches"))
-    isolated = isolated_learner_rate(Path(summary["run_dir"]), threads, seconds=2.0 if s["hidden"] < 256 else 15.0,
-                                     branches=branches)
+    isolated, isolated_cores = isolated_learner_rate(Path(summary["run_dir"]), threads,
+                                                     seconds=2.0 if s["hidden"] < 256 else 15.0, branches=branches)
     out.update({"learner_threads": threads, "learner_parallel_branches": branches,
-                "isolated_learner_updates_per_s": round(isolated, 2)})
+                "isolated_learner_updates_per_s": round(isolated, 2),
+                "isolated_learner_cores": round(isolated_cores, 3)})
     if window is not None:
         wall_t0, wall_t1 = window.pop("window_wall")
         out.update({k: round(v, 3) for k, v in window.items()})
         # where the machine's cores went meanwhile (Linux; None elsewhere or too short)
         out["cores_in_window"] = sampler.cores_by_role(wall_t0, wall_t1) if sampler.available else None
         out["learner_in_run_over_isolated"] = round(window["updates_per_s"] / isolated, 3)
+        if out["cores_in_window"] is not None and isolated_cores > 0:
+            # the CPU the learner got in the run over what it uses alone: unlike the rates,
+            # not moved by the VM's speed between the run and the isolated timing
+            out["learner_cores_in_run_over_isolated"] = round(out["cores_in_window"]["learner"] / isolated_cores, 3)
     else:  # a run too short for two log events: the whole run's rate
         out.update({"env_steps_per_s": summary["env_steps_per_s"], "updates_per_s": summary["updates_per_s"],
                     "window": "whole run (too short for the TensorBoard window)"})
     return out
 
 
-def isolated_learner_rate(run_dir: Path, threads: int, seconds: float, branches: bool = False) -> float:
+def isolated_learner_rate(run_dir: Path, threads: int, seconds: float, branches: bool = False) -> tuple[float, float]:
     """SAC updates/s of a run's final checkpoint on random batches of its shapes, alone, as the
-    run's learner updates (``threads``; ``branches``: the two-thread update, half each)."""
+    run's learner updates (``threads``; ``branches``: the two-thread update, half each), and
+    the cores this process used meanwhile (its CPU time over the wall time: the update's
+    threads, nothing else of the benchmark runs then)."""
     import torch
 
     from benchmarks.learner import _batches
@@ -165,12 +175,13 @@ def isolated_learner_rate(run_dir: Path, threads: int, seconds: float, branches:
     try:
         for i in range(10):  # warm-up
             update(state, batches[i % 4], with_metrics=False, branches=worker)
-        n, t0 = 0, time.perf_counter()
+        n, t0, c0 = 0, time.perf_counter(), time.process_time()
         while time.perf_counter() - t0 < seconds:
             # metrics as the learner reads them
             update(state, batches[n % 4], with_metrics=n % 100 == 0, branches=worker)
             n += 1
-        return n / (time.perf_counter() - t0)
+        wall = time.perf_counter() - t0
+        return n / wall, (time.process_time() - c0) / wall
     finally:
         torch.set_num_threads(before)
         if worker is not None:

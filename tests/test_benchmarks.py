@@ -126,6 +126,9 @@ def test_bench_e2e_fields():
         cores = run["cores_in_window"]  # where the cores went in that window (Linux: /proc)
         if cores is not None:
             assert cores["learner"] > 0 and cores["total"] >= cores["learner"] and cores["idle"] >= 0
+            # the learner's CPU in the run over its CPU alone (isolated_learner_cores)
+            assert run["learner_cores_in_run_over_isolated"] == pytest.approx(
+                cores["learner"] / run["isolated_learner_cores"], abs=2e-3)
     if "error" in r["sb3"]:
         assert "pip install" in r["sb3"]["error"] and r["ratio_vs_sb3_none"] is None
     else:
