@@ -20,10 +20,15 @@ step at ``learning_starts`` to the end of ``learn``. SB3 comes from the optional
 
 ``ratio_vs_sb3_none`` / ``ratio_vs_sb3_air``: Hindsight's env steps/s over SB3's (W = 1).
 
-Each Hindsight run is followed by its learner alone: the run's final checkpoint (the same
-networks, batch and optimiser) updated on random batches of the run's shapes, at the run's
-learner thread count (with ``learner_parallel_branches``, in two branches on two threads, as
-the learner ran), with nothing else running (``isolated_learner_updates_per_s``);
+Each Hindsight run is preceded and followed by its learner alone: fresh networks of the run's
+shapes and SAC config before (``isolated_learner_updates_per_s_before``), the run's final
+checkpoint (the same networks, batch and optimiser) after (``..._after``), each updated on
+random batches of the run's shapes for 15 s, at the run's learner thread count (with
+``learner_parallel_branches``, in two branches on two threads, as the learner ran), with
+nothing else running; ``isolated_learner_updates_per_s`` is their mean, which brackets the
+VM's speed during the run (the thread count for the timing before is the one the learner
+will pick, ``predicted_learner_threads``; should the learner pick otherwise, the timing
+after alone is used and the field before says why);
 ``learner_in_run_over_isolated`` is the run's learning-window updates/s over that rate
 (target 0.9: the pipeline neither starves nor slows its learner); ``isolated_learner_cores``
 the cores the learner used alone, and ``learner_cores_in_run_over_isolated`` the learner's
@@ -114,6 +119,11 @@ def run_hindsight(strategy: str, workers: int, s: dict[str, Any], logdir: str,
     ])
     from benchmarks.cpu_use import CpuSampler
 
+    # the learner alone before the run too, at the threads and branches it will pick: the
+    # VM's speed drifts over minutes, and a timing on each side of the run brackets it
+    alone_s = 2.0 if s["hidden"] < 256 else 15.0
+    predicted = predicted_learner_threads(cfg)
+    before = fresh_learner_rate(cfg, *predicted, seconds=alone_s)
     sampler = CpuSampler().start()
     t0 = time.perf_counter()
     try:
@@ -134,10 +144,17 @@ def run_hindsight(strategy: str, workers: int, s: dict[str, Any], logdir: str,
     }
     threads = int(summary["learner_threads"])  # the learner actor's own count (learner.core.threads_for)
     branches = bool(summary.get("learner_parallel_branches"))
-    isolated, isolated_cores = isolated_learner_rate(Path(summary["run_dir"]), threads,
-                                                     seconds=2.0 if s["hidden"] < 256 else 15.0, branches=branches)
+    after = isolated_learner_rate(Path(summary["run_dir"]), threads, seconds=alone_s, branches=branches)
+    if predicted == (threads, branches):  # the mean of the two timings around the run
+        isolated, isolated_cores = ((a + b) / 2 for a, b in zip(before, after))
+        before_note: Any = round(before[0], 2)
+    else:  # the learner picked otherwise (cannot happen unless the two rules part): after only
+        isolated, isolated_cores = after
+        before_note = f"not used: timed at {predicted[0]} threads (branches {predicted[1]}), the learner ran {threads}"
     out.update({"learner_threads": threads, "learner_parallel_branches": branches,
                 "isolated_learner_updates_per_s": round(isolated, 2),
+                "isolated_learner_updates_per_s_before": before_note,
+                "isolated_learner_updates_per_s_after": round(after[0], 2),
                 "isolated_learner_cores": round(isolated_cores, 3)})
     if window is not None:
         wall_t0, wall_t1 = window.pop("window_wall")
@@ -155,18 +172,55 @@ def run_hindsight(strategy: str, workers: int, s: dict[str, Any], logdir: str,
     return out
 
 
+def predicted_learner_threads(cfg: Any) -> tuple[int, bool]:
+    """The torch threads and branches the run's learner will pick on this (local) Ray: the
+    trainer's CPUs for it (``Trainer._place``, ``learner_cpus``) and the learner's rule
+    (``Learner.__init__``); the run reports what it picked, and the two are compared."""
+    import torch
+
+    from hindsight import placement
+    from hindsight.config import learner_cpus
+    from learner.core import branches_pay, threads_for
+
+    nodes = placement.cluster_nodes()
+    fitted, _ = placement.fit(cfg, 0.0, nodes, local=True)
+    num_cpus = learner_cpus(fitted, max(n["CPU"] for n in nodes))
+    split = fitted.learner.parallel_branches and branches_pay(fitted.learner.sac.hidden_sizes, torch.device("cpu"))
+    threads = fitted.learner.threads or threads_for(num_cpus, branches=split)
+    return threads, bool(split and threads >= 2)
+
+
+def fresh_learner_rate(cfg: Any, threads: int, branches: bool, seconds: float) -> tuple[float, float]:
+    """``isolated_learner_rate`` of fresh networks of the run's shapes and SAC config (the
+    same work per update as the trained ones), for the timing before the run."""
+    import dataclasses
+
+    from envs import get_family
+    from learner.sac.update import init_state
+
+    fam = get_family(cfg.env.family, **cfg.env.family_kwargs)
+    sac = dataclasses.replace(cfg.learner.sac, discount=fam.discount)
+    return _time_alone(init_state(fam.obs_dim, fam.action_dim, fam.task_dim, sac, "cpu", cfg.seed),
+                       threads, seconds, branches)
+
+
 def isolated_learner_rate(run_dir: Path, threads: int, seconds: float, branches: bool = False) -> tuple[float, float]:
     """SAC updates/s of a run's final checkpoint on random batches of its shapes, alone, as the
     run's learner updates (``threads``; ``branches``: the two-thread update, half each), and
     the cores this process used meanwhile (its CPU time over the wall time: the update's
     threads, nothing else of the benchmark runs then)."""
+    from learner.sac.update import load_state
+
+    return _time_alone(load_state(run_dir / "checkpoints" / "learner.pt", "cpu"), threads, seconds, branches)
+
+
+def _time_alone(state: Any, threads: int, seconds: float, branches: bool) -> tuple[float, float]:
     import torch
 
     from benchmarks.learner import _batches
     from learner.sac.branches import BranchThread, split_threads
-    from learner.sac.update import load_state, update
+    from learner.sac.update import update
 
-    state = load_state(run_dir / "checkpoints" / "learner.pt", "cpu")
     batches = _batches(4, 0, state.cfg.batch_size, state.obs_dim, state.action_dim, state.task_dim)
     before = torch.get_num_threads()
     own, branch_threads = split_threads(threads) if branches else (threads, 0)

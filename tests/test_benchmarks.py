@@ -121,6 +121,10 @@ def test_bench_e2e_fields():
     # the run's learner alone, from its final checkpoint, at the run's thread count
     assert run["learner_threads"] >= 1 and _number(run["isolated_learner_updates_per_s"])
     assert isinstance(run["learner_parallel_branches"], bool)  # quick nets (64 wide): one branch
+    # timed alone before the run (fresh networks) and after it: the rate is their mean
+    before, after = run["isolated_learner_updates_per_s_before"], run["isolated_learner_updates_per_s_after"]
+    assert _number(before) and _number(after)  # the learner picked the predicted threads
+    assert run["isolated_learner_updates_per_s"] == pytest.approx((before + after) / 2, abs=0.02)
     if "window" not in run:
         assert _number(run["learner_in_run_over_isolated"])
         cores = run["cores_in_window"]  # where the cores went in that window (Linux: /proc)
