@@ -49,7 +49,6 @@ window starts after it.
 
 from __future__ import annotations
 
-import os
 import tempfile
 import time
 from pathlib import Path
