@@ -5,6 +5,7 @@
     hindsight bench relabel --families point_reacher --strategies air [--per-call 16]
                                                 # relabel capacity of some families only
     hindsight bench e2e [--quick]               # training vs Stable-Baselines3 SAC (not in "all")
+    hindsight bench priority [--quick]          # the learner's update beside a load at each cpu_priority
 
 Each result records the machine and its load average at the start, so a figure measured
 on a busy machine says so.
@@ -21,7 +22,7 @@ import os
 
 NAMES = ("rollout", "store", "learner", "relabel")
 #: run by name only (minutes long): not part of "all"
-EXTRA = ("e2e",)
+EXTRA = ("e2e", "priority")
 
 
 def machine() -> dict[str, Any]:

@@ -378,7 +378,7 @@ def build_parser() -> argparse.ArgumentParser:
     ch.add_argument("--json", metavar="FILE", help="write the report as JSON")
     ch.set_defaults(func=_chaos)
 
-    b = sub.add_parser("bench", help="run a benchmark (rollout, store, learner, relabel, all; e2e)")
+    b = sub.add_parser("bench", help="run a benchmark (rollout, store, learner, relabel, all; e2e, priority)")
     b.add_argument("name")
     b.add_argument("--quick", action="store_true", help="smaller sizes (for CI)")
     b.add_argument("--json", help="write the result to this file")

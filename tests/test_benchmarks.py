@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import sys
 
 import pytest
 
@@ -137,6 +138,21 @@ def test_bench_e2e_fields():
         assert "pip install" in r["sb3"]["error"] and r["ratio_vs_sb3_none"] is None
     else:
         assert _number(r["sb3"]["env_steps_per_s"]) and _number(r["ratio_vs_sb3_none"])
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="per-thread CPU priorities are Linux's")
+def test_bench_priority_fields(tmp_path):
+    from benchmarks import run_benchmark
+
+    r = run_benchmark("priority", quick=True)
+    assert set(r["cases"]) == {"alone", "normal", "nice", "idle"}
+    for case, row in r["cases"].items():
+        assert _number(row["updates_per_s"]) and row["learner_cores"] > 0
+        assert ("load_cores" in row) == (case != "alone")
+    for policy in ("normal", "nice", "idle"):
+        assert r["learner_cores_kept"][policy] == pytest.approx(
+            r["cases"][policy]["learner_cores"] / r["cases"]["alone"]["learner_cores"], abs=2e-3)
+        assert r["cases"][policy]["load_cores"] > 0  # the load ran beside the update
 
 
 def test_bench_e2e_set_typo_fails_before_any_run():
