@@ -3,12 +3,12 @@
 On a node where the learner runs, every other actor of a run (rollout workers, relabel
 workers, store shards, the eval and control actors) takes CPU time the learner's update
 would have used. The learner's two-branch update (``learner/sac/branches.py``) joins its
-threads once per update, so a core taken from one branch stalls the other as well: on the
-2-core box, ~0.2 cores of other work cut the learner from 1.70 cores to 1.36 (a
-synthetic load of 8 processes waking every 10 ms beside the compiled update). With those
-processes in Linux's ``SCHED_IDLE`` class they run on the cores the learner leaves idle
-(its branches wait on each other ~15% of the time) and it keeps 1.65 cores; they got the
-same CPU time either way.
+threads once per update, so a core taken from one branch stalls the other as well. Beside
+a load of 8 processes waking every 10 ms (``hindsight bench priority``, 2-core box) the
+compiled update kept 0.81 of the cores it uses alone with the load at normal priority and
+0.97 with the load in Linux's ``SCHED_IDLE`` class: there the load runs on the cores the
+learner's branches leave idle while they wait on each other, and so later and less (0.22
+cores against 0.35).
 
 Policies (config ``cpu_priority``):
 

@@ -173,20 +173,20 @@ def run_hindsight(strategy: str, workers: int, s: dict[str, Any], logdir: str,
 
 def predicted_learner_threads(cfg: Any) -> tuple[int, bool]:
     """The torch threads and branches the run's learner will pick on this (local) Ray: the
-    trainer's CPUs for it (``Trainer._place``, ``learner_cpus``) and the learner's rule
-    (``Learner.__init__``); the run reports what it picked, and the two are compared."""
+    trainer's CPUs for it (``Trainer._place``, ``learner_cpus``) and the learner's own rule
+    (``learner_threads``); the run reports what it picked, and the two are compared."""
+    import dataclasses
+
     import torch
 
     from hindsight import placement
     from hindsight.config import learner_cpus
-    from learner.core import branches_pay, threads_for
+    from learner.core import learner_threads
 
     nodes = placement.cluster_nodes()
     fitted, _ = placement.fit(cfg, 0.0, nodes, local=True)
     num_cpus = learner_cpus(fitted, max(n["CPU"] for n in nodes))
-    split = fitted.learner.parallel_branches and branches_pay(fitted.learner.sac.hidden_sizes, torch.device("cpu"))
-    threads = fitted.learner.threads or threads_for(num_cpus, branches=split)
-    return threads, bool(split and threads >= 2)
+    return learner_threads(dataclasses.replace(fitted.learner, num_cpus=num_cpus), torch.device("cpu"))
 
 
 def fresh_learner_rate(cfg: Any, threads: int, branches: bool, seconds: float) -> tuple[float, float]:

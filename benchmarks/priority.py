@@ -23,6 +23,8 @@ from typing import Any
 
 LOAD_PROCESSES = 8
 LOAD_PERIOD_S = 0.010
+#: each load process spins one of these per period (process i: LOAD_SPIN_S[i % 3])
+LOAD_SPIN_S = (0.00025, 0.0005, 0.00075)
 CASES = ("alone", "normal", "nice", "idle")
 
 
@@ -39,9 +41,9 @@ def _load(policy: str, spin_s: float) -> None:
 
 
 def _cpu_seconds(pid: int) -> float:
-    with open(f"/proc/{pid}/stat") as f:
-        fields = f.read().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    from benchmarks.cpu_use import _stat
+
+    return _stat(str(pid))[0]
 
 
 def _case(step: Any, policy: str, seconds: float) -> dict[str, float]:
@@ -50,7 +52,7 @@ def _case(step: Any, policy: str, seconds: float) -> dict[str, float]:
     procs = []
     if policy != "alone":
         ctx = mp.get_context("spawn")
-        procs = [ctx.Process(target=_load, args=(policy, 0.00025 * (1 + i % 3)), daemon=True)
+        procs = [ctx.Process(target=_load, args=(policy, LOAD_SPIN_S[i % len(LOAD_SPIN_S)]), daemon=True)
                  for i in range(LOAD_PROCESSES)]
         for p in procs:
             p.start()
@@ -113,7 +115,7 @@ def run(quick: bool = False) -> dict[str, Any]:
     return {
         "threads": threads, "branches": worker is not None, "compiled": not quick,
         "seconds_per_case": seconds, "rounds": rounds,
-        "load": {"processes": LOAD_PROCESSES, "period_s": LOAD_PERIOD_S, "spin_s": [0.00025, 0.0005, 0.00075]},
+        "load": {"processes": LOAD_PROCESSES, "period_s": LOAD_PERIOD_S, "spin_s": list(LOAD_SPIN_S)},
         "cases": cases,
         "learner_cores_kept": {c: round(cases[c]["learner_cores"] / alone, 3) for c in CASES[1:]},
     }

@@ -24,7 +24,7 @@ import numpy as np
 import torch
 
 from learner.checkpoints import atomic_write_json, read_json
-from learner.core import Batch, branches_pay, pick_device, threads_for, to_torch
+from learner.core import Batch, learner_threads, pick_device, to_torch
 from learner.rate_limiter import RateLimiter
 from learner.replay import Replay
 from learner.sac.branches import BranchThread, split_threads
@@ -61,12 +61,11 @@ class Learner:
         # beside the critic's (learner/sac/branches.py), half the threads each, where that
         # pays (networks of 128+ wide on the CPU). Threads: learner.threads, else the whole
         # cores Ray gives the learner, and with branches a tenth of a core or more counts
-        # (threads_for).
-        split = getattr(cfg, "parallel_branches", True) and branches_pay(cfg.sac.hidden_sizes, self.device)
-        self.threads = int(getattr(cfg, "threads", 0)) or threads_for(cfg.num_cpus, branches=split)
+        # (learner_threads, threads_for).
+        self.threads, split = learner_threads(cfg, self.device)
         self.branches: BranchThread | None = None
         self._own_threads = self.threads
-        if split and self.threads >= 2:
+        if split:
             self._own_threads, branch_threads = split_threads(self.threads)
             self.branches = BranchThread(branch_threads)
         torch.set_num_threads(self._own_threads)

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import math
 
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import numpy as np
 import torch
@@ -97,6 +97,16 @@ def branches_pay(hidden_sizes: tuple[int, ...], device: torch.device) -> bool:
     on the 2-core box: 32x32 at batch 32 443 -> 394 updates/s, 64x64 at 128 352 -> 377,
     256x256 at 256 81 -> 131, 400x300 at 128 97 -> 157, 300x300x300 at 256 40 -> 68."""
     return device.type == "cpu" and max(hidden_sizes, default=0) >= BRANCH_MIN_WIDTH
+
+
+def learner_threads(cfg: Any, device: torch.device) -> tuple[int, bool]:
+    """(torch threads, whether the update runs in two branches) of a learner with config
+    ``cfg`` (``LearnerConfig``) on ``device``: ``learner.threads``, else the whole cores of its
+    ``num_cpus`` (``threads_for``), and two branches where they pay (``branches_pay``) and
+    there are 2+ threads. The learner actor picks by this; ``bench e2e`` predicts with it."""
+    split = getattr(cfg, "parallel_branches", True) and branches_pay(cfg.sac.hidden_sizes, device)
+    threads = int(getattr(cfg, "threads", 0)) or threads_for(cfg.num_cpus, branches=split)
+    return threads, bool(split and threads >= 2)
 
 
 def threads_for(num_cpus: float, branches: bool = False) -> int:
