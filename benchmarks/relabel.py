@@ -28,8 +28,8 @@ on a family it applies to (HER on ``reacher_goal``), each with and without
 
 ``capacity``: each strategy's rate (one relabel worker, ``per_call`` = 32 new
 trajectories per call unless told otherwise: 16 per shard from the 2 shards it owns, transitions included; AIR in steady state at
-N = 500, K = 100, fresh candidates and pool, and on point_reacher both again with
-``air_precision="float32"``) over what the rollout workers of the family's
+N = 500, K = 100, fresh candidates and pool, on point_reacher both again with
+``air_precision="float32"``, and on both point families with ``air_kernel="compiled"``) over what the rollout workers of the family's
 deploy config produce (one worker with the policy in the loop, times the number of
 workers; timed in turn with the strategies, the ratio a median over rounds), for
 HalfCheetahMO, Reacher-goal, PointReacher and PointTrajectory. ``run(families=[...], strategies=[...])`` measures only that
@@ -374,7 +374,8 @@ def _capacity(
     what the rollout workers of the family's deploy config produce, per family and
     strategy (target >= 5). AIR at the paper's N = 500, K = 100 in steady state, with fresh
     candidates (the default) and with the pool, each also with ``air_precision="float32"``
-    on a family that has it (rows ``air (fresh, float32)``, ``air (pool, float32)``). The machine is shared, so the rollout
+    and with ``air_kernel="compiled"`` on a family that has it (rows ``air (fresh, float32)``,
+    ``air (pool, compiled)``, ...). The machine is shared, so the rollout
     worker and every strategy are timed in turn, ``reps`` rounds, and each ratio is the
     median over rounds of (relabel rate / rollout rate of the same round)."""
     N = 100 if quick else 500
@@ -396,8 +397,11 @@ def _capacity(
                     cfg = StrategyConfig(reference_size=N, air_candidates=candidates)
                     calls[f"air ({candidates})"] = _steady_air_call(family, cfg, per_call, N, T, reps)
                     if family.float32_returns:  # the opt-in air_precision="float32" beside it
-                        cfg = dataclasses.replace(cfg, air_precision="float32")
-                        calls[f"air ({candidates}, float32)"] = _steady_air_call(family, cfg, per_call, N, T, reps)
+                        f32 = dataclasses.replace(cfg, air_precision="float32")
+                        calls[f"air ({candidates}, float32)"] = _steady_air_call(family, f32, per_call, N, T, reps)
+                    if family.compiled_returns:  # and the opt-in air_kernel="compiled"
+                        compiled = dataclasses.replace(cfg, air_kernel="compiled")
+                        calls[f"air ({candidates}, compiled)"] = _steady_air_call(family, compiled, per_call, N, T, reps)
             else:
                 calls[name] = _strategy_call(name, family, default.hipi_batch if name == "hipi" else per_call, T)
         made: list[float] = []

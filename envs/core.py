@@ -166,6 +166,9 @@ class TaskFamily:
     task_dependent_termination: ClassVar[bool] = False
     #: ``segment_returns(..., float32=True)`` is defined (point_reacher)
     float32_returns: ClassVar[bool] = False
+    #: ``segment_returns`` has a compiled kernel for shared tasks and equal-length segments
+    #: (``envs/fused.py``; AIR's ``air_kernel="compiled"``): point_trajectory, point_reacher
+    compiled_returns: ClassVar[bool] = False
     #: importable modules ``make_env`` needs beyond the core install (optional extras)
     requires: ClassVar[tuple[str, ...]] = ()
     #: size of the fixed, seeded evaluation task set (meta families: num_test_tasks); also

@@ -21,7 +21,7 @@ from typing import Any, Callable, ClassVar
 import gymnasium as gym
 import numpy as np
 
-from envs import fastmath
+from envs import fastmath, fused
 from envs.core import SEGMENT_BLOCK_ELEMENTS, StepBatch, TaskFamily, segment_blocks, segment_sums, weighted_segment_sums
 
 _NO_REWARD_INPUTS = np.zeros(0)
@@ -166,6 +166,7 @@ class PointTrajectory(_GHPointFamily):
     """
 
     name = "point_trajectory"
+    compiled_returns = True
     obs_dim = 3
     action_dim = 2
     task_dim = 3
@@ -199,6 +200,9 @@ class PointTrajectory(_GHPointFamily):
         self.check_float32(float32)
         tasks = self.check_segment_tasks(tasks, len(lengths))
         p = np.asarray(steps.obs, dtype=np.float64)[:, :2]  # [B, 2] pre-step position
+        sums = fused.point_trajectory_sums(p, tasks, weights, lengths, self.sigma) if fused.active() else None
+        if sums is not None:  # AIR's air_kernel="compiled" (envs/fused.py)
+            return sums / (self.sigma * _SQRT_2PI)
         sums = _blocked_term_sums(self._terms, tasks.shape[-2], p, tasks, np.asarray(weights, dtype=np.float64),
                                   lengths)
         return sums / (self.sigma * _SQRT_2PI)
@@ -277,6 +281,7 @@ class PointReacher(_GHPointFamily):
 
     name = "point_reacher"
     float32_returns = True
+    compiled_returns = True
     obs_dim = 5
     action_dim = 2
     task_dim = 6
@@ -352,8 +357,13 @@ class PointReacher(_GHPointFamily):
         w = np.asarray(weights, dtype=np.float64)
         K = tasks.shape[-2]
         e = np.asarray(steps.next_obs, dtype=np.float64)[:, :2].astype(dtype)  # [B, 2] post-step position
-        centers = np.concatenate([self.goal(tasks), self.obstacle(tasks)], axis=-2).astype(dtype)  # [..., 2K, 2]
-        sums = _blocked_term_sums(self._terms, 2 * K, e, centers, w.astype(dtype), lengths)  # [M, 2K]: D, S ln 10
+        goals, obstacles = self.goal(tasks), self.obstacle(tasks)
+        fast = fused.point_reacher_sums(e, goals, obstacles, w, lengths) if fused.active() and not float32 else None
+        if fast is not None:  # AIR's air_kernel="compiled" (envs/fused.py)
+            sums = np.concatenate(fast, axis=1)
+        else:
+            centers = np.concatenate([goals, obstacles], axis=-2).astype(dtype)  # [..., 2K, 2]
+            sums = _blocked_term_sums(self._terms, 2 * K, e, centers, w.astype(dtype), lengths)  # [M, 2K]: D, S ln 10
         total = segment_sums(w, lengths)[:, None]  # [M, 1]
         energy = segment_sums(w * np.linalg.norm(np.asarray(steps.action, dtype=np.float64), axis=-1),
                               lengths)[:, None]

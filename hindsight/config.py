@@ -283,8 +283,9 @@ def _merge(base: dict, top: dict) -> dict:
 
 
 def validate(cfg: ExperimentConfig) -> ExperimentConfig:
-    """Checks that need the registries: the family and the strategy must exist, and
-    ``air_precision="float32"`` needs a family with float32 returns."""
+    """Checks that need the registries: the family and the strategy must exist,
+    ``air_precision="float32"`` needs a family with float32 returns and
+    ``air_kernel="compiled"`` one with a compiled kernel."""
     from envs import discrete_alias, family_names
     from relabel_service.strategies import strategy_names
 
@@ -311,6 +312,16 @@ def validate(cfg: ExperimentConfig) -> ExperimentConfig:
         if not family.float32_returns:  # e.g. point_trajectory, or point_reacher with a reward bias
             raise ConfigError(f"relabel.strategy_cfg.air_precision: float32 applies to point_reacher, "
                               f"not to env.family {cfg.env.family!r}")
+    if cfg.relabel.strategy_cfg.air_kernel == "compiled":
+        from envs import get_family
+
+        try:
+            family = get_family(cfg.env.family, **cfg.env.family_kwargs)
+        except (KeyError, TypeError, ValueError):
+            return cfg
+        if not family.compiled_returns:
+            raise ConfigError(f"relabel.strategy_cfg.air_kernel: compiled applies to point_trajectory and "
+                              f"point_reacher, not to env.family {cfg.env.family!r}")
     return cfg
 
 

@@ -20,16 +20,19 @@ the driver once collection has finished, relabels the last < B as one smaller ba
 
 from __future__ import annotations
 
+import logging
 import time
 from typing import Any, Callable, Sequence
 
 import numpy as np
 
-from envs import get_family
+from envs import fused, get_family
 from relabel_service.core import RelabelRequest, Trajectory, TransitionBatch, ValueFn
 from relabel_service.strategies import make_strategy
 from relabel_service.strategies.config import StrategyConfig
 from relabel_service.strategies.transitions import to_transitions
+
+log = logging.getLogger(__name__)
 
 #: builds a value function V(s0, z) from published weights (injected by the composition root)
 ValueFnFactory = Callable[[Any], ValueFn]
@@ -120,6 +123,15 @@ class RelabelWorker:
         self.delivered = dict(self.cursors)
         self._next_shard = 0
         self.backoff = Backoff()
+        if strategy == "air" and strategy_cfg.air_kernel == "compiled":
+            # compile the family's return kernel now, not in the first request (envs/fused.py)
+            t0 = time.perf_counter()
+            if fused.warm_up(self.family):
+                log.info("relabel worker %d: compiled return kernel of %s ready in %.1fs",
+                         worker_id, self.family.name, time.perf_counter() - t0)
+            else:
+                log.warning("relabel worker %d: air_kernel='compiled' unavailable (%s); numpy returns",
+                            worker_id, fused.failure() or f"{self.family.name} has no compiled kernel")
 
     def set_value_weights(self, version: int, weights: Any) -> None:
         if self.value_fn_factory is not None and version > self.value_version:

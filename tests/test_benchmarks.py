@@ -90,8 +90,9 @@ def test_bench_relabel_fields(tmp_path):
     # every strategy a relabel worker runs, on each family it applies to (HER: goal families)
     every = {"air (fresh)", "air (pool)", "advantage", "max_reward", "hipi", "random", "none"}
     float32 = {"air (fresh, float32)", "air (pool, float32)"}  # point_reacher's opt-in air_precision
-    assert set(cap["strategies"]["point_reacher"]) == every | float32 | {"her_final", "her_future"}
-    assert set(cap["strategies"]["point_trajectory"]) == every
+    compiled = {"air (fresh, compiled)", "air (pool, compiled)"}  # the point families' opt-in air_kernel
+    assert set(cap["strategies"]["point_reacher"]) == every | float32 | compiled | {"her_final", "her_future"}
+    assert set(cap["strategies"]["point_trajectory"]) == every | compiled
     assert all(_number(row["ratio"]) for fam in cap["strategies"].values() for row in fam.values())
 
 
@@ -101,7 +102,8 @@ def test_bench_relabel_capacity_only(tmp_path):
     cap = r["capacity"]
     assert cap["trajectories_per_call"] == 4 and set(cap["strategies"]) == {"point_reacher"}
     assert set(cap["strategies"]["point_reacher"]) == {"air (fresh)", "air (pool)", "air (fresh, float32)",
-                                                       "air (pool, float32)"}
+                                                       "air (pool, float32)", "air (fresh, compiled)",
+                                                       "air (pool, compiled)"}
 
 
 def test_bench_relabel_only_options_refused_elsewhere(capsys):

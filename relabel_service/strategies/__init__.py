@@ -29,6 +29,7 @@ from typing import Callable, Sequence
 
 import numpy as np
 
+from envs import fused
 from envs.core import TaskFamily
 from relabel_service.core import RelabelRequest, RelabelResult, RelabelStrategy, Trajectory, concat_steps
 from relabel_service.strategies import kernels
@@ -193,14 +194,34 @@ def relabel_air(
 
     ``cfg.air_precision == "float32"``: the returns come from the family's float32
     ``segment_returns`` (point_reacher only; ValueError on another family).
+    ``cfg.air_kernel == "compiled"``: from its compiled kernel (``envs/fused.py``) where the
+    family has one; the same returns up to the order of additions.
     """
     family, new = _check(request, "air")
     if not new:
         return RelabelResult(copies=[], keep_original=True)
-    M = len(new)
     own = _own_tasks(family, new)
     reference = _unique(request.reference) or new
     float32 = cfg.air_precision == "float32"
+    with fused.enabled(cfg.air_kernel == "compiled"):
+        candidates, R_new, R_ref = _air_returns(request, family, new, reference, own, rng, cfg, cache, pool, float32)
+    return _air_decide(request, new, reference, candidates, R_new, R_ref, cfg)
+
+
+def _air_returns(
+    request: RelabelRequest,
+    family: TaskFamily,
+    new: Sequence[Trajectory],
+    reference: Sequence[Trajectory],
+    own: np.ndarray,
+    rng: np.random.Generator,
+    cfg: StrategyConfig,
+    cache: kernels.FeatureSumCache | None,
+    pool: CandidatePool | None,
+    float32: bool,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """AIR's candidates [K, Z] and the returns R_new [M, K], R_ref [N, K] under them."""
+    M = len(new)
     if pool is not None:
         candidates, R_new, R_ref = pool.returns(
             family, new, reference, own, request.discount, rng, cfg.num_candidates,
@@ -212,7 +233,7 @@ def relabel_air(
         R_new, R_ref = _returns_new_and_reference(
             family, new, reference, candidates, request.discount, cfg.max_reward_elements, cache, float32
         )
-    return _air_decide(request, new, reference, candidates, R_new, R_ref, cfg)
+    return candidates, R_new, R_ref
 
 
 def _air_decide(

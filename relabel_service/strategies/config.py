@@ -51,6 +51,15 @@ class StrategyConfig:
     (1e-5 (1 + |R|) in tests/test_envs.py), so returns that float64 separates by less may
     swap order and change a percentile; a config on another family is an error at load
     (PointTrajectory's Gaussian-tail returns, ~1e-100, would flush to 0 and tie)."""
+    air_kernel: Literal["numpy", "compiled"] = "numpy"
+    """air on point_trajectory and point_reacher (the families with ``compiled_returns``):
+    how the returns of the reference set are evaluated. ``numpy`` (default): blocked numpy
+    passes per (step, task) pair. ``compiled``: one ``torch.compile``d loop over the pairs
+    (``envs/fused.py``), the same expression with every intermediate kept in registers,
+    equal to the numpy path up to the order of additions (1e-13 relative); it needs a C++
+    compiler, compiles in each relabel worker when it starts (seconds), and falls back to
+    numpy, saying why, when that fails. Float64 only (with ``air_precision="float32"`` the
+    numpy float32 path runs). A config on another family is an error at load."""
     temperature: float = field(1.0, gt=0)
     """hipi / hipi_rl: logits are divided by the temperature (the paper's Eq. 7 and the HIPI
     code use 1)."""
@@ -99,3 +108,5 @@ class StrategyConfig:
             raise ValueError(f"air_candidates must be 'fresh' or 'pool', got {self.air_candidates!r}")
         if self.air_precision not in ("float64", "float32"):
             raise ValueError(f"air_precision must be 'float64' or 'float32', got {self.air_precision!r}")
+        if self.air_kernel not in ("numpy", "compiled"):
+            raise ValueError(f"air_kernel must be 'numpy' or 'compiled', got {self.air_kernel!r}")
