@@ -1,5 +1,5 @@
 """AIR's shared candidate pool (``air_candidates="pool"``), its float32 option
-(``air_precision``) and the relabel worker's reference set.
+(``air_precision``), the relabel worker's reference set and its compiled kernel (``air_kernel``).
 
 The pool keeps the reference trajectories' returns under shared prior candidates between
 requests; every number it hands to the AIR decision must equal the returns computed from
@@ -280,3 +280,42 @@ def test_an_idle_worker_backs_off_and_a_read_with_data_resets_it(ray_session, tm
         assert worker.backoff.pause == POLL_FIRST_S
     finally:
         store.shutdown()
+
+
+@pytest.mark.ray
+def test_relabel_worker_with_the_compiled_kernel(ray_session, tmp_path, caplog):
+    # the config's air_kernel reaches the worker's strategy: the worker compiles at start
+    # (says so), and its transitions equal those of a numpy worker fed the same trajectories
+    from benchmarks.relabel import synth_trajectories
+    from envs import get_family
+    from relabel_service.store.actor import start_store
+
+    fam = get_family("point_trajectory")
+    cfg = load_config(None, ["env.family=point_trajectory", "relabel.strategy_cfg.air_kernel=compiled",
+                             "relabel.strategy_cfg.num_candidates=12", "relabel.strategy_cfg.reference_size=30"])
+    outs = {}
+    for kernel in ("compiled", "numpy"):
+        store = start_store(tmp_path / kernel, 2, name_prefix=f"fused-{uuid.uuid4().hex[:8]}")
+        try:
+            caplog.clear()
+            with caplog.at_level("INFO", logger="relabel_service.worker"):
+                worker = RelabelWorker(
+                    worker_id=0, family="point_trajectory", strategy="air",
+                    strategy_cfg=dataclasses.replace(cfg.relabel.strategy_cfg, air_kernel=kernel), store=store,
+                    shard_ids=[0, 1], discount=fam.discount, seed=0, batch_trajectories=8,
+                )
+            assert ("compiled return kernel of point_trajectory ready" in caplog.text) == (kernel == "compiled")
+            batches = []
+            for call in range(3):
+                store.append_many(synth_trajectories(fam, 8, fam.horizon, np.random.default_rng(call),
+                                                     prefix=f"w{call}-"))
+                out, stats = worker.relabel(wait_s=5.0)
+                assert stats["trajectories"] == 8, stats
+                batches.append(out)
+            outs[kernel] = batches
+        finally:
+            store.shutdown()
+    for a, b in zip(outs["compiled"], outs["numpy"]):
+        np.testing.assert_array_equal(a.task, b.task)
+        np.testing.assert_array_equal(a.obs, b.obs)
+        np.testing.assert_allclose(a.reward, b.reward, rtol=1e-6, atol=1e-6)  # float32 rows

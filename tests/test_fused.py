@@ -1,7 +1,7 @@
 """The compiled return kernels of the point families (``envs/fused.py``, AIR's
 ``air_kernel="compiled"``): the same returns as the definition, the same AIR decisions as the
 numpy path, the numpy path wherever they do not apply or cannot be compiled, and the config
-that turns them on, through a relabel worker on a real store."""
+that turns them on (through a relabel worker on a real store: tests/test_air_pool.py)."""
 
 from __future__ import annotations
 
@@ -10,11 +10,9 @@ import os
 import subprocess
 import sys
 import textwrap
-import uuid
 
 import numpy as np
 import pytest
-import ray
 
 from benchmarks.relabel import synth_trajectories
 from envs import fused, get_family
@@ -23,7 +21,6 @@ from hindsight.config import ConfigError, load_config
 from relabel_service.core import RelabelRequest
 from relabel_service.strategies import make_strategy
 from relabel_service.strategies.config import StrategyConfig
-from relabel_service.worker import RelabelWorker
 
 POINT = ["point_trajectory", "point_reacher"]
 
@@ -195,48 +192,3 @@ def test_without_a_compiler_the_numpy_path_runs_and_says_why(tmp_path):
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "FAILURE" in proc.stdout
     assert proc.stderr.count("compiled return kernels unavailable") == 1, proc.stderr
-
-
-# ---- through the relabel worker, on a real store --------------------------------------------------
-@pytest.fixture(scope="module")
-def ray_session():
-    ray.init(address="local", num_cpus=1, include_dashboard=False, log_to_driver=False, configure_logging=False)
-    yield
-    ray.shutdown()
-
-
-@pytest.mark.ray
-def test_relabel_worker_with_the_compiled_kernel(ray_session, tmp_path, caplog):
-    # the config's air_kernel reaches the worker's strategy: the worker compiles at start
-    # (says so), and its transitions equal those of a numpy worker fed the same trajectories
-    from relabel_service.store.actor import start_store
-
-    fam = get_family("point_trajectory")
-    cfg = load_config(None, ["env.family=point_trajectory", "relabel.strategy_cfg.air_kernel=compiled",
-                             "relabel.strategy_cfg.num_candidates=12", "relabel.strategy_cfg.reference_size=30"])
-    outs = {}
-    for kernel in ("compiled", "numpy"):
-        store = start_store(tmp_path / kernel, 2, name_prefix=f"fused-{uuid.uuid4().hex[:8]}")
-        try:
-            caplog.clear()
-            with caplog.at_level("INFO", logger="relabel_service.worker"):
-                worker = RelabelWorker(
-                    worker_id=0, family="point_trajectory", strategy="air",
-                    strategy_cfg=dataclasses.replace(cfg.relabel.strategy_cfg, air_kernel=kernel), store=store,
-                    shard_ids=[0, 1], discount=fam.discount, seed=0, batch_trajectories=8,
-                )
-            assert ("compiled return kernel of point_trajectory ready" in caplog.text) == (kernel == "compiled")
-            batches = []
-            for call in range(3):
-                store.append_many(synth_trajectories(fam, 8, fam.horizon, np.random.default_rng(call),
-                                                     prefix=f"w{call}-"))
-                out, stats = worker.relabel(wait_s=5.0)
-                assert stats["trajectories"] == 8, stats
-                batches.append(out)
-            outs[kernel] = batches
-        finally:
-            store.shutdown()
-    for a, b in zip(outs["compiled"], outs["numpy"]):
-        np.testing.assert_array_equal(a.task, b.task)
-        np.testing.assert_array_equal(a.obs, b.obs)
-        np.testing.assert_allclose(a.reward, b.reward, rtol=1e-6, atol=1e-6)  # float32 rows
