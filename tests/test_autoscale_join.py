@@ -145,7 +145,15 @@ def test_pending_workers_are_placed_on_a_joining_node_and_collect(head_only, tmp
 
         _wait(grown_and_pending, 60, "the pool to grow to 3 with 2 workers pending", th, out)
         if not is_autoscaler_v2():
-            assert 3 in asked, asked  # the pool asked the autoscaler for 3 workers' bundles
+            # the pool asked the autoscaler for 3 workers' bundles: the trainer's thread resizes
+            # the pool first and then replaces its request, so a read may fall in between
+            def asked_for_three() -> bool:
+                bundles = _requested_bundles()
+                if bundles:
+                    asked.add(len(bundles) - others)
+                return 3 in asked
+
+            _wait(asked_for_three, 30, "a request for 3 workers' bundles", th, out)
         head_id = head_only.head_node.node_id
         assert _node_of(trainer.pool.actors[0]) == head_id
         stored_before = trainer.driver.env_steps
