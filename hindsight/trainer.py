@@ -357,8 +357,10 @@ class Trainer:
         self.driver = _Driver(self)  # its counters are read by hindsight chaos
         return self.driver.run()
 
-    def _checkpoint(self, env_steps: int, episodes: int, cursors: dict, t_start: float, wall_before: float) -> None:
-        ray.get(self.learner.checkpoint.remote({"env_steps": env_steps}))
+    def _checkpoint(self, env_steps: int, episodes: int, cursors: dict, t_start: float,
+                    wall_before: float) -> dict[str, Any]:
+        """The learner's checkpoint, then the run's state; returns the learner's meta."""
+        meta = ray.get(self.learner.checkpoint.remote({"env_steps": env_steps}))
         self.state.update(
             {
                 "env_steps": env_steps,
@@ -370,6 +372,7 @@ class Trainer:
         tmp = self.run_dir / (STATE_FILE + ".tmp")
         tmp.write_text(json.dumps(self.state))
         os.replace(tmp, self.run_dir / STATE_FILE)
+        return meta
 
     def _read_control(self) -> tuple[int, str] | None:
         """Consume ``control.json``: (workers, request id), or None."""
@@ -1063,12 +1066,14 @@ class _Driver:
         ingests = [r for r, k in self.inflight.items() if k[0] == "ingest"]
         if ingests:
             ray.wait(ingests, num_returns=len(ingests), timeout=120)
-        self.t._checkpoint(self.env_steps, self.episodes, self.cursors, self.t_start, self.wall_before)
+        meta = self.t._checkpoint(self.env_steps, self.episodes, self.cursors, self.t_start, self.wall_before)
         self.ckpt = {
             "cursors": dict(self.cursors),
             "relabeled": self.relabeled,
             "env_steps": self.env_steps,
-            "updates": int(self.learner_report["updates"]),
+            # what the checkpoint holds: training runs concurrently, so it may be more than
+            # the last train call reported
+            "updates": int(meta["updates"]),
         }
 
     def _interrupted(self) -> dict[str, Any]:

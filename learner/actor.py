@@ -320,7 +320,10 @@ class Learner:
             return value_weights(self.state)
 
     # ---- checkpoints ---------------------------------------------------------------------
-    def checkpoint(self, extra: dict | None = None) -> str:
+    def checkpoint(self, extra: dict | None = None) -> dict[str, Any]:
+        """Write the state, then ``learner.json`` (updates, inserted, version and ``extra``)
+        and return that meta with the state's ``path``: the updates it holds may be more
+        than the caller last heard of, as training runs concurrently with this call."""
         assert self.checkpoint_dir is not None
         self.checkpoint_dir.mkdir(parents=True, exist_ok=True)
         path = self.checkpoint_dir / "learner.pt"
@@ -333,7 +336,7 @@ class Learner:
             atomic_write_json(snapshot, self.checkpoint_dir / "ledger.json")
         # Whole or not at all: a SIGKILL mid-write must not leave an empty learner.json.
         atomic_write_json(meta, self.checkpoint_dir / "learner.json")
-        return str(path)
+        return {"path": str(path), **meta}
 
     def _restore(self) -> None:
         assert self.checkpoint_dir is not None

@@ -50,7 +50,7 @@ def test_full_disk_is_named_and_keeps_the_previous_checkpoint(tmp_path: Path) ->
 def test_learner_checkpoint_on_a_full_disk(tmp_path: Path) -> None:
     cfg = LearnerConfig(num_cpus=1, sac=SACConfig(hidden_sizes=(16, 16), batch_size=8))
     learner = Learner(3, 2, 2, 0, cfg, 0.99, seed=0, checkpoint_dir=str(tmp_path))
-    first = learner.checkpoint({"env_steps": 10})
+    first = learner.checkpoint({"env_steps": 10})["path"]
     _fill_disk_for(Path(first))
     with pytest.raises(CheckpointError, match="disk is full"):
         learner.checkpoint({"env_steps": 20})
