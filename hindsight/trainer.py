@@ -52,7 +52,7 @@ from hindsight.control import Autoscaler, format_scale, start_control
 from hindsight.tb import TBWriter
 from hindsight.watchdog import Watchdog, diagnose, free_resources, pending_actors
 from learner.actor import Learner
-from learner.checkpoints import CheckpointError
+from learner.checkpoints import CheckpointError, read_json
 from learner.rate_limiter import RateLimiter
 from learner.sac.update import make_value_fn_factory
 from relabel_service.store.actor import start_store
@@ -96,6 +96,22 @@ class StopSignals:
     def __exit__(self, *exc: Any) -> None:
         for sig, old in self._old.items():
             signal.signal(sig, old)
+
+
+def _ckpt_of(meta: dict[str, Any]) -> dict[str, Any]:
+    """The driver's record of a learner checkpoint from the meta the learner wrote."""
+    return {"cursors": {int(k): int(v) for k, v in meta["cursors"].items()}, "relabeled": int(meta["relabeled"]),
+            "env_steps": int(meta["env_steps"]), "updates": int(meta["updates"])}
+
+
+def checkpoint_cursors(run_dir: Path) -> dict[str, int] | None:
+    """The store cursors the run's last learner checkpoint covers (``learner.json``), or
+    None without a checkpoint or for one written before checkpoints recorded them."""
+    path = Path(run_dir) / "checkpoints" / "learner.json"
+    if not path.exists():
+        return None
+    meta = read_json(path)
+    return {str(k): int(v) for k, v in meta["cursors"].items()} if "cursors" in meta else None
 
 
 def start_local_ray() -> None:
@@ -159,6 +175,13 @@ class Trainer:
         self.state: dict[str, Any] = {"env_steps": 0, "episodes": 0, "cursors": {}, "eval_history": []}
         if resume and (self.run_dir / STATE_FILE).exists():
             self.state.update(json.loads((self.run_dir / STATE_FILE).read_text()))
+        if resume:
+            cursors = checkpoint_cursors(self.run_dir)
+            if cursors is not None and cursors != self.state.get("cursors"):
+                # the learner checkpointed and the driver died before it wrote its state
+                log.warning("resume: the learner's checkpoint covers the store up to %s, newer than %s in %s; "
+                            "streaming from the checkpoint's", cursors, self.state.get("cursors"), STATE_FILE)
+                self.state["cursors"] = cursors
         self.stop = StopSignals()
 
     # ---- set-up -------------------------------------------------------------------------
@@ -358,9 +381,18 @@ class Trainer:
         return self.driver.run()
 
     def _checkpoint(self, env_steps: int, episodes: int, cursors: dict, t_start: float,
-                    wall_before: float) -> dict[str, Any]:
-        """The learner's checkpoint, then the run's state; returns the learner's meta."""
-        meta = ray.get(self.learner.checkpoint.remote({"env_steps": env_steps}))
+                    wall_before: float, relabeled: int = 0) -> dict[str, Any]:
+        """The learner's checkpoint, then the run's state; returns the learner's meta.
+
+        The cursors (and the driver's counters) are written into the learner's own
+        ``learner.json``: the learner's state covers every batch up to them, and that file is
+        written before ``trainer_state.json`` and before this call returns, so a death in
+        between (of the learner or the driver) leaves the newest checkpoint naming its cursors
+        (``restored_checkpoint``, ``checkpoint_cursors``)."""
+        meta = ray.get(self.learner.checkpoint.remote({
+            "env_steps": env_steps, "cursors": {str(k): int(v) for k, v in cursors.items()},
+            "relabeled": int(relabeled),
+        }))
         self.state.update(
             {
                 "env_steps": env_steps,
@@ -777,8 +809,10 @@ class _Driver:
         """A dead learner comes back from its last checkpoint (updates continue from its
         count) and refills its replay from the store, the source of truth.
 
-        Consistency: the checkpoint holds every batch ingested up to ``self.ckpt``'s
-        cursors. Everything in flight to or from the old learner and the relabelers is
+        Consistency: the checkpoint holds every batch ingested up to the cursors written
+        with it (``self.ckpt``; the restored learner's ``learner.json`` wins where it is newer:
+        a learner that died after writing a checkpoint and before the driver recorded it).
+        Everything in flight to or from the old learner and the relabelers is
         dropped and the relabelers stream again from those cursors, so each stored
         trajectory reaches the new learner's stream exactly once; the updates made since
         the checkpoint are redone on that data. The records before the cursors (the newest,
@@ -796,26 +830,39 @@ class _Driver:
             if kind[0] in ("train", "ingest", "relabel", "refill"):
                 del self.inflight[ref]
         self.train_inflight = False
-        for r, actor in enumerate(t.relabelers):
+        for actor in t.relabelers:
             try:
                 ray.kill(actor, no_restart=True)
             except Exception:
                 pass
+        # above every version a worker holds: the restored weights replace the lost ones
+        t.learner = t.make_learner(True, version_floor=self.weights_version + 1)
+        try:
+            restored = ray.get(t.learner.counters.remote(), timeout=300)
+            meta = ray.get(t.learner.restored_checkpoint.remote(), timeout=60)
+        except GetTimeoutError:
+            raise RuntimeError(
+                f"the learner could not be placed again within 300 s (it asks for "
+                f"{self.cfg.learner.num_cpus} CPUs, {t.num_gpus} GPUs; the cluster has {ray.available_resources()} free)"
+            ) from error
+        if meta is not None and "cursors" in meta:
+            restored_ck = _ckpt_of(meta)
+            if restored_ck["cursors"] != ck["cursors"]:
+                # it died after writing a checkpoint and before the driver heard of it: the
+                # restored state covers the store up to that checkpoint's cursors, not up to
+                # the last ones the driver recorded
+                log.warning("the restored checkpoint (%d updates) is newer than the last one recorded (%s updates); "
+                            "streaming from its cursors", restored_ck["updates"], ck["updates"])
+                ck = self.ckpt = restored_ck
+            else:
+                ck["updates"] = restored_ck["updates"]
+        for r in range(len(t.relabelers)):
             t.relabelers[r] = t.make_relabeler(r, ck["cursors"])
             self.relabel_inflight[r] = 0
             self.buffered[r] = self.buffered_steps[r] = 0
             self.value_sent[r] = -1
         self.cursors = dict(ck["cursors"])
         self.relabeled = ck["relabeled"]
-        # above every version a worker holds: the restored weights replace the lost ones
-        t.learner = t.make_learner(True, version_floor=self.weights_version + 1)
-        try:
-            restored = ray.get(t.learner.counters.remote(), timeout=300)
-        except GetTimeoutError:
-            raise RuntimeError(
-                f"the learner could not be placed again within 300 s (it asks for "
-                f"{self.cfg.learner.num_cpus} CPUs, {t.num_gpus} GPUs; the cluster has {ray.available_resources()} free)"
-            ) from error
         self.weights_ref, self.value_ref = None, None
         self.updates_base, self.steps_base, self.ingested = None, ck["env_steps"], 0
         self.learner_report = {"updates": restored["updates"], "inserted": 0, "version": restored["version"]}
@@ -1066,15 +1113,9 @@ class _Driver:
         ingests = [r for r, k in self.inflight.items() if k[0] == "ingest"]
         if ingests:
             ray.wait(ingests, num_returns=len(ingests), timeout=120)
-        meta = self.t._checkpoint(self.env_steps, self.episodes, self.cursors, self.t_start, self.wall_before)
-        self.ckpt = {
-            "cursors": dict(self.cursors),
-            "relabeled": self.relabeled,
-            "env_steps": self.env_steps,
-            # what the checkpoint holds: training runs concurrently, so it may be more than
-            # the last train call reported
-            "updates": int(meta["updates"]),
-        }
+        meta = self.t._checkpoint(self.env_steps, self.episodes, self.cursors, self.t_start, self.wall_before,
+                                  self.relabeled)
+        self.ckpt = _ckpt_of(meta)
 
     def _interrupted(self) -> dict[str, Any]:
         """SIGINT/SIGTERM: a final checkpoint and the run directory stays resumable."""

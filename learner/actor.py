@@ -111,6 +111,7 @@ class Learner:
         self.ledger: dict[str, int] = {}
         self.duplicates = 0
         self.refilled = 0  # trajectories' transitions re-read from the store after a restart
+        self._restored_meta: dict[str, Any] | None = None
         if resume and self.checkpoint_dir is not None and (self.checkpoint_dir / "learner.pt").exists():
             self._restore()
         if version_floor > self.version:
@@ -338,10 +339,15 @@ class Learner:
         atomic_write_json(meta, self.checkpoint_dir / "learner.json")
         return {"path": str(path), **meta}
 
+    def restored_checkpoint(self) -> dict[str, Any] | None:
+        """The meta of the checkpoint this learner started from (None: it started fresh)."""
+        return self._restored_meta
+
     def _restore(self) -> None:
         assert self.checkpoint_dir is not None
         self.state = load_state(self.checkpoint_dir / "learner.pt", self.device)
         meta = read_json(self.checkpoint_dir / "learner.json")
+        self._restored_meta = dict(meta)
         self.updates, self.version = int(meta["updates"]), int(meta["version"])
         # The replay is not checkpointed: count its contents afresh so the rate limiter
         # waits for min_replay new transitions before updating again.

@@ -106,3 +106,32 @@ def test_an_unreadable_learner_json_is_named_on_restore(tmp_path: Path) -> None:
     (tmp_path / "learner.json").write_text("")  # what a kill mid-write used to leave
     with pytest.raises(CheckpointError, match=r"learner\.json is not valid JSON"):
         Learner(3, 2, 2, 0, cfg, 0.99, seed=0, checkpoint_dir=str(tmp_path), resume=True)
+
+
+def test_learner_checkpoint_names_its_cursors_and_resume_prefers_them(tmp_path: Path, caplog) -> None:
+    # the learner's learner.json carries the cursors the driver passed (and the updates it
+    # really holds); a resume whose trainer_state.json is older (the driver died between the
+    # two writes) streams from the checkpoint's cursors, saying so
+    import json
+
+    from hindsight.config import load_config
+    from hindsight.trainer import STATE_FILE, Trainer, checkpoint_cursors
+
+    cfg = LearnerConfig(num_cpus=1, sac=SACConfig(hidden_sizes=(16, 16), batch_size=8))
+    learner = Learner(3, 2, 2, 0, cfg, 0.99, seed=0, checkpoint_dir=str(tmp_path / "checkpoints"))
+    meta = learner.checkpoint({"env_steps": 300, "cursors": {"0": 7, "1": 5}, "relabeled": 12})
+    assert meta["cursors"] == {"0": 7, "1": 5} and meta["updates"] == 0 and Path(meta["path"]).exists()
+    assert checkpoint_cursors(tmp_path) == {"0": 7, "1": 5}
+    back = Learner(3, 2, 2, 0, cfg, 0.99, seed=0, checkpoint_dir=str(tmp_path / "checkpoints"), resume=True)
+    assert back.restored_checkpoint()["cursors"] == {"0": 7, "1": 5}
+    assert Learner(3, 2, 2, 0, cfg, 0.99, seed=0).restored_checkpoint() is None
+    (tmp_path / STATE_FILE).write_text(json.dumps({"env_steps": 250, "episodes": 5, "cursors": {"0": 6, "1": 5}}))
+    with caplog.at_level("WARNING", logger="hindsight.trainer"):
+        trainer = Trainer(load_config("smoke", [f"logdir={tmp_path}"]), run_dir=tmp_path, resume=True, progress=False)
+    assert trainer.state["cursors"] == {"0": 7, "1": 5}
+    assert "newer than" in caplog.text
+    # a checkpoint from before checkpoints named their cursors: trainer_state.json's stand
+    (tmp_path / "checkpoints" / "learner.json").write_text(json.dumps({"updates": 0, "inserted": 0, "version": 0}))
+    assert checkpoint_cursors(tmp_path) is None
+    trainer = Trainer(load_config("smoke", [f"logdir={tmp_path}"]), run_dir=tmp_path, resume=True, progress=False)
+    assert trainer.state["cursors"] == {"0": 6, "1": 5}

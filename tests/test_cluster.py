@@ -310,6 +310,40 @@ def test_a_worker_node_removed_mid_run_loses_nothing(cluster, tmp_path):
         _assert_exactly_once(summary)
 
 
+def test_a_learner_dead_before_its_checkpoint_is_recorded_resumes_from_that_checkpoint(cluster, tmp_path,
+                                                                                     monkeypatch, caplog):
+    # The learner writes a checkpoint and dies (SIGKILL) before the driver records it: the
+    # restored learner holds every batch up to that checkpoint's cursors, newer than the last
+    # ones the driver recorded, so the relabel workers must stream from that checkpoint's
+    # (learner.json names them) or the batches in between reach the learner twice.
+    import hindsight.trainer as trainer_module
+
+    real = trainer_module.Trainer._checkpoint
+    calls = []
+
+    def checkpoint_then_die(self, *args, **kwargs):
+        calls.append(1)
+        if len(calls) != 3:  # the third checkpoint: written, then the learner dies
+            return real(self, *args, **kwargs)
+        ray.get(self.learner.checkpoint.remote({
+            "env_steps": args[0], "cursors": {str(k): int(v) for k, v in args[2].items()},
+            "relabeled": int(args[5] if len(args) > 5 else kwargs.get("relabeled", 0))}))
+        os.kill(_pid_of(self.learner), signal.SIGKILL)
+        return ray.get(self.learner.checkpoint.remote({}))  # raises: the actor died
+
+    monkeypatch.setattr(trainer_module.Trainer, "_checkpoint", checkpoint_then_die)
+    trainer = Trainer(_smoke(tmp_path, "env_steps=2500", "learner.checkpoint_every=40"), progress=False, ledger=True)
+    th, out = _start(trainer)
+    with _stopped_on_failure(trainer, th), caplog.at_level("WARNING", logger="hindsight.trainer"):
+        summary = _join(th, out)
+    assert len(calls) > 3
+    restarts = summary["learner_restarts"]
+    assert len(restarts) == 1
+    assert restarts[0]["restored_updates"] == restarts[0]["checkpoint_updates"] > 0
+    assert "is newer than the last one recorded" in caplog.text
+    _assert_exactly_once(summary)
+
+
 def test_a_killed_learner_comes_back_from_its_checkpoint(cluster, tmp_path):
     trainer = Trainer(_smoke(tmp_path, "env_steps=2500", "learner.checkpoint_every=40"), progress=False, ledger=True)
     # (learner.num_gpus auto: it comes back on the GPU node)
