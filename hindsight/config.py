@@ -302,26 +302,22 @@ def validate(cfg: ExperimentConfig) -> ExperimentConfig:
     strategies = [*strategy_names(), "hipi_rl"]
     if cfg.relabel.strategy not in strategies:
         raise ConfigError(f"relabel.strategy: unknown strategy {cfg.relabel.strategy!r}" + _near(cfg.relabel.strategy, strategies))
-    if cfg.relabel.strategy_cfg.air_precision == "float32":
+    # options that only some families implement: (field, value, family flag, the families)
+    sc = cfg.relabel.strategy_cfg
+    needs = [(f"relabel.strategy_cfg.{key}: {value} applies to {where}", flag) for key, value, flag, where in (
+        ("air_precision", "float32", "float32_returns", "point_reacher"),
+        ("air_kernel", "compiled", "compiled_returns", "point_trajectory and point_reacher"),
+    ) if getattr(sc, key) == value]
+    if needs:
         from envs import get_family
 
         try:
             family = get_family(cfg.env.family, **cfg.env.family_kwargs)
         except (KeyError, TypeError, ValueError):
             return cfg  # bad family_kwargs are reported where the run builds the family
-        if not family.float32_returns:  # e.g. point_trajectory, or point_reacher with a reward bias
-            raise ConfigError(f"relabel.strategy_cfg.air_precision: float32 applies to point_reacher, "
-                              f"not to env.family {cfg.env.family!r}")
-    if cfg.relabel.strategy_cfg.air_kernel == "compiled":
-        from envs import get_family
-
-        try:
-            family = get_family(cfg.env.family, **cfg.env.family_kwargs)
-        except (KeyError, TypeError, ValueError):
-            return cfg
-        if not family.compiled_returns:
-            raise ConfigError(f"relabel.strategy_cfg.air_kernel: compiled applies to point_trajectory and "
-                              f"point_reacher, not to env.family {cfg.env.family!r}")
+        for what, flag in needs:
+            if not getattr(family, flag):  # e.g. point_trajectory, or point_reacher with a reward bias
+                raise ConfigError(f"{what}, not to env.family {cfg.env.family!r}")
     return cfg
 
 

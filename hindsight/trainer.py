@@ -381,7 +381,7 @@ class Trainer:
         return self.driver.run()
 
     def _checkpoint(self, env_steps: int, episodes: int, cursors: dict, t_start: float,
-                    wall_before: float, relabeled: int = 0) -> dict[str, Any]:
+                    wall_before: float, relabeled: int) -> dict[str, Any]:
         """The learner's checkpoint, then the run's state; returns the learner's meta.
 
         The cursors (and the driver's counters) are written into the learner's own

@@ -200,40 +200,23 @@ def relabel_air(
     family, new = _check(request, "air")
     if not new:
         return RelabelResult(copies=[], keep_original=True)
+    M = len(new)
     own = _own_tasks(family, new)
     reference = _unique(request.reference) or new
     float32 = cfg.air_precision == "float32"
     with fused.enabled(cfg.air_kernel == "compiled"):
-        candidates, R_new, R_ref = _air_returns(request, family, new, reference, own, rng, cfg, cache, pool, float32)
+        if pool is not None:
+            candidates, R_new, R_ref = pool.returns(
+                family, new, reference, own, request.discount, rng, cfg.num_candidates,
+                cfg.max_reward_elements, cache, float32,
+            )
+        else:
+            n_fresh = max(cfg.num_candidates - M, 0)
+            candidates = np.concatenate([family.sample_tasks(rng, n_fresh), own]) if n_fresh else own
+            R_new, R_ref = _returns_new_and_reference(
+                family, new, reference, candidates, request.discount, cfg.max_reward_elements, cache, float32
+            )
     return _air_decide(request, new, reference, candidates, R_new, R_ref, cfg)
-
-
-def _air_returns(
-    request: RelabelRequest,
-    family: TaskFamily,
-    new: Sequence[Trajectory],
-    reference: Sequence[Trajectory],
-    own: np.ndarray,
-    rng: np.random.Generator,
-    cfg: StrategyConfig,
-    cache: kernels.FeatureSumCache | None,
-    pool: CandidatePool | None,
-    float32: bool,
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """AIR's candidates [K, Z] and the returns R_new [M, K], R_ref [N, K] under them."""
-    M = len(new)
-    if pool is not None:
-        candidates, R_new, R_ref = pool.returns(
-            family, new, reference, own, request.discount, rng, cfg.num_candidates,
-            cfg.max_reward_elements, cache, float32,
-        )
-    else:
-        n_fresh = max(cfg.num_candidates - M, 0)
-        candidates = np.concatenate([family.sample_tasks(rng, n_fresh), own]) if n_fresh else own
-        R_new, R_ref = _returns_new_and_reference(
-            family, new, reference, candidates, request.discount, cfg.max_reward_elements, cache, float32
-        )
-    return candidates, R_new, R_ref
 
 
 def _air_decide(
