@@ -88,7 +88,8 @@ class RelabelConfig:
     strategy: str = "air"
     """none | random | her_final | her_future | air | advantage | max_reward | hipi | hipi_rl."""
     num_workers: int = field(1, ge=1)
-    """Relabel worker actors; shards are split among them."""
+    """Relabel worker actors; shards are split among them (worker r reads shards r, r + R,
+    ...), so at most ``store.num_shards``."""
     batch_trajectories: int = field(16, ge=1)
     """At most this many new trajectories per shard per relabel call."""
     reference_refresh: int = field(4, ge=1)
@@ -283,12 +284,20 @@ def _merge(base: dict, top: dict) -> dict:
 
 
 def validate(cfg: ExperimentConfig) -> ExperimentConfig:
-    """Checks that need the registries: the family and the strategy must exist,
+    """Checks across sections (at most ``store.num_shards`` relabel workers) and those that
+    need the registries: the family and the strategy must exist,
     ``air_precision="float32"`` needs a family with float32 returns and
     ``air_kernel="compiled"`` one with a compiled kernel."""
     from envs import discrete_alias, family_names
     from relabel_service.strategies import strategy_names
 
+    if cfg.relabel.num_workers > cfg.store.num_shards:
+        # relabel worker r reads shards r, r + R, ...: beyond the shards, a worker has none
+        raise ConfigError(
+            f"relabel.num_workers: {cfg.relabel.num_workers} relabel workers for "
+            f"store.num_shards {cfg.store.num_shards}: each worker reads whole shards, so "
+            f"{cfg.relabel.num_workers - cfg.store.num_shards} would have none and sit idle; "
+            f"raise store.num_shards to {cfg.relabel.num_workers} or more")
     families = family_names()
     if cfg.env.family not in families and discrete_alias(cfg.env.family) is None:  # maze_discrete4 is maze
         raise ConfigError(f"env.family: unknown family {cfg.env.family!r}" + _near(cfg.env.family, families))

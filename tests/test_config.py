@@ -58,6 +58,15 @@ def test_unknown_family_and_strategy_are_named():
         load_config(None, ["relabel.strategy=airr"])
 
 
+def test_more_relabel_workers_than_shards_is_named():
+    """Relabel worker r reads shards r, r + R, ...: a worker beyond the shards would start
+    and never get a trajectory."""
+    with pytest.raises(ConfigError, match=r"relabel.num_workers: 3 .*store.num_shards 2.*1 would have none"):
+        load_config(None, ["relabel.num_workers=3"])
+    # the order of the overrides does not matter: the check runs on the whole config
+    assert load_config(None, ["relabel.num_workers=3", "store.num_shards=3"]).relabel.num_workers == 3
+
+
 def test_family_sac_defaults_fill_unset_fields_only():
     cheetah = load_config(None, ["env.family=half_cheetah_mo"])
     reacher = load_config(None, ["env.family=point_reacher"])
