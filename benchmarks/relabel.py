@@ -32,13 +32,17 @@ N = 500, K = 100, fresh candidates and pool, on point_reacher both again with
 ``air_precision="float32"``, and on both point families with ``air_kernel="compiled"``) over what the rollout workers of the family's
 deploy config produce (one worker with the policy in the loop, times the number of
 workers; timed in turn with the strategies, the ratio a median over rounds), for
-HalfCheetahMO, Reacher-goal, PointReacher and PointTrajectory. ``run(families=[...], strategies=[...])`` measures only that
+HalfCheetahMO, Reacher-goal, PointReacher and PointTrajectory; with each ratio the
+relabel workers that reach the target 5 (``relabel_workers_for_target``, each on a core
+of its own as the rollout workers are counted: ``relabel.num_workers``, and
+``store.num_shards`` at least as many). ``run(families=[...], strategies=[...])`` measures only that
 (``hindsight bench relabel --families point_reacher --strategies air``).
 """
 
 from __future__ import annotations
 
 import dataclasses
+import math
 import statistics
 import time
 from typing import Any, Callable, Sequence
@@ -63,6 +67,8 @@ CAPACITY_FAMILIES = (AIR_FAMILY, GOAL_FAMILY, NONLINEAR_FAMILY, "point_trajector
 #: per call once trajectories arrive faster than it relabels them at the defaults,
 #: ``relabel.batch_trajectories`` (16) from each of the ``store.num_shards`` (2) it owns
 CAPACITY_PER_CALL = 32
+#: relabel capacity over production that the capacity figures are held to
+TARGET_RATIO = 5.0
 
 
 def synth_trajectories(
@@ -414,18 +420,22 @@ def _capacity(
                 rates[label].append(n / sec)
         production[family_name] = {**settings, "rounds": reps,
                                    "trajectories_per_s": round(statistics.median(made), 2)}
-        rows[family_name] = {
-            label: {"relabel_trajectories_per_s": round(statistics.median(r), 1),
-                    "ratio": round(statistics.median([a / b for a, b in zip(r, made)]), 2)}
-            for label, r in rates.items()
-        }
+        rows[family_name] = {}
+        for label, r in rates.items():
+            ratio = statistics.median([a / b for a, b in zip(r, made)])
+            rows[family_name][label] = {
+                "relabel_trajectories_per_s": round(statistics.median(r), 1), "ratio": round(ratio, 2),
+                # sizing: relabel workers (each on its own core, as the rollout workers are
+                # counted; each reads its own shards) that give the target over this production
+                "relabel_workers_for_target": max(1, math.ceil(TARGET_RATIO / ratio)) if ratio > 0 else None,
+            }
     ratios = [r["ratio"] for fam in rows.values() for r in fam.values()]
     return {
         "trajectories_per_call": per_call, "hipi_batch": default.hipi_batch, "reference_size": N,
         "num_candidates": default.num_candidates, "production": production, "strategies": rows,
         "min_ratio": min(ratios, default=None),
         "min_ratio_by_family": {f: min((r["ratio"] for r in v.values()), default=None) for f, v in rows.items()},
-        "target_ratio": 5.0,
+        "target_ratio": TARGET_RATIO,
     }
 
 

@@ -93,7 +93,13 @@ def test_bench_relabel_fields(tmp_path):
     compiled = {"air (fresh, compiled)", "air (pool, compiled)"}  # the point families' opt-in air_kernel
     assert set(cap["strategies"]["point_reacher"]) == every | float32 | compiled | {"her_final", "her_future"}
     assert set(cap["strategies"]["point_trajectory"]) == every | compiled
-    assert all(_number(row["ratio"]) for fam in cap["strategies"].values() for row in fam.values())
+    rows = [row for fam in cap["strategies"].values() for row in fam.values()]
+    assert all(_number(row["ratio"]) for row in rows)
+    # the sizing: enough relabel workers for the target at that ratio, and no more
+    for row in rows:
+        n = row["relabel_workers_for_target"]
+        assert n >= 1 and n * row["ratio"] >= cap["target_ratio"] * 0.999, row
+        assert n == 1 or (n - 1) * row["ratio"] < cap["target_ratio"] * 1.01, row  # (ratios are rounded)
 
 
 def test_bench_relabel_capacity_only(tmp_path):
