@@ -723,6 +723,10 @@ def test_family_defaults() -> None:
     assert sac_defaults("test_goal")["hidden_sizes"] == (64, 64)
     assert sac_defaults("point_reacher")["discount"] == 0.97
     assert sac_defaults("test_goal")["discount"] == TestGoal.discount
+    # learner-bound families compile their update; small networks stay eager
+    assert all(sac_defaults(f).get("compile") for f in ("point_trajectory", "point_reacher", "fetch_reach",
+                                                         "half_cheetah_mo", "reacher_goal"))
+    assert not any(sac_defaults(f).get("compile") for f in ("maze", "test_goal"))
     assert "discount" not in sac_defaults("not_a_registered_family")
     cfg = sac_config_for(TestLinear(), batch_size=7)
     assert cfg.discount == TestLinear.discount and cfg.batch_size == 7
