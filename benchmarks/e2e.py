@@ -143,7 +143,8 @@ def run_hindsight(strategy: str, workers: int, s: dict[str, Any], logdir: str,
     }
     threads = int(summary["learner_threads"])  # the learner actor's own count (learner.core.threads_for)
     branches = bool(summary.get("learner_parallel_branches"))
-    after = isolated_learner_rate(Path(summary["run_dir"]), threads, seconds=alone_s, branches=branches)
+    after = isolated_learner_rate(Path(summary["run_dir"]), threads, seconds=alone_s, branches=branches,
+                                  flush=cfg.learner.flush_denormal)
     if predicted == (threads, branches):  # the mean of the two timings around the run
         isolated, isolated_cores = ((a + b) / 2 for a, b in zip(before, after))
         before_note: Any = round(before[0], 2)
@@ -200,41 +201,46 @@ def fresh_learner_rate(cfg: Any, threads: int, branches: bool, seconds: float) -
     fam = get_family(cfg.env.family, **cfg.env.family_kwargs)
     sac = dataclasses.replace(cfg.learner.sac, discount=fam.discount)
     return _time_alone(init_state(fam.obs_dim, fam.action_dim, fam.task_dim, sac, "cpu", cfg.seed),
-                       threads, seconds, branches)
+                       threads, seconds, branches, cfg.learner.flush_denormal)
 
 
-def isolated_learner_rate(run_dir: Path, threads: int, seconds: float, branches: bool = False) -> tuple[float, float]:
+def isolated_learner_rate(run_dir: Path, threads: int, seconds: float, branches: bool = False,
+                          flush: bool = True) -> tuple[float, float]:
     """SAC updates/s of a run's final checkpoint on random batches of its shapes, alone, as the
     run's learner updates (``threads``; ``branches``: the two-thread update, half each), and
     the cores this process used meanwhile (its CPU time over the wall time: the update's
     threads, nothing else of the benchmark runs then)."""
     from learner.sac.update import load_state
 
-    return _time_alone(load_state(run_dir / "checkpoints" / "learner.pt", "cpu"), threads, seconds, branches)
+    return _time_alone(load_state(run_dir / "checkpoints" / "learner.pt", "cpu"), threads, seconds, branches, flush)
 
 
-def _time_alone(state: Any, threads: int, seconds: float, branches: bool) -> tuple[float, float]:
+def _time_alone(state: Any, threads: int, seconds: float, branches: bool, flush: bool = True) -> tuple[float, float]:
+    """Updates/s and cores of ``state`` alone, as the learner updates (its threads and
+    branches; ``flush``: denormals as zero, ``learner.flush_denormal``)."""
     import torch
 
     from benchmarks.learner import _batches
+    from learner.core import denormals_flushed
     from learner.sac.branches import BranchThread, split_threads
     from learner.sac.update import update
 
     batches = _batches(4, 0, state.cfg.batch_size, state.obs_dim, state.action_dim, state.task_dim)
     before = torch.get_num_threads()
     own, branch_threads = split_threads(threads) if branches else (threads, 0)
-    worker = BranchThread(branch_threads) if branches else None
+    worker = BranchThread(branch_threads, flush_denormal=flush) if branches else None
     torch.set_num_threads(own)
     try:
-        for i in range(10):  # warm-up
-            update(state, batches[i % 4], with_metrics=False, branches=worker)
-        n, t0, c0 = 0, time.perf_counter(), time.process_time()
-        while time.perf_counter() - t0 < seconds:
-            # metrics as the learner reads them
-            update(state, batches[n % 4], with_metrics=n % 100 == 0, branches=worker)
-            n += 1
-        wall = time.perf_counter() - t0
-        return n / wall, (time.process_time() - c0) / wall
+        with denormals_flushed(flush):
+            for i in range(10):  # warm-up
+                update(state, batches[i % 4], with_metrics=False, branches=worker)
+            n, t0, c0 = 0, time.perf_counter(), time.process_time()
+            while time.perf_counter() - t0 < seconds:
+                # metrics as the learner reads them
+                update(state, batches[n % 4], with_metrics=n % 100 == 0, branches=worker)
+                n += 1
+            wall = time.perf_counter() - t0
+            return n / wall, (time.process_time() - c0) / wall
     finally:
         torch.set_num_threads(before)
         if worker is not None:

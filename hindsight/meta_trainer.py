@@ -96,6 +96,7 @@ class MetaTrainer(Trainer):
         self.learner = ray.remote(MetaLearner).options(num_cpus=cpus, num_gpus=self.num_gpus).remote(
             fam.obs_dim, fam.action_dim, J, mc.pearl, mc.schedule, cfg.learner.device, cfg.seed,
             cfg.learner.threads or threads_for(cpus), str(self.run_dir / "checkpoints"), self.resume,
+            cfg.learner.flush_denormal,
         )
         remote_rollout = ray.remote(background(MetaRolloutActor, cfg.cpu_priority))  # actors/priority.py
 

@@ -24,7 +24,7 @@ import numpy as np
 import torch
 
 from learner.checkpoints import atomic_write_json, read_json
-from learner.core import Batch, learner_threads, pick_device, to_torch
+from learner.core import Batch, denormals_flushed, learner_threads, pick_device, to_torch
 from learner.rate_limiter import RateLimiter
 from learner.replay import Replay
 from learner.sac.branches import BranchThread, split_threads
@@ -63,11 +63,13 @@ class Learner:
         # cores Ray gives the learner, and with branches a tenth of a core or more counts
         # (learner_threads, threads_for).
         self.threads, split = learner_threads(cfg, self.device)
+        # denormals as zero in the updates' threads (LearnerConfig.flush_denormal)
+        self._flush = bool(getattr(cfg, "flush_denormal", True)) and self.device.type == "cpu"
         self.branches: BranchThread | None = None
         self._own_threads = self.threads
         if split:
             self._own_threads, branch_threads = split_threads(self.threads)
-            self.branches = BranchThread(branch_threads)
+            self.branches = BranchThread(branch_threads, flush_denormal=self._flush)
         torch.set_num_threads(self._own_threads)
         if self.device.type == "cuda":
             set_tf32(getattr(cfg, "tf32", False))
@@ -182,7 +184,7 @@ class Learner:
             self._idle_pause = IDLE_PAUSE_S
         metrics: dict[str, float] = {}
         relabel_stats: dict[str, float] = {}
-        with self._state_lock:
+        with self._state_lock, denormals_flushed(self._flush):  # (Ray's calling thread varies)
             done = 0
             k = int(getattr(self.cfg, "updates_per_launch", 1))
             if self.use_graph and n >= k:

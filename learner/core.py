@@ -15,9 +15,10 @@ Shapes (letters used in every shape comment of this package):
 
 from __future__ import annotations
 
+import contextlib
 import math
 
-from typing import Any, NamedTuple
+from typing import Any, Iterator, NamedTuple
 
 import numpy as np
 import torch
@@ -68,6 +69,22 @@ def to_torch(batch: TransitionBatch, device: torch.device | str) -> Batch:
         task=f32(batch.task),
         reward_inputs=f32(batch.reward_inputs),
     )
+
+
+@contextlib.contextmanager
+def denormals_flushed(on: bool = True) -> Iterator[None]:
+    """Within the block, this thread's CPU float arithmetic treats denormal inputs and
+    results as zero (x86 DAZ/FTZ through ``torch.set_flush_denormal``; a no-op where the CPU
+    has no such mode), and after it, IEEE gradual underflow again. The mode is per thread:
+    other threads keep theirs (a thread inherits its creator's when it starts, e.g. the
+    intra-op pool started inside the block). ``on=False``: nothing changes."""
+    if not on or not torch.set_flush_denormal(True):
+        yield
+        return
+    try:
+        yield
+    finally:
+        torch.set_flush_denormal(False)
 
 
 def pick_device(pref: str = "auto") -> torch.device:

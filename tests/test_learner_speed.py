@@ -255,3 +255,72 @@ def test_a_learner_whose_compile_fails_says_why_and_trains_eager():
         assert report["updates_done"] == 4 and np.isfinite(report["metrics"]["critic_loss"])
     finally:
         torch.set_num_threads(threads)
+
+
+# ---- denormals as zero (learner.flush_denormal) ------------------------------------------------
+DENORMAL = 1e-39  # below float32's smallest normal number, 1.18e-38
+
+
+def _flushes() -> bool:
+    """Whether this thread's float32 arithmetic now treats a denormal as zero."""
+    return float((torch.tensor([DENORMAL]) * 1.0)[0]) == 0.0
+
+
+needs_ftz = pytest.mark.skipif(not torch.set_flush_denormal(False), reason="the CPU has no flush-to-zero mode")
+
+
+@needs_ftz
+def test_denormals_are_flushed_only_within_the_block_and_its_thread():
+    import threading
+
+    from learner.core import denormals_flushed
+
+    assert not _flushes()  # IEEE gradual underflow by default
+    seen: list[bool] = []
+    go = threading.Event()
+    other = threading.Thread(target=lambda: (go.wait(), seen.append(_flushes())))
+    other.start()  # before the block: a thread started inside it would inherit the mode
+    with denormals_flushed():
+        assert _flushes()
+        go.set()
+        other.join()
+    assert seen == [False] and not _flushes()  # the other thread kept its mode; this one is back
+    with denormals_flushed(False):
+        assert not _flushes()
+
+
+@needs_ftz
+@pytest.mark.parametrize("flush", [True, False])
+def test_the_learner_updates_with_denormals_flushed_in_both_branch_threads(flush):
+    """``learner.flush_denormal``: the calling thread runs its updates with denormals as zero
+    (seen from the batch relabeler, which runs inside the update loop) and the actor's branch
+    thread throughout; after the call the caller's thread is as it was."""
+    from learner.actor import Learner
+
+    threads = torch.get_num_threads()
+    try:
+        cfg = load_config(None, ["learner.min_replay=100", f"learner.flush_denormal={flush}"]).learner
+        cfg = dataclasses.replace(cfg, sac=dataclasses.replace(CFG, hidden_sizes=(128, 128)), num_cpus=1.1,
+                                  device="cpu", samples_per_insert=64.0)
+        seen: list[bool] = []
+
+        def relabeler(state, batch, gen):
+            seen.append(_flushes())
+            return batch, {}
+
+        learner = Learner(O, A, Z, I, cfg, discount=0.9, seed=0, batch_relabeler=relabeler)
+        assert learner.branches is not None and learner.branches.flush_denormal is flush
+        branch_seen: list[bool] = []
+        learner.branches.submit(lambda: branch_seen.append(_flushes()))
+        learner.branches.wait()
+        rng = np.random.default_rng(0)
+        n = 400
+        learner.ingest(TransitionBatch(
+            rng.normal(size=(n, O)), rng.uniform(-1, 1, (n, A)), rng.normal(size=n), rng.normal(size=(n, O)),
+            np.zeros(n, np.float32), rng.normal(size=(n, Z)), rng.normal(size=(n, I)),
+        ))
+        assert learner.train(max_updates=3)["updates_done"] == 3
+        assert seen == [flush] * 3 and branch_seen == [flush]
+        assert not _flushes()
+    finally:
+        torch.set_num_threads(threads)

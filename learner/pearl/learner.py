@@ -22,7 +22,7 @@ import numpy as np
 import torch
 
 from learner.checkpoints import atomic_write_json, read_json
-from learner.core import pick_device
+from learner.core import denormals_flushed, pick_device
 from learner.pearl.config import PEARLConfig, ScheduleConfig
 from learner.pearl.update import (
     init_state,
@@ -38,9 +38,10 @@ from learner.pearl.update import (
 class MetaLearner:
     def __init__(self, obs_dim: int, action_dim: int, num_tasks: int, cfg: PEARLConfig, sched: ScheduleConfig,
                  device: str = "auto", seed: int = 0, num_threads: int = 1, checkpoint_dir: str | None = None,
-                 resume: bool = False):
+                 resume: bool = False, flush_denormal: bool = True):
         torch.set_num_threads(max(1, int(num_threads)))
         self.device = pick_device(device)
+        self._flush = flush_denormal and self.device.type == "cpu"  # LearnerConfig.flush_denormal
         self.state = init_state(obs_dim, action_dim, num_tasks, cfg, sched, self.device, seed)
         self.checkpoint_dir = Path(checkpoint_dir) if checkpoint_dir else None
         self.version = 0
@@ -77,11 +78,12 @@ class MetaLearner:
         t0 = time.perf_counter()
         ready = bool(((self.state.rl._size_t > 0) & (self.state.enc._size_t > 0)).any())
         n = int(num_updates) if ready else 0
-        for i in range(n):
-            _, batch, context = sample_meta_batch(self.state)
-            self.state, m = update(self.state, batch, context, with_metrics=(i == n - 1))
-            if m:
-                self.metrics = m
+        with denormals_flushed(self._flush):
+            for i in range(n):
+                _, batch, context = sample_meta_batch(self.state)
+                self.state, m = update(self.state, batch, context, with_metrics=(i == n - 1))
+                if m:
+                    self.metrics = m
         return {"updates_done": n, "updates": self.state.step, "metrics": dict(self.metrics),
                 "seconds": time.perf_counter() - t0}
 

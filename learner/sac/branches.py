@@ -39,12 +39,15 @@ class BranchThread:
 
     ``submit(fn)`` starts ``fn`` on the worker; ``wait()`` blocks until it returns and
     re-raises what it raised. ``threads``: the worker's torch intra-op threads (torch's
-    thread count is per thread, so the worker sets its own)."""
+    thread count is per thread, so the worker sets its own); ``flush_denormal``: its float
+    arithmetic treats denormals as zero (``learner.core.denormals_flushed``), as the
+    learner's calling thread does while it updates."""
 
-    def __init__(self, threads: int = 1):
+    def __init__(self, threads: int = 1, flush_denormal: bool = False):
         if threads < 1:
             raise ValueError(f"BranchThread threads must be >= 1, got {threads}")
         self.threads = int(threads)
+        self.flush_denormal = bool(flush_denormal)
         self._go, self._done = threading.Event(), threading.Event()
         self._job: Callable[[], None] | None = None
         self._error: BaseException | None = None
@@ -54,6 +57,8 @@ class BranchThread:
 
     def _loop(self) -> None:
         torch.set_num_threads(self.threads)
+        if self.flush_denormal:  # for the thread's life (the thread is the learner's own)
+            torch.set_flush_denormal(True)
         while True:
             self._go.wait()
             self._go.clear()
