@@ -27,6 +27,11 @@ a HalfCheetahMO run takes by default (``default_path``: its family default of
 ``*_cpu_time_*`` ratios time both sides with this thread's CPU clock instead of the wall
 clock, which on a shared machine leaves out the time other processes held the core.
 
+``denormals``: the GH families' eager update (PointReacher, PointTrajectory dims and
+settings, lr 3e-3) after 1,500 updates on random batches, with IEEE gradual underflow and
+with denormals as zero (``learner.flush_denormal``): updates/s and the share of the state
+then denormal (``denormals_block``).
+
 ``--device cuda``: eager updates and CUDA-graph launches of k = 1, 8, 32 updates
 (``learner/sac/graphed.py``, replay sampling on the device) at batch 256, 256x256, with
 TF32 off and on; the ceiling likewise from the GPU's own matmul timings.
@@ -435,7 +440,53 @@ def run(quick: bool = False, device: str = "cpu") -> dict[str, Any]:
             out["all_cores_default_updates_per_s"] = every[f"{key}_updates_per_s"]
             out["speedup_all_cores_default_path"] = every[f"{key}_updates_per_s"] / one[
                 "compiled_updates_per_s" if key == "branches_compiled" else "ours_updates_per_s"]
+        torch.set_num_threads(1)
+        out["denormals"] = denormals_block(quick)
         out["target_ratio_of_flop_ceiling"] = 0.8
         return out
     finally:
         torch.set_num_threads(threads)
+
+
+def _denormal_fraction(state: Any) -> float:
+    """Share of the learner state's float32 values (networks, targets, Adam's moments) that
+    are denormal: non-zero and below float32's smallest normal number."""
+    tensors = [*state.actor.parameters(), *state.critic.parameters(), *state.target_critic.parameters()]
+    tensors += [v for st in state.optimizer.state.values() for v in st.values()
+                if isinstance(v, torch.Tensor) and v.dim() > 0]
+    tiny = torch.finfo(torch.float32).tiny
+    total = sum(t.numel() for t in tensors)
+    denormal = sum(int(((t.abs() > 0) & (t.abs() < tiny)).sum()) for t in tensors)
+    return denormal / max(1, total)
+
+
+def denormals_block(quick: bool) -> dict[str, Any]:
+    """The GH families' eager update at one thread on random batches, with IEEE gradual
+    underflow and with denormals as zero (``learner.flush_denormal``, the learner's
+    default): updates/s over a timing after ``warm`` updates (Adam's second moments of units
+    whose gradient stays zero reach the denormal range within about a thousand updates at
+    lr 3e-3) and the share of the state's floats then denormal."""
+    from envs import get_family
+    from learner.core import denormals_flushed
+
+    warm, seconds = (20, 0.3) if quick else (1500, 5.0)
+    out: dict[str, Any] = {"warm_updates": warm, "threads": 1}
+    for name in ("point_reacher", "point_trajectory"):
+        fam = get_family(name)
+        cfg = dataclasses.replace(SACConfig(**{**sac_defaults(name), "compile": False}), discount=fam.discount)
+        batches = _batches(4, 0, cfg.batch_size, fam.obs_dim, fam.action_dim, fam.task_dim)
+        row: dict[str, Any] = {"hidden": list(cfg.hidden_sizes), "batch_size": cfg.batch_size, "lr": cfg.critic_lr}
+        for label, flush in (("ieee", False), ("flushed", True)):
+            state = init_state(fam.obs_dim, fam.action_dim, fam.task_dim, cfg, "cpu", seed=0)
+            with denormals_flushed(flush):
+                for i in range(warm):
+                    update(state, batches[i % 4], with_metrics=False)
+                n, t0 = 0, time.perf_counter()
+                while time.perf_counter() - t0 < seconds:
+                    update(state, batches[n % 4], with_metrics=False)
+                    n += 1
+                row[f"{label}_updates_per_s"] = round(n / (time.perf_counter() - t0), 1)
+            row[f"{label}_denormal_fraction"] = round(_denormal_fraction(state), 4)
+        row["flushed_over_ieee"] = round(row["flushed_updates_per_s"] / row["ieee_updates_per_s"], 3)
+        out[name] = row
+    return out

@@ -134,10 +134,10 @@ class LearnerConfig:
     zero while they update (x86 FTZ/DAZ, ``torch.set_flush_denormal``; ``learner.core.
     denormals_flushed``). Adam's second moments of weights whose gradient stays zero (dead
     ReLU units) decay through the denormal range for ~16k updates (0.999 per update), and
-    each operation on a denormal costs ~100 cycles: a PointReacher update at lr 3e-3 slowed
-    from 127 to ~85 updates/s within a few thousand updates, 41% of its state denormal after
-    a ``make run``; flushed it stays at ~124 (README "Speed", learner). The values lost are
-    below float32's normal range. False: IEEE gradual underflow."""
+    each operation on a denormal costs ~100 cycles: after 1,500 updates at lr 3e-3 the
+    PointReacher update ran 1.43x as fast flushed, PointTrajectory's 1.29x (``hindsight bench
+    learner``, ``denormals``; README "Speed", learner). The values lost are below float32's
+    normal range. False: IEEE gradual underflow."""
     replay_capacity: int = field(200_000, ge=1)
     """Transitions held in the device-resident replay."""
     min_replay: int = field(1000, ge=0)

@@ -7,6 +7,7 @@ import math
 import sys
 
 import pytest
+import torch
 
 from hindsight.cli import main
 
@@ -63,6 +64,11 @@ def test_bench_learner_fields(tmp_path):
         for key in ("branches_updates_per_s", "branches_compiled_updates_per_s", "ratio_of_flop_ceiling_branches"):
             assert _number(r["all_cores"][key]), key
         assert _number(r["all_cores_default_updates_per_s"]) and _number(r["speedup_all_cores_default_path"])
+    for fam in ("point_reacher", "point_trajectory"):  # the GH families' update, unflushed and flushed
+        row = r["denormals"][fam]
+        assert _number(row["ieee_updates_per_s"]) and _number(row["flushed_updates_per_s"])
+        assert 0 <= row["ieee_denormal_fraction"] <= 1 and _number(row["flushed_over_ieee"])
+        assert row["flushed_denormal_fraction"] == 0 or not torch.set_flush_denormal(False)  # none survive a flush
 
 
 def test_bench_learner_cuda_needs_a_gpu(tmp_path, capsys):
