@@ -40,6 +40,7 @@ TF32 off and on; the ceiling likewise from the GPU's own matmul timings.
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import os
 import statistics
 import time
@@ -478,14 +479,15 @@ def denormals_block(quick: bool) -> dict[str, Any]:
         row: dict[str, Any] = {"hidden": list(cfg.hidden_sizes), "batch_size": cfg.batch_size, "lr": cfg.critic_lr}
         for label, flush in (("ieee", False), ("flushed", True)):
             state = init_state(fam.obs_dim, fam.action_dim, fam.task_dim, cfg, "cpu", seed=0)
+            calls = itertools.count()
+
+            def step() -> None:
+                update(state, batches[next(calls) % 4], with_metrics=False)
+
             with denormals_flushed(flush):
-                for i in range(warm):
-                    update(state, batches[i % 4], with_metrics=False)
-                n, t0 = 0, time.perf_counter()
-                while time.perf_counter() - t0 < seconds:
-                    update(state, batches[n % 4], with_metrics=False)
-                    n += 1
-                row[f"{label}_updates_per_s"] = round(n / (time.perf_counter() - t0), 1)
+                for _ in range(warm):
+                    step()
+                row[f"{label}_updates_per_s"] = round(_timed_rate(step, torch.device("cpu"), seconds, 1), 1)
             row[f"{label}_denormal_fraction"] = round(_denormal_fraction(state), 4)
         row["flushed_over_ieee"] = round(row["flushed_updates_per_s"] / row["ieee_updates_per_s"], 3)
         out[name] = row

@@ -133,8 +133,8 @@ class LearnerConfig:
     """On the CPU, the learner's threads treat denormal floats (below 1.2e-38 in float32) as
     zero while they update (x86 FTZ/DAZ, ``torch.set_flush_denormal``; ``learner.core.
     denormals_flushed``). Adam's second moments of weights whose gradient stays zero (dead
-    ReLU units) decay through the denormal range for ~16k updates (0.999 per update), and
-    each operation on a denormal costs ~100 cycles: after 1,500 updates at lr 3e-3 the
+    ReLU units) decay through the denormal range for ~16k updates (0.999 per update), where
+    the CPU's float arithmetic is many times slower: after 1,500 updates at lr 3e-3 the
     PointReacher update ran 1.43x as fast flushed, PointTrajectory's 1.29x (``hindsight bench
     learner``, ``denormals``; README "Speed", learner). The values lost are below float32's
     normal range. False: IEEE gradual underflow."""
