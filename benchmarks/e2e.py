@@ -25,7 +25,8 @@ shapes and SAC config before (``isolated_learner_updates_per_s_before``), the ru
 checkpoint (the same networks, batch and optimiser) after (``..._after``), each updated on
 random batches of the run's shapes for 15 s, at the run's learner thread count (with
 ``learner_parallel_branches``, in two branches on two threads, as the learner ran), with
-nothing else running; ``isolated_learner_updates_per_s`` is their mean, which brackets the
+nothing else running, each in a process started for it (as the learner is a process of its
+own; ``_in_fresh_process``); ``isolated_learner_updates_per_s`` is their mean, which brackets the
 VM's speed during the run (the thread count for the timing before is the one the learner
 will pick, ``predicted_learner_threads``; should the learner pick otherwise, the timing
 after alone is used and the field before says why);
@@ -49,6 +50,7 @@ window starts after it.
 
 from __future__ import annotations
 
+import os
 import tempfile
 import time
 from pathlib import Path
@@ -196,12 +198,11 @@ def fresh_learner_rate(cfg: Any, threads: int, branches: bool, seconds: float) -
     import dataclasses
 
     from envs import get_family
-    from learner.sac.update import init_state
 
     fam = get_family(cfg.env.family, **cfg.env.family_kwargs)
     sac = dataclasses.replace(cfg.learner.sac, discount=fam.discount)
-    return _time_alone(init_state(fam.obs_dim, fam.action_dim, fam.task_dim, sac, "cpu", cfg.seed),
-                       threads, seconds, branches, cfg.learner.flush_denormal)
+    return _in_fresh_process(("fresh", (fam.obs_dim, fam.action_dim, fam.task_dim, sac, cfg.seed)),
+                             threads, seconds, branches, cfg.learner.flush_denormal)
 
 
 def isolated_learner_rate(run_dir: Path, threads: int, seconds: float, branches: bool = False,
@@ -210,9 +211,51 @@ def isolated_learner_rate(run_dir: Path, threads: int, seconds: float, branches:
     run's learner updates (``threads``; ``branches``: the two-thread update, half each), and
     the cores this process used meanwhile (its CPU time over the wall time: the update's
     threads, nothing else of the benchmark runs then)."""
-    from learner.sac.update import load_state
+    return _in_fresh_process(("checkpoint", str(run_dir / "checkpoints" / "learner.pt")), threads, seconds,
+                             branches, flush)
 
-    return _time_alone(load_state(run_dir / "checkpoints" / "learner.pt", "cpu"), threads, seconds, branches, flush)
+
+def _in_fresh_process(source: tuple[str, Any], threads: int, seconds: float, branches: bool,
+                      flush: bool) -> tuple[float, float]:
+    """``_time_alone`` of the state ``source`` names, in a Python process started for it (as
+    the run's learner is a Ray worker process of its own): ("fresh", (obs_dim, action_dim,
+    task_dim, SACConfig, seed)) or ("checkpoint", path). Timed in the benchmark's own
+    process, the rate rose along the sequence of runs (190 -> 212 and 203 -> 233 updates/s
+    over four runs, 2026-12-04) while the runs' learners did not: a timing there is not the
+    learner's speed alone but that process's after everything it has run. A plain
+    subprocess, not ``multiprocessing``: spawn would re-run the caller's main script."""
+    import pickle
+    import subprocess
+    import sys
+
+    root = str(Path(__file__).resolve().parents[1])
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [root, os.environ.get("PYTHONPATH")]))}
+    proc = subprocess.run(
+        [sys.executable, "-c", "from benchmarks.e2e import _alone_child; _alone_child()"],
+        input=pickle.dumps((source, threads, seconds, branches, flush)), capture_output=True, env=env,
+        timeout=seconds + 900,  # a cold compile of the update included
+    )
+    out = proc.stdout.decode(errors="replace").strip().splitlines()
+    if proc.returncode != 0 or not out or not out[-1].startswith("RATE "):
+        why = proc.stderr.decode(errors="replace").strip().splitlines()
+        raise RuntimeError(f"bench e2e: the learner timing failed (exit {proc.returncode}): "
+                           f"{why[-1] if why else 'no output'}")
+    rate, cores = out[-1].split()[1:]
+    return float(rate), float(cores)
+
+
+def _alone_child() -> None:
+    """``_in_fresh_process``'s child: reads its arguments (pickled) from stdin, builds or
+    loads the state and prints ``RATE <updates/s> <cores>`` (``_time_alone``)."""
+    import pickle
+    import sys
+
+    from learner.sac.update import init_state, load_state
+
+    (kind, arg), threads, seconds, branches, flush = pickle.loads(sys.stdin.buffer.read())
+    state = load_state(arg, "cpu") if kind == "checkpoint" else init_state(*arg[:4], "cpu", arg[4])
+    rate, cores = _time_alone(state, threads, seconds, branches, flush)
+    print(f"RATE {rate!r} {cores!r}", flush=True)
 
 
 def _time_alone(state: Any, threads: int, seconds: float, branches: bool, flush: bool = True) -> tuple[float, float]:
@@ -232,8 +275,10 @@ def _time_alone(state: Any, threads: int, seconds: float, branches: bool, flush:
     torch.set_num_threads(own)
     try:
         with denormals_flushed(flush):
-            for i in range(10):  # warm-up
-                update(state, batches[i % 4], with_metrics=False, branches=worker)
+            n, t0 = 0, time.perf_counter()
+            while n < 10 or time.perf_counter() - t0 < 1.0:  # warm-up (the compile's cache hit included)
+                update(state, batches[n % 4], with_metrics=False, branches=worker)
+                n += 1
             n, t0, c0 = 0, time.perf_counter(), time.process_time()
             while time.perf_counter() - t0 < seconds:
                 # metrics as the learner reads them

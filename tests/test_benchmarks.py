@@ -154,6 +154,15 @@ def test_bench_e2e_fields():
         assert _number(r["sb3"]["env_steps_per_s"]) and _number(r["ratio_vs_sb3_none"])
 
 
+def test_bench_e2e_learner_timing_names_what_failed_in_its_process(tmp_path):
+    """The learner alone is timed in a process of its own: a failure there (here, a run
+    directory with no checkpoint) reaches the benchmark as an error that says what it was."""
+    from benchmarks.e2e import isolated_learner_rate
+
+    with pytest.raises(RuntimeError, match="learner timing failed .exit 1.: FileNotFoundError.*learner.pt"):
+        isolated_learner_rate(tmp_path, threads=1, seconds=0.1)
+
+
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="per-thread CPU priorities are Linux's")
 def test_bench_priority_fields(tmp_path):
     from benchmarks import run_benchmark
