@@ -159,6 +159,13 @@ class LearnerConfig:
     spi_tolerance: float = field(0.25, ge=0, lt=1)
     """Relative slack around the ratio: the learner waits for data above
     spi*(1+tol); collection waits below spi*(1-tol)."""
+    max_lag_rounds: float = field(2.0, ge=0)
+    """Collection also waits while the learner trails it by more than this many rounds of
+    every rollout worker (workers x envs per worker x the family's horizon env steps; the
+    pool's current size), so updates track collection during the run and the run ends with
+    at most that much to drain; 0: only ``spi_tolerance`` bounds the lag (up to a quarter of
+    all updates, owed at the end). The papers' loops alternate one round of collection
+    with its updates."""
     updates_per_call: int = field(50, ge=1)
     """Updates per learner call (one Ray round trip)."""
     publish_every: int = field(50, ge=1)

@@ -547,6 +547,14 @@ class _Driver:
         beyond are left to the final evaluation)."""
         return self.trained_steps >= self.next_eval and self.next_eval < self.budget
 
+    def _max_lag_steps(self) -> float | None:
+        """The env steps the learner may trail collection by (``learner.max_lag_rounds``
+        rounds of the current pool; None: no cap but ``spi_tolerance``)."""
+        rounds = self.cfg.learner.max_lag_rounds
+        if rounds <= 0:
+            return None
+        return rounds * max(1, self.t.pool.size) * self.cfg.rollout.envs_per_worker * self.fam.horizon
+
     def _updates_left(self) -> int:
         """Updates the learner still owes the samples-per-insert target of what was collected."""
         target = self.limiter.target_updates(self.env_steps - self.steps_base)
@@ -638,7 +646,8 @@ class _Driver:
         # a relabel worker holds to fill a fixed batch (hipi) do not count: the learner
         # cannot train on them until more data arrives, so counting them would deadlock.
         held = sum(self.buffered_steps.values())
-        limiter_ok = self.limiter.may_insert(self.env_steps - self.steps_base - held, self._session_updates())
+        limiter_ok = self.limiter.may_insert(self.env_steps - self.steps_base - held, self._session_updates(),
+                                             self._max_lag_steps())
         self.collection_held = self.env_steps < self.budget and not limiter_ok
         if self.autoscaler is not None:
             self.autoscaler.observe_collection(self.collection_held)

@@ -3,12 +3,14 @@
 The ratio is (updates x batch_size) / transitions inserted, counted from the moment the
 replay first holds ``min_replay`` transitions. The learner may update while it is below
 ``spi * (1 + tolerance)`` (above that it waits for data); collection may go on while the
-learner is above ``spi * (1 - tolerance)`` (below that actors wait for the learner).
+learner is above ``spi * (1 - tolerance)`` (below that actors wait for the learner) and, with
+``max_lag_steps``, no more than that many env steps' updates behind.
 Because the two bounds differ, one side can always move: no deadlock.
 
     lim = RateLimiter(samples_per_insert=64, batch_size=256, min_replay=1000)
     n = lim.updates_allowed(inserted=5000, updates=100)   # learner: how many now
     lim.may_insert(inserted=5000, updates=100)            # collectors: go on?
+    lim.may_insert(5000, 100, max_lag_steps=2000)         # ... and at most 2000 steps behind
 """
 
 from __future__ import annotations
@@ -53,9 +55,17 @@ class RateLimiter:
         upper = self.target_updates(inserted) * (1.0 + self.tolerance)
         return max(0, math.floor(upper) + 1 - updates)
 
-    def may_insert(self, inserted: int, updates: int) -> bool:
-        """Whether collectors may add data (False: the learner is too far behind)."""
+    def may_insert(self, inserted: int, updates: int, max_lag_steps: float | None = None) -> bool:
+        """Whether collectors may add data (False: the learner is too far behind).
+
+        ``max_lag_steps``: the learner may also trail by no more than the updates this many
+        env steps stand for (whichever bound is tighter): the relative band alone lets a
+        learner-bound run fall behind by ``tolerance`` of all its updates, which it then
+        owes at the end (the drain). Still at most the target, so one side can always move."""
         if inserted < self.min_replay:
             return True
-        lower = self.target_updates(inserted) * (1.0 - self.tolerance)
+        target = self.target_updates(inserted)
+        lower = target * (1.0 - self.tolerance)
+        if max_lag_steps is not None:
+            lower = max(lower, target - max(0.0, max_lag_steps) * self.samples_per_insert / self.batch_size)
         return updates >= math.floor(lower)

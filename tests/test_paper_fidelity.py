@@ -144,6 +144,26 @@ def test_hipi_flush_delivers_every_trajectory(axis_run):
     assert summary["transitions_inserted"] == 2 * summary["env_steps"]
 
 
+def test_the_learner_trails_collection_by_at_most_max_lag_rounds(ray_session, tmp_path):
+    """A learner-bound run (8 updates per env step on the smoke family): with
+    ``learner.max_lag_rounds`` collection waits whenever the learner is more than that many
+    rounds of the pool behind, so what is left at the end (the drain) is at most those
+    rounds plus what the workers had in flight, far less than the relative band alone lets
+    it owe (``spi_tolerance``, a quarter of all updates: 6,080 of 22,400 in a 3k-step run
+    with ``max_lag_rounds=0``, against 1,280 with 1)."""
+    rounds = 1.0
+    cfg = load_config("smoke", [
+        f"logdir={tmp_path}", "env_steps=2000", "eval.every_steps=100000", "relabel.strategy=none",
+        "learner.samples_per_insert=1024", f"learner.max_lag_rounds={rounds}",
+    ])
+    summary = Trainer(cfg, progress=False).run()
+    per_step = cfg.learner.samples_per_insert / cfg.learner.sac.batch_size  # 8 updates per env step
+    round_steps = cfg.rollout.num_workers * cfg.rollout.envs_per_worker * 10  # test_goal's horizon 10
+    bound = (rounds + 2) * round_steps * per_step + cfg.learner.updates_per_call  # + rounds in flight
+    assert bound < cfg.learner.spi_tolerance * summary["updates"]  # the cap is the tighter bound here
+    assert summary["drain"]["updates"] <= bound, summary["drain"]
+
+
 def test_progress_shows_the_drain(axis_run):
     _, summary, err = axis_run
     assert "draining learner" in err and "updates left" in err

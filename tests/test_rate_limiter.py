@@ -39,6 +39,32 @@ def test_one_side_can_always_move():
             assert lim.may_insert(inserted, updates) or lim.updates_allowed(inserted, updates) > 0
 
 
+@pytest.mark.parametrize(
+    "updates, max_lag_steps, may_insert",
+    [
+        # inserted 110: target 20, the relative lower bound 10; a lag of 2 env steps is
+        # 2 * 8 / 4 = 4 updates, so the lower bound becomes 16
+        (15, 2, False),
+        (16, 2, True),
+        (10, None, True),  # without the cap the relative band alone: 10 >= 10
+        (10, 100, True),  # a cap looser than the band changes nothing
+        (19, 0, False),  # no lag at all: collection waits for every update it is owed
+        (20, 0, True),
+    ],
+)
+def test_max_lag_caps_how_far_the_learner_trails(updates, max_lag_steps, may_insert):
+    lim = RateLimiter(samples_per_insert=8, batch_size=4, min_replay=100, tolerance=0.5)
+    assert lim.may_insert(110, updates, max_lag_steps) is may_insert
+
+
+def test_one_side_can_always_move_with_a_lag_cap():
+    lim = RateLimiter(samples_per_insert=64, batch_size=256, min_replay=1000, tolerance=0.2)
+    for lag in (0, 1, 50, 1000):
+        for inserted in range(0, 20000, 137):
+            for updates in range(0, 600, 7):
+                assert lim.may_insert(inserted, updates, lag) or lim.updates_allowed(inserted, updates) > 0
+
+
 def test_bad_parameters_are_named():
     with pytest.raises(ValueError, match="samples_per_insert"):
         RateLimiter(0, 256, 10)
