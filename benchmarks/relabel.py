@@ -29,7 +29,8 @@ on a family it applies to (HER on ``reacher_goal``), each with and without
 ``capacity``: each strategy's rate (one relabel worker, ``per_call`` = 32 new
 trajectories per call unless told otherwise: 16 per shard from the 2 shards it owns, transitions included; AIR in steady state at
 N = 500, K = 100, fresh candidates and pool, on point_reacher both again with
-``air_precision="float32"``, and on both point families with ``air_kernel="compiled"``) over what the rollout workers of the family's
+``air_precision="float32"``, and on both point families with ``air_kernel="compiled"``, on
+point_reacher also both together) over what the rollout workers of the family's
 deploy config produce (one worker with the policy in the loop, times the number of
 workers; timed in turn with the strategies, the ratio a median over rounds), for
 HalfCheetahMO, Reacher-goal, PointReacher and PointTrajectory; with each ratio the
@@ -380,8 +381,9 @@ def _capacity(
     what the rollout workers of the family's deploy config produce, per family and
     strategy (target >= 5). AIR at the paper's N = 500, K = 100 in steady state, with fresh
     candidates (the default) and with the pool, each also with ``air_precision="float32"``
-    and with ``air_kernel="compiled"`` on a family that has it (rows ``air (fresh, float32)``,
-    ``air (pool, compiled)``, ...). The machine is shared, so the rollout
+    and with ``air_kernel="compiled"`` on a family that has it, and both together where both
+    apply (rows ``air (fresh, float32)``, ``air (pool, compiled)``, ``air (pool, compiled,
+    float32)``, ...). The machine is shared, so the rollout
     worker and every strategy are timed in turn, ``reps`` rounds, and each ratio is the
     median over rounds of (relabel rate / rollout rate of the same round)."""
     N = 100 if quick else 500
@@ -408,6 +410,10 @@ def _capacity(
                     if family.compiled_returns:  # and the opt-in air_kernel="compiled"
                         compiled = dataclasses.replace(cfg, air_kernel="compiled")
                         calls[f"air ({candidates}, compiled)"] = _steady_air_call(family, compiled, per_call, N, T, reps)
+                        if family.float32_returns:  # both: the kernel in float32
+                            both = dataclasses.replace(compiled, air_precision="float32")
+                            calls[f"air ({candidates}, compiled, float32)"] = _steady_air_call(
+                                family, both, per_call, N, T, reps)
             else:
                 calls[name] = _strategy_call(name, family, default.hipi_batch if name == "hipi" else per_call, T)
         made: list[float] = []

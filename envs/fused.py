@@ -79,14 +79,14 @@ def uniform_segments(lengths: np.ndarray, n_steps: int) -> int | None:
     return L if L * len(lengths) == n_steps else None
 
 
-def _time_major(x: np.ndarray, M: int, L: int, fill: float | None = None) -> Any:
-    """[M L] step values -> a contiguous float64 torch tensor [max(L, 2), max(M, 2)]: a
+def _time_major(x: np.ndarray, M: int, L: int, fill: float | None = None, dtype: Any = np.float64) -> Any:
+    """[M L] step values -> a contiguous ``dtype`` torch tensor [max(L, 2), max(M, 2)]: a
     single segment is repeated, and a single step gets a second one (``fill``, the weights'
     0, or a repeat), so that no size is 1 and the graphs compiled for dynamic sizes are
     never specialised again for it (a recompile costs seconds)."""
     import torch
 
-    a = np.asarray(x, dtype=np.float64).reshape(M, L).T
+    a = np.asarray(x, dtype=dtype).reshape(M, L).T
     if L == 1:
         a = np.concatenate([a, np.full_like(a, fill) if fill is not None else a])
     if M == 1:
@@ -94,11 +94,11 @@ def _time_major(x: np.ndarray, M: int, L: int, fill: float | None = None) -> Any
     return torch.from_numpy(np.ascontiguousarray(a))
 
 
-def _two_rows(params: np.ndarray) -> Any:
-    """Per-task parameters [K, n] as a float64 tensor of at least 2 rows (see ``_time_major``)."""
+def _two_rows(params: np.ndarray, dtype: Any = np.float64) -> Any:
+    """Per-task parameters [K, n] as a ``dtype`` tensor of at least 2 rows (see ``_time_major``)."""
     import torch
 
-    params = np.asarray(params, dtype=np.float64)
+    params = np.asarray(params, dtype=dtype)
     return torch.from_numpy(np.ascontiguousarray(np.concatenate([params, params]) if len(params) == 1 else params))
 
 
@@ -153,18 +153,19 @@ def _kernel(name: str, build: Callable[[], Callable], example: Callable[[], tupl
     return fn
 
 
-def _example(n_centers: int) -> Callable[[], tuple]:
+def _example(n_centers: int, dtype: Any = None) -> Callable[[], tuple]:
     """Small inputs of a kernel's shapes: x, y [L, M], per-task parameters [K, n], w [L, M].
     No two sizes equal (nor equal to n = 4 or 5): dynamo would assume that the sizes it saw
     equal stay equal ("duck sizing") and compile again at the first call where they differ."""
     def make() -> tuple:
         import torch
 
+        dt = dtype or torch.float64
         g = torch.Generator().manual_seed(0)
         L, M, K = 7, 9, 6
-        x, y = (torch.rand(L, M, generator=g, dtype=torch.float64) for _ in range(2))
-        params = torch.rand(K, n_centers, generator=g, dtype=torch.float64) + 0.5
-        return x, y, params, torch.ones(L, M, dtype=torch.float64)
+        x, y = (torch.rand(L, M, generator=g, dtype=dt) for _ in range(2))
+        params = torch.rand(K, n_centers, generator=g, dtype=dt) + 0.5
+        return x, y, params, torch.ones(L, M, dtype=dt)
 
     return make
 
@@ -189,26 +190,38 @@ def point_trajectory_sums(p: np.ndarray, tasks: np.ndarray, weights: np.ndarray,
 
 
 def point_reacher_sums(e: np.ndarray, goals: np.ndarray, obstacles: np.ndarray, weights: np.ndarray,
-                       lengths: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
+                       lengths: np.ndarray, float32: bool = False) -> tuple[np.ndarray, np.ndarray] | None:
     """(D, S) [M, K]: the weighted segment sums of ||e - g_k|| and of log(||e - o_k|| + .01)
     for PointReacher's post-step positions e [B, 2] and shared goals, obstacles [K, 2];
-    None where the kernel does not apply or could not be compiled."""
+    None where the kernel does not apply or could not be compiled. ``float32`` (AIR's
+    ``air_precision="float32"``): the kernel in float32 (twice the lanes of a vector), as
+    the numpy float32 path evaluates the same terms and sums."""
     L = uniform_segments(lengths, len(e))
     if L is None or goals.ndim != 2:
         return None
     M = len(lengths)
     K = len(goals)
-    centers = _two_rows(np.concatenate([goals, obstacles], axis=1))
-    fn = _kernel("point_reacher", lambda: _point_reacher_graph, _example(4))
+    dtype = np.float32 if float32 else np.float64
+    centers = _two_rows(np.concatenate([goals, obstacles], axis=1), dtype)
+    fn = _kernel("point_reacher/float32" if float32 else "point_reacher", lambda: _point_reacher_graph,
+                 _example(4, _torch_dtype(dtype)))
     if fn is None:
         return None
-    D, S = fn(_time_major(e[:, 0], M, L), _time_major(e[:, 1], M, L), centers, _time_major(weights, M, L, 0.0))
+    D, S = fn(_time_major(e[:, 0], M, L, dtype=dtype), _time_major(e[:, 1], M, L, dtype=dtype), centers,
+              _time_major(weights, M, L, 0.0, dtype))
     return D.numpy()[:K, :M].T, S.numpy()[:K, :M].T
 
 
-def warm_up(family: Any) -> bool:
+def _torch_dtype(dtype: Any) -> Any:
+    import torch
+
+    return torch.float32 if dtype == np.float32 else torch.float64
+
+
+def warm_up(family: Any, float32: bool = False) -> bool:
     """Compile ``family``'s kernel now (on small inputs; the graphs are shape-generic) so
-    that the first request does not wait for it. True when the kernel is ready."""
+    that the first request does not wait for it (``float32``: the float32 one, AIR's
+    ``air_precision="float32"``). True when the kernel is ready."""
     if not getattr(family, "compiled_returns", False):
         return False
     rng = np.random.default_rng(0)
@@ -220,7 +233,7 @@ def warm_up(family: Any) -> bool:
                       np.zeros((M * L, family.reward_input_dim)))
     weights = np.tile(np.power(0.9, np.arange(L)), M)
     with enabled(True):
-        family.segment_returns(steps, family.sample_tasks(rng, K), weights, np.full(M, L))
+        family.segment_returns(steps, family.sample_tasks(rng, K), weights, np.full(M, L), float32=float32)
     return _failure is None  # segment_returns compiled the kernel, or recorded why it could not
 
 

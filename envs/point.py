@@ -358,7 +358,7 @@ class PointReacher(_GHPointFamily):
         K = tasks.shape[-2]
         e = np.asarray(steps.next_obs, dtype=np.float64)[:, :2].astype(dtype)  # [B, 2] post-step position
         goals, obstacles = self.goal(tasks), self.obstacle(tasks)
-        fast = fused.point_reacher_sums(e, goals, obstacles, w, lengths) if fused.active() and not float32 else None
+        fast = fused.point_reacher_sums(e, goals, obstacles, w, lengths, float32) if fused.active() else None
         if fast is not None:  # AIR's air_kernel="compiled" (envs/fused.py)
             sums = np.concatenate(fast, axis=1)
         else:

@@ -126,7 +126,7 @@ class RelabelWorker:
         if strategy == "air" and strategy_cfg.air_kernel == "compiled":
             # compile the family's return kernel now, not in the first request (envs/fused.py)
             t0 = time.perf_counter()
-            if fused.warm_up(self.family):
+            if fused.warm_up(self.family, float32=strategy_cfg.air_precision == "float32"):
                 log.info("relabel worker %d: compiled return kernel of %s ready in %.1fs",
                          worker_id, self.family.name, time.perf_counter() - t0)
             else:

@@ -97,7 +97,8 @@ def test_bench_relabel_fields(tmp_path):
     every = {"air (fresh)", "air (pool)", "advantage", "max_reward", "hipi", "random", "none"}
     float32 = {"air (fresh, float32)", "air (pool, float32)"}  # point_reacher's opt-in air_precision
     compiled = {"air (fresh, compiled)", "air (pool, compiled)"}  # the point families' opt-in air_kernel
-    assert set(cap["strategies"]["point_reacher"]) == every | float32 | compiled | {"her_final", "her_future"}
+    both = {"air (fresh, compiled, float32)", "air (pool, compiled, float32)"}  # the kernel in float32
+    assert set(cap["strategies"]["point_reacher"]) == every | float32 | compiled | both | {"her_final", "her_future"}
     assert set(cap["strategies"]["point_trajectory"]) == every | compiled
     rows = [row for fam in cap["strategies"].values() for row in fam.values()]
     assert all(_number(row["ratio"]) for row in rows)
@@ -115,7 +116,8 @@ def test_bench_relabel_capacity_only(tmp_path):
     assert cap["trajectories_per_call"] == 4 and set(cap["strategies"]) == {"point_reacher"}
     assert set(cap["strategies"]["point_reacher"]) == {"air (fresh)", "air (pool)", "air (fresh, float32)",
                                                        "air (pool, float32)", "air (fresh, compiled)",
-                                                       "air (pool, compiled)"}
+                                                       "air (pool, compiled)", "air (fresh, compiled, float32)",
+                                                       "air (pool, compiled, float32)"}
 
 
 def test_bench_relabel_only_options_refused_elsewhere(capsys):

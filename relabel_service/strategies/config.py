@@ -58,8 +58,9 @@ class StrategyConfig:
     (``envs/fused.py``), the same expression with every intermediate kept in registers,
     equal to the numpy path up to the order of additions (1e-13 relative); it needs a C++
     compiler, compiles in each relabel worker when it starts (seconds), and falls back to
-    numpy, saying why, when that fails. Float64 only (with ``air_precision="float32"`` the
-    numpy float32 path runs). A config on another family is an error at load."""
+    numpy, saying why, when that fails. With ``air_precision="float32"`` (point_reacher) the
+    kernel runs in float32, the same terms and sums as the numpy float32 path. A config on
+    another family is an error at load."""
     temperature: float = field(1.0, gt=0)
     """hipi / hipi_rl: logits are divided by the temperature (the paper's Eq. 7 and the HIPI
     code use 1)."""
