@@ -16,6 +16,11 @@ and log from the same SLEEF routines torch's eager kernels use. The steps go in 
 ([L, M]: step t of every segment side by side), so the loop's vectorised axis is the
 segments and the reduction over t is a running sum.
 
+PointReacher's kernel also runs in float32 (AIR's ``air_precision="float32"``, the terms
+its numpy float32 path evaluates in float32): twice the lanes per vector, about 1.25x the
+AIR relabel rate of the float64 kernel (``hindsight bench relabel``, ``air (pool, compiled,
+float32)``).
+
 It applies where every segment has the same length L (time-limited episodes: the GH point
 families never terminate early) and the tasks are shared by all segments (AIR's [K, Z]);
 otherwise ``segment_returns`` takes its numpy path. The results equal the numpy path's up to
