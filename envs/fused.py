@@ -158,14 +158,14 @@ def _kernel(name: str, build: Callable[[], Callable], example: Callable[[], tupl
     return fn
 
 
-def _example(n_centers: int, dtype: Any = None) -> Callable[[], tuple]:
+def _example(n_centers: int, float32: bool = False) -> Callable[[], tuple]:
     """Small inputs of a kernel's shapes: x, y [L, M], per-task parameters [K, n], w [L, M].
     No two sizes equal (nor equal to n = 4 or 5): dynamo would assume that the sizes it saw
     equal stay equal ("duck sizing") and compile again at the first call where they differ."""
     def make() -> tuple:
         import torch
 
-        dt = dtype or torch.float64
+        dt = torch.float32 if float32 else torch.float64
         g = torch.Generator().manual_seed(0)
         L, M, K = 7, 9, 6
         x, y = (torch.rand(L, M, generator=g, dtype=dt) for _ in range(2))
@@ -209,18 +209,12 @@ def point_reacher_sums(e: np.ndarray, goals: np.ndarray, obstacles: np.ndarray, 
     dtype = np.float32 if float32 else np.float64
     centers = _two_rows(np.concatenate([goals, obstacles], axis=1), dtype)
     fn = _kernel("point_reacher/float32" if float32 else "point_reacher", lambda: _point_reacher_graph,
-                 _example(4, _torch_dtype(dtype)))
+                 _example(4, float32))
     if fn is None:
         return None
     D, S = fn(_time_major(e[:, 0], M, L, dtype=dtype), _time_major(e[:, 1], M, L, dtype=dtype), centers,
               _time_major(weights, M, L, 0.0, dtype))
     return D.numpy()[:K, :M].T, S.numpy()[:K, :M].T
-
-
-def _torch_dtype(dtype: Any) -> Any:
-    import torch
-
-    return torch.float32 if dtype == np.float32 else torch.float64
 
 
 def warm_up(family: Any, float32: bool = False) -> bool:
