@@ -166,8 +166,11 @@ class LearnerConfig:
     at most that much to drain; 0: only ``spi_tolerance`` bounds the lag (up to a quarter of
     all updates, owed at the end). The papers' loops alternate one round of collection
     with its updates."""
-    updates_per_call: int = field(50, ge=1)
-    """Updates per learner call (one Ray round trip)."""
+    updates_per_call: int = field(200, ge=1)
+    """Updates per learner call (one Ray round trip; the driver fetches new weights and logs
+    the learner's metrics between calls). Each round trip left the update threads idle
+    ~5 ms in an e2e run on 2 cores: 2.4% of the learner's time at 50 updates a call, ~0.6%
+    at 200 (HalfCheetahMO, 256x256, ~4 ms an update)."""
     publish_every: int = field(50, ge=1)
     """Publish policy weights every this many updates."""
     checkpoint_every: int = field(5000, ge=1)

@@ -63,6 +63,8 @@ class SACState:
     step: int = 0  # gradient steps taken
     # built on the first compiled update (``compiled.GradInputs``); not saved
     grad_inputs: object = dataclasses.field(default=None, repr=False, compare=False)
+    # (target, online) parameter lists of the Polyak step, built on first use; not saved
+    polyak_lists: object = dataclasses.field(default=None, repr=False, compare=False)
 
     @property
     def device(self) -> torch.device:
@@ -175,37 +177,51 @@ def update(state: SACState, batch: Batch, with_metrics: bool = True,
     True every k steps on a GPU); on CPU it is nearly free. ``state.cfg.compile`` runs the losses
     and their backward compiled (module docstring). ``branches``: the actor's branch runs on
     that thread while the critic's runs on this one (``learner/sac/branches.py``); the same
-    step (eager: bit for bit). ``side`` (with ``branches`` only): run on that thread after the
-    actor's branch, before the join (the learner draws its next batch there, off the
-    critic's thread); what it raises, ``update`` raises.
+    step (eager: bit for bit). ``side`` (with ``branches`` only): run on that thread, off the
+    critic's (the learner draws its next batch there); what it raises, ``update`` raises.
+    Eager, it runs after the actor's backward, before the step, which its error stops;
+    compiled, where the branch thread has time to spare (``_grad_graph_branches``), and its
+    error is raised once the step is taken.
     """
     if side is not None and branches is None:
         raise ValueError("update(side=...) runs on the branch thread: pass branches= too")
-    if branches is not None and state.cfg.compile:
-        metrics = _grad_graph_branches(state, batch, branches, with_metrics, side)  # Adam included
-    elif state.cfg.compile:  # the gradients are set, not accumulated: no zero_grad
-        from learner.sac.compiled import compiled_all_grads  # imports inductor (seconds): only here
-
-        g = _grad_inputs(state)
-        grads, alpha_grad, metrics = compiled_all_grads()(g.module, g.both, batch, state.cfg, g.log_alpha,
-                                                          draw_noise(batch, state.generator))
-        _set_grads(state, g.params, grads.values(), alpha_grad)
-        adam_step(state.optimizer)
+    side_error = None
+    if branches is not None and state.cfg.compile:  # Adam and the Polyak step included
+        metrics, side_error = _grad_graph_branches(state, batch, branches, with_metrics, side)
     else:
-        state.optimizer.zero_grad(set_to_none=True)
-        if branches is not None:
-            metrics = _branch_losses_backward(state, batch, branches, with_metrics, side)
+        if state.cfg.compile:  # the gradients are set, not accumulated: no zero_grad
+            from learner.sac.compiled import compiled_all_grads  # imports inductor (seconds): only here
+
+            g = _grad_inputs(state)
+            grads, alpha_grad, metrics = compiled_all_grads()(g.module, g.both, batch, state.cfg, g.log_alpha,
+                                                              draw_noise(batch, state.generator))
+            _set_grads(state, g.params, grads.values(), alpha_grad)
         else:
-            losses = compute_losses(state.nets, batch, state.cfg, state.log_alpha, state.generator)
-            losses.total.backward()
-            metrics = losses.metric_vector() if with_metrics else None
+            state.optimizer.zero_grad(set_to_none=True)
+            if branches is not None:
+                metrics = _branch_losses_backward(state, batch, branches, with_metrics, side)
+            else:
+                losses = compute_losses(state.nets, batch, state.cfg, state.log_alpha, state.generator)
+                losses.total.backward()
+                metrics = losses.metric_vector() if with_metrics else None
         adam_step(state.optimizer)
-    with torch.no_grad():  # target += tau * (online - target), one foreach call
-        torch._foreach_lerp_(list(state.target_critic.parameters()), list(state.critic.parameters()), state.cfg.tau)
+        polyak_step(state)
     state.step += 1
+    if side_error is not None:  # compiled branches: the step stands, then side's error
+        raise side_error
     if not with_metrics:
         return state, {}
     return state, dict(zip(METRIC_NAMES, metrics.tolist()))
+
+
+def polyak_step(state: SACState) -> None:
+    """target += tau * (online - target) for the twin critic, one foreach call (the
+    parameter lists are built once per state)."""
+    if state.polyak_lists is None:
+        state.polyak_lists = (list(state.target_critic.parameters()), list(state.critic.parameters()))
+    targets, onlines = state.polyak_lists
+    with torch.no_grad():
+        torch._foreach_lerp_(targets, onlines, state.cfg.tau)
 
 
 def _branch_losses_backward(state: SACState, batch: Batch, branches: BranchThread,
@@ -249,14 +265,23 @@ def _set_grads(state: SACState, params: list[torch.nn.Parameter], grads, alpha_g
         state.log_alpha.grad = alpha_grad
 
 
-def _grad_graph_branches(state: SACState, batch: Batch, branches: BranchThread,
-                         with_metrics: bool, side: Callable[[], None] | None = None) -> torch.Tensor | None:
+def _grad_graph_branches(state: SACState, batch: Batch, branches: BranchThread, with_metrics: bool,
+                         side: Callable[[], None] | None = None) -> tuple[torch.Tensor | None, BaseException | None]:
     """The two-branch update with each branch one compiled graph that returns its gradients
     (``compiled.compiled_grad_branches``), set as the parameters' ``.grad``; then each thread
-    steps its own parameters' Adam groups once both graphs are done (the critic's group here,
-    the actor's and alpha's on the branch thread). Adam is per parameter, so this is
-    ``adam_step`` of all groups in two parts; the first step, which creates Adam's state,
-    takes ``adam_step`` after the join."""
+    steps its own parameters' Adam groups once both graphs are done (the critic's group and
+    the Polyak step here, the actor's and alpha's on the branch thread). Adam is per
+    parameter, so this is ``adam_step`` of all groups in two parts; the first step, which
+    creates Adam's state, takes ``adam_step`` after the join. Returns (the metric vector or
+    None, what ``side`` raised or None).
+
+    ``side`` runs on the branch thread where that thread has time to spare: after its graph
+    when the critic's (the longer one) is still running, else after its Adam step, beside
+    the critic's Adam and Polyak steps. Run always before the mid-update handshake, it kept
+    the critic's thread waiting there in about 40% of the updates of an e2e run (0.17 ms
+    an update on average, 2026-12-04): in a run the branch thread also loses time to the
+    sampling's lock and to the other processes, and it starts its graph about 0.3 ms after
+    the critic's (the GIL: the calling thread holds it until its graph's C++ begins)."""
     from learner.sac.compiled import compiled_grad_branches
 
     critic_fn, actor_fn = compiled_grad_branches()
@@ -268,28 +293,40 @@ def _grad_graph_branches(state: SACState, batch: Batch, branches: BranchThread,
         actor_calls = [c for c in calls if c[0].get("name") != "critic"]  # the actor's and alpha's
     next_eps, eps = draw_noise(batch, state.generator)
     out: list = []
+    side_error: list[BaseException] = []
+
+    def run_side() -> None:
+        try:
+            side()
+        except BaseException as e:  # noqa: BLE001 - update raises it once its step is taken
+            side_error.append(e)
 
     # Each graph reads the other branch's parameters (the critic's targets the actor and
     # alpha, the actor's loss the critic): a branch steps its own only when both graphs are
-    # done, and neither steps when either branch (or ``side``) raised: the update raises with
-    # nothing stepped.
+    # done, and neither steps when either graph raised: the update raises with nothing
+    # stepped. ``side`` never stops the step (nor runs when a graph raised).
     critic_read, actor_read = threading.Event(), threading.Event()
     ok: dict[str, bool] = {}
 
     def actor_job() -> None:
+        pending = side
         try:
             actor_grads, alpha_grad, actor_metrics = actor_fn(g.module, g.actor, batch, state.cfg, g.log_alpha, eps)
             _set_grads(state, g.actor_params, actor_grads.values(), alpha_grad)
             out.append(actor_metrics)
-            if side is not None:
-                side()
             ok["actor"] = True
+            if pending is not None and not critic_read.is_set():  # the critic's graph still runs
+                run_side()
+                pending = None
         finally:
             actor_read.set()
+        critic_read.wait()
+        if not ok.get("critic"):
+            return
         if calls is not None:
-            critic_read.wait()
-            if ok.get("critic"):
-                run_fused_adam(actor_calls)
+            run_fused_adam(actor_calls)
+        if pending is not None:
+            run_side()
 
     branches.submit(actor_job)
     try:
@@ -303,11 +340,14 @@ def _grad_graph_branches(state: SACState, batch: Batch, branches: BranchThread,
             actor_read.wait()
             if ok.get("actor"):
                 run_fused_adam(critic_calls)
+                polyak_step(state)  # the critic's targets: nothing on the branch thread reads them
     finally:
-        branches.wait()  # never leave the actor's branch running into the Polyak step
+        branches.wait()  # never leave the actor's branch running past the update
     if calls is None:
         adam_step(opt)
-    return branch_metric_vector(critic_metrics, out[0]) if with_metrics else None
+        polyak_step(state)
+    metrics = branch_metric_vector(critic_metrics, out[0]) if with_metrics else None
+    return metrics, (side_error[0] if side_error else None)
 
 
 def policy_weights(state: SACState) -> dict[str, np.ndarray]:
