@@ -365,8 +365,8 @@ class PointReacher(_GHPointFamily):
             centers = np.concatenate([goals, obstacles], axis=-2).astype(dtype)  # [..., 2K, 2]
             sums = _blocked_term_sums(self._terms, 2 * K, e, centers, w.astype(dtype), lengths)  # [M, 2K]: D, S ln 10
         total = segment_sums(w, lengths)[:, None]  # [M, 1]
-        energy = segment_sums(w * np.linalg.norm(np.asarray(steps.action, dtype=np.float64), axis=-1),
-                              lengths)[:, None]
+        a = np.asarray(steps.action, dtype=np.float64)
+        energy = segment_sums(w * np.sqrt(a[:, 0] * a[:, 0] + a[:, 1] * a[:, 1]), lengths)[:, None]  # ||a||
         c = self.weights(tasks)  # [..., K, 3]
         return (c[..., 0] * (0.2 * total - sums[:, :K]) - c[..., 1] * energy
                 + (c[..., 2] / (5.0 * _LN10)) * sums[:, K:])

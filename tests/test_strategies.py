@@ -243,6 +243,17 @@ def test_air_select_equals_loop(data, M, Kc):
     A = np.array(data.draw(int_matrix(M, Kc)), dtype=float)
     m = data.draw(st.integers(1, Kc))
     np.testing.assert_array_equal(K.air_select(P, A, m), select_loop(P, A, m))
+    np.testing.assert_array_equal(K.air_select(P, A, 1), select_loop(P, A, 1))  # (m = 1: its own path)
+
+
+def test_air_select_takes_one_with_infinite_advantages_as_the_sort_does():
+    # m = 1 takes an argmax among the top-percentile ties when every advantage is finite;
+    # otherwise the sort, where +inf leads and -inf trails as any other value would
+    P = np.array([[1.0, 1.0, 0.5, 1.0], [0.5, 1.0, 1.0, 0.0]])
+    A = np.array([[0.0, np.inf, 9.0, 1.0], [5.0, -np.inf, -np.inf, 1.0]])
+    np.testing.assert_array_equal(K.air_select(P, A, 1), [[1], [1]])
+    np.testing.assert_array_equal(K.air_select(P, A, 1), select_loop(P, A, 1))
+    np.testing.assert_array_equal(K.air_select(P, A[:, [0, 3, 2, 0]] * 0 + 2.0, 1), [[0], [1]])
 
 
 def test_air_percentiles_large_random():

@@ -288,11 +288,11 @@ def air_percentiles(R_new: np.ndarray, R_ref: np.ndarray) -> np.ndarray:
     assert R_ref.shape == (N, K) and N > 0, (R_new.shape, R_ref.shape)
     if M * N * K <= AIR_DIRECT_COUNT_MAX:
         return np.count_nonzero(R_ref[None, :, :] <= R_new[:, None, :], axis=1) / N
-    ref_sorted = np.sort(R_ref.T, axis=1)  # [K, N], each candidate's column ascending
+    ref_sorted = np.sort(np.ascontiguousarray(R_ref.T), axis=1)  # [K, N], each candidate's column ascending
     new_t = np.ascontiguousarray(R_new.T)  # [K, M]
     counts = np.empty((K, M), dtype=np.int64)
-    for k in range(K):
-        counts[k] = np.searchsorted(ref_sorted[k], new_t[k], side="right")
+    for k in range(K):  # (the method: np.searchsorted's wrapper costs more than the search here)
+        counts[k] = ref_sorted[k].searchsorted(new_t[k], side="right")
     return counts.T / N
 
 
@@ -305,6 +305,11 @@ def air_select(percentiles: np.ndarray, advantages: np.ndarray, m: int = 1) -> n
     advantages = np.asarray(advantages)
     assert percentiles.shape == advantages.shape and percentiles.ndim == 2
     assert 1 <= m <= percentiles.shape[1], (m, percentiles.shape)
+    if m == 1 and percentiles.size and np.isfinite(advantages).all():
+        # the usual case (GH takes one): the first highest advantage among the candidates
+        # tied at the highest percentile, which is the lexsort's first entry
+        tied = percentiles == percentiles.max(axis=1, keepdims=True)
+        return np.argmax(np.where(tied, advantages, -np.inf), axis=1)[:, None]
     # np.lexsort: the last key is the primary one; ascending and stable
     order = np.lexsort((-advantages, -percentiles), axis=-1)
     return order[:, :m]

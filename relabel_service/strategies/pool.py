@@ -34,6 +34,7 @@ candidates, not how they are scored. Every return comes from ``kernels.discounte
 from __future__ import annotations
 
 import math
+from itertools import compress
 from typing import Sequence
 
 import numpy as np
@@ -71,6 +72,7 @@ class CandidatePool:
         self._rows: dict[str, int] = {}  # episode_id -> row of self._R
         self._R = np.zeros((0, self.size))  # [rows, P] returns under self.tasks
         self._trajs: list[Trajectory] = []  # row order
+        self._ids: list[str] = []  # their episode_ids
         self._lengths = np.zeros(0, dtype=np.int64)  # [rows]
         self._steps: StepBatch | None = None  # [S] the rows' steps end to end (non-linear)
         self._weights = np.zeros(0)  # [S] their discount weights
@@ -103,18 +105,21 @@ class CandidatePool:
             self._reset(family, discount)
         P, Z = self.size, family.task_dim
         union = list(reference)
-        index = {t.episode_id: i for i, t in enumerate(union)}
+        ids = [t.episode_id for t in union]
+        index = dict(zip(ids, range(len(ids))))
         for traj in new:
             if traj.episode_id not in index:
                 index[traj.episode_id] = len(union)
                 union.append(traj)
+                ids.append(traj.episode_id)
         first = self.tasks is None
         if first:  # (no rows yet either: a new pool, or one reset above)
             self.tasks = family.sample_tasks(rng, P) if P else np.zeros((0, Z))
         # rows: the pool's rows still in the set keep their place and returns; the set's
         # trajectories new to the pool are appended, their returns under the pool computed
-        kept = np.fromiter((t.episode_id in index for t in self._trajs), dtype=bool, count=len(self._trajs))
-        joined = [t for t in union if t.episode_id not in self._rows]
+        kept = np.fromiter(map(index.__contains__, self._ids), dtype=bool, count=len(self._ids))
+        rows = self._rows
+        joined = [(t, i) for t, i in zip(union, ids) if i not in rows]
         self._keep_rows(family, kept, joined, discount)
         R = np.empty((len(self._trajs), P))
         n_kept = int(kept.sum())
@@ -142,15 +147,19 @@ class CandidatePool:
         candidates = np.concatenate([self.tasks[:n_pool], own])
         R_all = np.concatenate([R[:, :n_pool], fresh[:, len(cols):]], axis=1)  # [rows, K'] in row order
         rows = self._rows
-        ref_rows = np.fromiter((rows[t.episode_id] for t in reference), dtype=np.int64, count=len(reference))
+        ref_rows = np.fromiter(map(rows.__getitem__, ids[: len(reference)]), dtype=np.int64, count=len(reference))
         new_rows = np.fromiter((rows[t.episode_id] for t in new), dtype=np.int64, count=M)
         return candidates, R_all[new_rows], R_all[ref_rows]
 
-    def _keep_rows(self, family: TaskFamily, kept: np.ndarray, joined: list[Trajectory], discount: float) -> None:
+    def _keep_rows(self, family: TaskFamily, kept: np.ndarray, joined: list[tuple[Trajectory, str]],
+                   discount: float) -> None:
         """Rows become the kept ones (in their order) then the ``joined`` ones; on a
         non-linear family their steps and discount weights follow."""
-        self._trajs = [t for t, k in zip(self._trajs, kept) if k] + joined
-        self._rows = {t.episode_id: i for i, t in enumerate(self._trajs)}
+        keep = kept.tolist()
+        self._trajs = list(compress(self._trajs, keep)) + [t for t, _ in joined]
+        self._ids = list(compress(self._ids, keep)) + [i for _, i in joined]
+        self._rows = dict(zip(self._ids, range(len(self._ids))))
+        joined = [t for t, _ in joined]
         new_lengths = kernels.trajectory_lengths(joined)
         if not kernels.linear_fast_path(family):
             drop = int(np.argmax(kept)) if kept.any() else len(kept)  # the usual case: the oldest rows leave
