@@ -58,7 +58,10 @@ def to_torch(batch: TransitionBatch, device: torch.device | str) -> Batch:
             raise ValueError(f"TransitionBatch.{name} must have shape [{n}], got {getattr(batch, name).shape}")
 
     def f32(x: np.ndarray) -> torch.Tensor:
-        return torch.as_tensor(np.asarray(x, dtype=np.float32)).to(device, non_blocking=True)
+        a = np.asarray(x, dtype=np.float32)
+        if not a.flags.writeable:  # Ray hands arguments over as read-only views of its object
+            a = a.copy()           # store; torch warns on (and must not write into) those
+        return torch.from_numpy(a).to(device, non_blocking=True)
 
     return Batch(
         obs=f32(batch.obs),

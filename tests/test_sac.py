@@ -718,6 +718,16 @@ def test_to_torch_and_pick_device() -> None:
     with pytest.raises(ValueError, match="reward_inputs"):
         to_torch(TransitionBatch(*tb[:6], tb.reward_inputs[:3]), "cpu")
     assert torch.equal(b.reward_inputs, torch.as_tensor(tb.reward_inputs))
+    # read-only arrays (Ray's arguments are views of its object store): copied, no warning
+    frozen = TransitionBatch(*(np.asarray(x, dtype=np.float32) for x in tb))
+    for x in frozen:
+        x.flags.writeable = False
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        got = to_torch(frozen, "cpu")
+    assert torch.equal(got.obs, b.obs) and got.obs.data_ptr() != frozen.obs.ctypes.data
     assert pick_device("cpu") == torch.device("cpu")
     assert pick_device("auto").type == ("cuda" if torch.cuda.is_available() else "cpu")
 
