@@ -162,58 +162,6 @@ def test_two_branch_learner_draws_its_next_batch_on_the_branch_thread_and_trains
                 learner.branches.close()
 
 
-def test_compiled_branches_run_side_once_where_the_branch_thread_has_time():
-    """Compiled two-branch update: ``side`` runs once per update on the branch thread, after
-    the actor's graph while the critic's still runs, else after the actor's Adam step; either
-    way the update is the one taken without it, bit for bit."""
-    import threading
-    import time
-
-    from learner.sac import compiled
-    from learner.sac.branches import BranchThread
-
-    cfg = dataclasses.replace(CFG, hidden_sizes=(32, 32), compile=True)
-    state, twin = init_state(O, A, Z, cfg, "cpu", seed=1), init_state(O, A, Z, cfg, "cpu", seed=1)
-    replay = filled_replay("cpu")
-    batches = [replay.sample(CFG.batch_size, torch.Generator().manual_seed(i)) for i in range(4)]
-    branches = BranchThread(threads=1)
-    for st in (state, twin):  # compiled; Adam's state created, so the next updates split their steps
-        update(st, batches[0], branches=branches)
-    critic_fn, actor_fn = compiled.compiled_grad_branches()
-
-    def slowed(fn):
-        def run(*args):
-            time.sleep(0.05)
-            return fn(*args)
-        return run
-
-    seen: list[tuple[str, bool]] = []
-    before: list[torch.Tensor] = []
-
-    def side() -> None:  # where it ran, and whether the actor's Adam step had been taken by then
-        seen.append((threading.current_thread().name, not torch.equal(next(state.actor.parameters()), before[0])))
-
-    try:
-        for slow, batch in (("critic", batches[1]), ("actor", batches[2])):
-            before[:] = [next(state.actor.parameters()).detach().clone()]
-            compiled._COMPILED["critic_grads"] = slowed(critic_fn) if slow == "critic" else critic_fn
-            compiled._COMPILED["actor_grads"] = slowed(actor_fn) if slow == "actor" else actor_fn
-            update(state, batch, branches=branches, side=side)
-            compiled._COMPILED["critic_grads"], compiled._COMPILED["actor_grads"] = critic_fn, actor_fn
-            update(twin, batch, branches=branches)
-        # a slow critic: side ran while it did, before the step; a slow actor: after its step
-        assert seen == [("sac-actor-branch", False), ("sac-actor-branch", True)]
-        assert state.step == twin.step == 3
-        for p, q in zip(list(state.actor.parameters()) + list(state.critic.parameters())
-                        + list(state.target_critic.parameters()) + [state.log_alpha],
-                        list(twin.actor.parameters()) + list(twin.critic.parameters())
-                        + list(twin.target_critic.parameters()) + [twin.log_alpha]):
-            assert torch.equal(p, q)
-    finally:
-        compiled._COMPILED["critic_grads"], compiled._COMPILED["actor_grads"] = critic_fn, actor_fn
-        branches.close()
-
-
 def test_update_side_job_runs_on_the_branch_thread_and_its_error_is_raised():
     import threading
 

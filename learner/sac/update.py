@@ -177,17 +177,14 @@ def update(state: SACState, batch: Batch, with_metrics: bool = True,
     True every k steps on a GPU); on CPU it is nearly free. ``state.cfg.compile`` runs the losses
     and their backward compiled (module docstring). ``branches``: the actor's branch runs on
     that thread while the critic's runs on this one (``learner/sac/branches.py``); the same
-    step (eager: bit for bit). ``side`` (with ``branches`` only): run on that thread, off the
-    critic's (the learner draws its next batch there); what it raises, ``update`` raises.
-    Eager, it runs after the actor's backward, before the step, which its error stops;
-    compiled, where the branch thread has time to spare (``_grad_graph_branches``), and its
-    error is raised once the step is taken.
+    step (eager: bit for bit). ``side`` (with ``branches`` only): run on that thread after the
+    actor's branch, before the join (the learner draws its next batch there, off the
+    critic's thread); what it raises, ``update`` raises, with nothing stepped.
     """
     if side is not None and branches is None:
         raise ValueError("update(side=...) runs on the branch thread: pass branches= too")
-    side_error = None
     if branches is not None and state.cfg.compile:  # Adam and the Polyak step included
-        metrics, side_error = _grad_graph_branches(state, batch, branches, with_metrics, side)
+        metrics = _grad_graph_branches(state, batch, branches, with_metrics, side)
     else:
         if state.cfg.compile:  # the gradients are set, not accumulated: no zero_grad
             from learner.sac.compiled import compiled_all_grads  # imports inductor (seconds): only here
@@ -207,8 +204,6 @@ def update(state: SACState, batch: Batch, with_metrics: bool = True,
         adam_step(state.optimizer)
         polyak_step(state)
     state.step += 1
-    if side_error is not None:  # compiled branches: the step stands, then side's error
-        raise side_error
     if not with_metrics:
         return state, {}
     return state, dict(zip(METRIC_NAMES, metrics.tolist()))
@@ -265,23 +260,14 @@ def _set_grads(state: SACState, params: list[torch.nn.Parameter], grads, alpha_g
         state.log_alpha.grad = alpha_grad
 
 
-def _grad_graph_branches(state: SACState, batch: Batch, branches: BranchThread, with_metrics: bool,
-                         side: Callable[[], None] | None = None) -> tuple[torch.Tensor | None, BaseException | None]:
+def _grad_graph_branches(state: SACState, batch: Batch, branches: BranchThread,
+                         with_metrics: bool, side: Callable[[], None] | None = None) -> torch.Tensor | None:
     """The two-branch update with each branch one compiled graph that returns its gradients
     (``compiled.compiled_grad_branches``), set as the parameters' ``.grad``; then each thread
     steps its own parameters' Adam groups once both graphs are done (the critic's group and
-    the Polyak step here, the actor's and alpha's on the branch thread). Adam is per
-    parameter, so this is ``adam_step`` of all groups in two parts; the first step, which
-    creates Adam's state, takes ``adam_step`` after the join. Returns (the metric vector or
-    None, what ``side`` raised or None).
-
-    ``side`` runs on the branch thread where that thread has time to spare: after its graph
-    when the critic's (the longer one) is still running, else after its Adam step, beside
-    the critic's Adam and Polyak steps. Run always before the mid-update handshake, it kept
-    the critic's thread waiting there in about 40% of the updates of an e2e run (0.17 ms
-    an update on average, 2026-12-04): in a run the branch thread also loses time to the
-    sampling's lock and to the other processes, and it starts its graph about 0.3 ms after
-    the critic's (the GIL: the calling thread holds it until its graph's C++ begins)."""
+    then the Polyak step here, beside the actor's and alpha's group on the branch thread).
+    Adam is per parameter, so this is ``adam_step`` of all groups in two parts; the first
+    step, which creates Adam's state, takes ``adam_step`` and the Polyak step after the join."""
     from learner.sac.compiled import compiled_grad_branches
 
     critic_fn, actor_fn = compiled_grad_branches()
@@ -293,40 +279,28 @@ def _grad_graph_branches(state: SACState, batch: Batch, branches: BranchThread, 
         actor_calls = [c for c in calls if c[0].get("name") != "critic"]  # the actor's and alpha's
     next_eps, eps = draw_noise(batch, state.generator)
     out: list = []
-    side_error: list[BaseException] = []
-
-    def run_side() -> None:
-        try:
-            side()
-        except BaseException as e:  # noqa: BLE001 - update raises it once its step is taken
-            side_error.append(e)
 
     # Each graph reads the other branch's parameters (the critic's targets the actor and
     # alpha, the actor's loss the critic): a branch steps its own only when both graphs are
-    # done, and neither steps when either graph raised: the update raises with nothing
-    # stepped. ``side`` never stops the step (nor runs when a graph raised).
+    # done, and neither steps when either branch (or ``side``) raised: the update raises with
+    # nothing stepped.
     critic_read, actor_read = threading.Event(), threading.Event()
     ok: dict[str, bool] = {}
 
     def actor_job() -> None:
-        pending = side
         try:
             actor_grads, alpha_grad, actor_metrics = actor_fn(g.module, g.actor, batch, state.cfg, g.log_alpha, eps)
             _set_grads(state, g.actor_params, actor_grads.values(), alpha_grad)
             out.append(actor_metrics)
+            if side is not None:
+                side()
             ok["actor"] = True
-            if pending is not None and not critic_read.is_set():  # the critic's graph still runs
-                run_side()
-                pending = None
         finally:
             actor_read.set()
-        critic_read.wait()
-        if not ok.get("critic"):
-            return
         if calls is not None:
-            run_fused_adam(actor_calls)
-        if pending is not None:
-            run_side()
+            critic_read.wait()
+            if ok.get("critic"):
+                run_fused_adam(actor_calls)
 
     branches.submit(actor_job)
     try:
@@ -346,8 +320,7 @@ def _grad_graph_branches(state: SACState, batch: Batch, branches: BranchThread, 
     if calls is None:
         adam_step(opt)
         polyak_step(state)
-    metrics = branch_metric_vector(critic_metrics, out[0]) if with_metrics else None
-    return metrics, (side_error[0] if side_error else None)
+    return branch_metric_vector(critic_metrics, out[0]) if with_metrics else None
 
 
 def policy_weights(state: SACState) -> dict[str, np.ndarray]:

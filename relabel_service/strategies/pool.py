@@ -119,7 +119,7 @@ class CandidatePool:
         # trajectories new to the pool are appended, their returns under the pool computed
         kept = np.fromiter(map(index.__contains__, self._ids), dtype=bool, count=len(self._ids))
         rows = self._rows
-        joined = [(t, i) for t, i in zip(union, ids) if i not in rows]
+        joined = [t for t, i in zip(union, ids) if i not in rows]
         self._keep_rows(family, kept, joined, discount)
         R = np.empty((len(self._trajs), P))
         n_kept = int(kept.sum())
@@ -151,15 +151,13 @@ class CandidatePool:
         new_rows = np.fromiter((rows[t.episode_id] for t in new), dtype=np.int64, count=M)
         return candidates, R_all[new_rows], R_all[ref_rows]
 
-    def _keep_rows(self, family: TaskFamily, kept: np.ndarray, joined: list[tuple[Trajectory, str]],
-                   discount: float) -> None:
+    def _keep_rows(self, family: TaskFamily, kept: np.ndarray, joined: list[Trajectory], discount: float) -> None:
         """Rows become the kept ones (in their order) then the ``joined`` ones; on a
         non-linear family their steps and discount weights follow."""
         keep = kept.tolist()
-        self._trajs = list(compress(self._trajs, keep)) + [t for t, _ in joined]
-        self._ids = list(compress(self._ids, keep)) + [i for _, i in joined]
+        self._trajs = list(compress(self._trajs, keep)) + joined
+        self._ids = list(compress(self._ids, keep)) + [t.episode_id for t in joined]
         self._rows = dict(zip(self._ids, range(len(self._ids))))
-        joined = [t for t, _ in joined]
         new_lengths = kernels.trajectory_lengths(joined)
         if not kernels.linear_fast_path(family):
             drop = int(np.argmax(kept)) if kept.any() else len(kept)  # the usual case: the oldest rows leave
