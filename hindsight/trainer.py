@@ -36,7 +36,7 @@ import threading
 import time
 from collections import deque
 from pathlib import Path
-from typing import Any
+from typing import Any, Mapping, Sequence
 
 import numpy as np
 import ray
@@ -67,6 +67,37 @@ STATE_FILE = "trainer_state.json"
 IN_LEARNER = {"hipi_rl"}
 #: an actor that is gone (its process or its node): the driver replaces it, never crashes
 ACTOR_GONE = (RayActorError, ActorUnavailableError)
+#: calls whose results a relabel worker returns in a sequence the driver must keep
+RELABEL_CALLS = ("relabel", "refill")
+
+
+def in_call_order(ready: Sequence[Any], inflight: Mapping[Any, tuple]) -> list[Any]:
+    """The refs to handle for ``ready``: each relabel worker's results in the order of
+    its calls.
+
+    ``ray.wait(refs, num_returns=1)`` hands back *a* ready ref, not the first of the list:
+    with ``relabel.prefetch`` calls queued on one worker, its second result may come back
+    while its first, also finished, waits. Handled the wrong way round, the first one's
+    cursors would move the run's cursors back: the store then seems to hold records no
+    relabeler will deliver (the end of the run waits for them forever) and a checkpoint
+    would name cursors behind the data the learner has. A worker runs its calls one at a
+    time, so every call queued before a ready one has finished: those come first.
+    ``inflight`` maps refs to their kinds in the order they were submitted."""
+    out: list[Any] = []
+    taken: set[Any] = set()
+    for ref in ready:
+        kind = inflight.get(ref)
+        if kind is not None and kind[0] in RELABEL_CALLS:
+            for older, k in inflight.items():
+                if older == ref:
+                    break
+                if k[0] in RELABEL_CALLS and k[1] == kind[1] and older not in taken:
+                    out.append(older)
+                    taken.add(older)
+        if ref not in taken:
+            out.append(ref)
+            taken.add(ref)
+    return out
 
 
 class StopSignals:
@@ -465,6 +496,7 @@ class _Driver:
         self.learner_report: dict[str, Any] = {"updates": 0, "inserted": 0, "version": 0}
         self.ingested = 0  # env steps the learner has acknowledged
         self.collected = self.relabeled = 0
+        self.store_undrained = False  # the last end-of-run check found records past the cursors
         self.relabel_restarts = 0
         self.eval_restarts = 0
         # learner recovery: what the last checkpoint holds (the learner's state covers every
@@ -587,6 +619,7 @@ class _Driver:
         except RayError as e:  # a shard between lives: not drained as far as we know
             log.warning("store unavailable while checking the end of the run (%s); asking again", type(e).__name__)
             return False
+        self.store_undrained = bool(payloads)
         return not payloads
 
     def _apply_control(self) -> None:
@@ -699,7 +732,7 @@ class _Driver:
             time.sleep(0.01)
             return
         ready, _ = ray.wait(list(self.inflight), num_returns=1, timeout=0.5)
-        for ref in ready:
+        for ref in in_call_order(ready, self.inflight):
             kind = self.inflight.pop(ref, None)
             if kind is None:  # dropped by a recovery while this result was on its way
                 continue
@@ -1087,6 +1120,8 @@ class _Driver:
             min_replay=self.cfg.learner.min_replay, budget_spent=self.env_steps >= self.budget,
             # no train report from this learner process yet (a restarted one compiles again)
             learner_compiling=self.cfg.learner.sac.compile and self.updates_base is None,
+            # everything collected was relabeled, yet the end-of-run check found more records
+            undelivered=self.store_undrained and self.collected <= self.relabeled,
         )
         message = self.watchdog.message(reasons)
         log.warning("watchdog: %s", message)

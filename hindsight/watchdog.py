@@ -90,6 +90,7 @@ def diagnose(
     min_replay: int,
     budget_spent: bool,
     learner_compiling: bool = False,
+    undelivered: bool = False,
 ) -> list[str]:
     """Where the run is stuck, most fundamental first (pure: the facts in, sentences out)."""
     reasons = []
@@ -103,6 +104,9 @@ def diagnose(
     if backlog > 0:
         held = " (collection waits: backlog above relabel.max_backlog)" if backlog > max_backlog else ""
         reasons.append(f"relabeler behind: {backlog} stored trajectories not yet relabeled{held}")
+    if undelivered:
+        reasons.append("the store holds records past the relabel cursors that no relabel result has delivered: "
+                       "the run ends once they are relabeled and ingested")
     if learner_compiling:
         reasons.append("the learner has not finished its first train call: with learner.sac.compile it compiles "
                        "its update first (seconds with a warm inductor cache, 30 s to 3 min cold)")

@@ -145,6 +145,9 @@ def test_diagnose_names_where_it_is_stuck():
                          learner_waiting=True, replay_size=5000, min_replay=5000, budget_spent=False,
                          learner_compiling=True)
     assert "learner.sac.compile" in compiling[0] and not any("waiting for data" in r for r in compiling)
+    undelivered = diagnose(pending={}, cluster="", pool_size=2, backlog=0, max_backlog=64, collection_held=False,
+                           learner_waiting=True, replay_size=5000, min_replay=200, budget_spent=True, undelivered=True)
+    assert undelivered[0].startswith("the store holds records past the relabel cursors")
 
 
 def test_run_control_queues_requests_and_holds_answers():
@@ -156,3 +159,20 @@ def test_run_control_queues_requests_and_holds_answers():
     assert format_scale(c.result(rid)) == "rollout pool: 2 -> 4 workers (added 2, 1 pending placement)"
     with pytest.raises(ValueError, match=">= 0"):
         c.scale(-2)
+
+
+def test_each_relabel_workers_results_are_handled_in_the_order_of_its_calls():
+    """ray.wait hands back any ready ref: a worker's later result must wait for its earlier
+    ones (their cursors would otherwise move the run's cursors back)."""
+    from hindsight.trainer import in_call_order
+
+    inflight = {"a0": ("relabel", 0, "batch"), "t": ("train",), "b0": ("relabel", 0, "batch"),
+                "a1": ("relabel", 1, "batch"), "f0": ("refill", 0, "batch"), "b1": ("relabel", 1, "batch")}
+    assert in_call_order(["b0"], inflight) == ["a0", "b0"]
+    assert in_call_order(["f0"], inflight) == ["a0", "b0", "f0"]  # a refill runs on the same worker
+    assert in_call_order(["b1", "b0"], inflight) == ["a1", "b1", "a0", "b0"]
+    assert in_call_order(["a0", "b0"], inflight) == ["a0", "b0"]  # nothing twice
+    assert in_call_order(["b0", "a0"], inflight) == ["a0", "b0"]
+    assert in_call_order(["t", "a1"], inflight) == ["t", "a1"]  # other kinds, first results: as ready
+    assert in_call_order([], inflight) == []
+    assert in_call_order(["gone"], inflight) == ["gone"]  # dropped by a recovery: the loop skips it

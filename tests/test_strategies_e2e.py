@@ -45,3 +45,26 @@ def test_strategy_runs_end_to_end(ray_session, tmp_path, strategy):
     if strategy in ("random", "air", "hipi", "her_final", "her_future"):
         # these always add a relabeled copy next to the original
         assert s["transitions_inserted"] > s["env_steps"]
+
+
+@pytest.mark.timeout(240)
+def test_results_of_prefetched_relabel_calls_keep_the_cursors_moving_forward(ray_session, tmp_path):
+    """Four one-trajectory relabel calls queued on the worker: ray.wait returns their results
+    in any order once several have finished. The run still ends (the store drained up to
+    the cursors) and its recorded cursors are the end of every shard."""
+    import json
+
+    from relabel_service.store.shard import Shard
+
+    cfg = load_config("smoke", [f"logdir={tmp_path}", "env_steps=600", "relabel.strategy=none",
+                                "relabel.prefetch=4", "relabel.batch_trajectories=1", "learner.checkpoint_every=5",
+                                "eval.every_steps=10000"])
+    s = Trainer(cfg, progress=False).run()
+    run_dir = Path(s["run_dir"])
+    cursors = json.loads((run_dir / "trainer_state.json").read_text())["cursors"]
+    ends = {}
+    for d in sorted((run_dir / "store").glob("shard-*")):
+        shard = Shard(d, int(d.name.split("-")[1]), background_sync=False)
+        ends[str(shard.shard_id)] = shard.read(0, 1 << 20)[1]  # one past its last record
+        shard.close()
+    assert cursors == ends
