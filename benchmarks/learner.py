@@ -409,6 +409,74 @@ def _timed_rate(step: Callable[[], Any], device: torch.device, seconds: float, p
     return n * per_call / (time.perf_counter() - t0)
 
 
+def bf16_block(quick: bool, cores: int) -> dict[str, Any]:
+    """``learner.bf16_matmul`` on the CPU: the compiled update (one thread and, with 2+ cores,
+    two branches) with float32 and with bfloat16-product matmuls, interleaved in this run, and
+    the FLOP ceiling with bfloat16-product matmuls (the same matmuls, timed under the switch)."""
+    from learner.core import cpu_bf16_matmul_supported, cpu_bf16_matmuls
+
+    if not cpu_bf16_matmul_supported():
+        return {"supported": False, "note": "this CPU has no native bfloat16 matmuls (AVX512-BF16 or AMX)"}
+    reps, n, warmup = (2, 8, 3) if quick else (7, 150, 30)
+    batches = _batches(8, seed=0)
+    cfg = SACConfig(hidden_sizes=(HIDDEN, HIDDEN), compile=True)
+    torch.set_num_threads(1)
+    steps: dict[tuple[str, str], Callable[[Batch], Any]] = {}
+    for prec in ("fp32", "bf16"):
+        st = init_state(OBS, ACT, TASK, cfg, "cpu", seed=0)
+        steps[("one_thread", prec)] = lambda b, st=st: update(st, b, with_metrics=st.step % 100 == 0)
+    worker = None
+    if cores > 1:
+        own, branch_threads = split_threads(cores)
+        worker = BranchThread(branch_threads)
+        for prec in ("fp32", "bf16"):
+            st = init_state(OBS, ACT, TASK, cfg, "cpu", seed=0)
+
+            def step(b: Batch, st: Any = st) -> None:
+                torch.set_num_threads(own)
+                try:
+                    update(st, b, with_metrics=st.step % 100 == 0, branches=worker)
+                finally:
+                    torch.set_num_threads(1)
+
+            steps[("branches", prec)] = step
+    try:
+        for (_, prec), step in steps.items():
+            with cpu_bf16_matmuls(prec == "bf16"):
+                _rates(step, batches, warmup)  # the compile (or its cache hit) and the warm-up
+        rates: dict[tuple[str, str], list[float]] = {k: [] for k in steps}
+        names = list(steps)
+        for r in range(reps):
+            for k in names[r % len(names):] + names[: r % len(names)]:
+                with cpu_bf16_matmuls(k[1] == "bf16"):
+                    rates[k].append(_rates(steps[k], batches, n)[0])
+    finally:
+        if worker is not None:
+            worker.close()
+    med = {k: statistics.median(v) for k, v in rates.items()}
+    eager = init_state(OBS, ACT, TASK, dataclasses.replace(cfg, compile=False), "cpu", seed=0)
+    with cpu_bf16_matmuls(True):
+        ceiling = flop_ceiling(lambda: update(eager, batches[0], with_metrics=False), torch.device("cpu"),
+                               reps=2 if quick else 15)
+    out: dict[str, Any] = {
+        "supported": True,
+        "compiled_updates_per_s_fp32": med[("one_thread", "fp32")],
+        "compiled_updates_per_s_bf16": med[("one_thread", "bf16")],
+        "speedup": med[("one_thread", "bf16")] / med[("one_thread", "fp32")],
+        "ceiling_updates_per_s_bf16": ceiling["ceiling_updates_per_s"],
+        "matmul_gflops_bf16": ceiling["matmul_gflops"],
+        "ratio_of_flop_ceiling_bf16": med[("one_thread", "bf16")] / ceiling["ceiling_updates_per_s"],
+        "all_rates": {f"{a}_{b}": v for (a, b), v in rates.items()},
+    }
+    if worker is not None:
+        out.update({
+            "branches_compiled_updates_per_s_fp32": med[("branches", "fp32")],
+            "branches_compiled_updates_per_s_bf16": med[("branches", "bf16")],
+            "speedup_branches": med[("branches", "bf16")] / med[("branches", "fp32")],
+        })
+    return out
+
+
 def run(quick: bool = False, device: str = "cpu") -> dict[str, Any]:
     """CPU: updates/s of ours (eager and compiled) at 1 thread and at every core, the plain
     step (1 thread), and each against the FLOP ceiling measured in the same run. CUDA: eager
@@ -443,6 +511,12 @@ def run(quick: bool = False, device: str = "cpu") -> dict[str, Any]:
                 "compiled_updates_per_s" if key == "branches_compiled" else "ours_updates_per_s"]
         torch.set_num_threads(1)
         out["denormals"] = denormals_block(quick)
+        # learner.bf16_matmul (off by default): its speed-up where the CPU has native bfloat16
+        out["bf16_matmul"] = bf16 = bf16_block(quick, cores)
+        if bf16["supported"]:
+            out["compiled_updates_per_s_bf16_matmul"] = bf16["compiled_updates_per_s_bf16"]
+            out["speedup_bf16_matmul"] = bf16["speedup"]
+        torch.set_num_threads(1)
         out["target_ratio_of_flop_ceiling"] = 0.8
         return out
     finally:

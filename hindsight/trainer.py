@@ -488,6 +488,7 @@ class _Driver:
         self.train_inflight = False
         self.eval_inflight = False
         self.compile_warned = False  # one console line if the learner's compile fails
+        self.precision_warned = False  # one console line if learner.bf16_matmul cannot apply
         # weights: one object ref per published version
         self.weights_ref, self.weights_version = None, 0
         self.value_ref, self.value_version = None, -1
@@ -986,6 +987,9 @@ class _Driver:
         t = self.t
         self.train_inflight = False
         self.learner_report = result
+        if result.get("precision_note") and not self.precision_warned:
+            self.precision_warned = True
+            log.warning("%s", result["precision_note"])
         if result.get("compile_error") and not self.compile_warned:
             self.compile_warned = True
             log.warning("learner: torch.compile of the SAC update failed (%s); training continues with the eager "
@@ -1252,6 +1256,7 @@ class _Driver:
             "learner_parallel_branches": counters.get("parallel_branches", False),
             "learner_warm_up_s": counters.get("warm_up_seconds", 0.0),
             "learner_compile_error": counters.get("compile_error", ""),
+            "learner_matmul_precision": counters.get("matmul_precision"),
             "policy_version": final["policy_version"],
             "rollout_workers": t.pool.size,
             "workers_replaced": t.pool.replaced,

@@ -24,7 +24,7 @@ import numpy as np
 import torch
 
 from learner.checkpoints import atomic_write_json, read_json
-from learner.core import Batch, denormals_flushed, learner_threads, pick_device, to_torch
+from learner.core import Batch, denormals_flushed, learner_threads, pick_device, set_cpu_bf16_matmul, to_torch
 from learner.rate_limiter import RateLimiter
 from learner.replay import Replay
 from learner.sac.branches import BranchThread, split_threads
@@ -73,6 +73,9 @@ class Learner:
         torch.set_num_threads(self._own_threads)
         if self.device.type == "cuda":
             set_tf32(getattr(cfg, "tf32", False))
+        # "" or why learner.bf16_matmul stays float32 here (the driver warns)
+        self.precision_note = set_cpu_bf16_matmul(bool(getattr(cfg, "bf16_matmul", False))) \
+            if self.device.type == "cpu" else ""
         sac_cfg = cfg.sac
         sac_cfg = dataclasses.replace(sac_cfg, discount=discount)
         self.state = init_state(obs_dim, action_dim, task_dim, sac_cfg, self.device, seed)
@@ -228,6 +231,7 @@ class Learner:
             "metrics": metrics,
             "relabel": relabel_stats,
             "compile_error": self.compile_error,
+            "precision_note": self.precision_note,
         }
 
     def _sample(self) -> Batch:
@@ -288,6 +292,8 @@ class Learner:
             "parallel_branches": self.branches is not None,
             "warm_up_seconds": self.warm_up_seconds,
             "compile_error": self.compile_error,
+            # the CPU's float32 matmuls: "bf16" products (learner.bf16_matmul) or "none" (exact)
+            "matmul_precision": torch.backends.mkldnn.matmul.fp32_precision if self.device.type == "cpu" else None,
         }
         self._rates = {"ingest_t": now, "ingest_n": 0, "update_t": now, "update_n": 0}
         return out

@@ -90,6 +90,34 @@ def denormals_flushed(on: bool = True) -> Iterator[None]:
         torch.set_flush_denormal(False)
 
 
+def cpu_bf16_matmul_supported() -> bool:
+    """Whether oneDNN runs bfloat16 matmuls natively here (AVX512-BF16 or AMX)."""
+    return bool(torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported())
+
+
+def set_cpu_bf16_matmul(enabled: bool) -> str:
+    """Float32 matmuls on the CPU (mm, addmm, bmm, linear; eager and compiled) computed by
+    oneDNN with bfloat16 products and float32 accumulation when ``enabled``, exact float32
+    otherwise: the CPU's counterpart of TF32 (``LearnerConfig.bf16_matmul``). The setting is
+    the process's (every thread's). Returns "" or, asked on a CPU without native bfloat16
+    (where it would be slower, not faster), why it stays float32."""
+    if enabled and not cpu_bf16_matmul_supported():
+        torch.backends.mkldnn.matmul.fp32_precision = "none"
+        return "learner.bf16_matmul: this CPU has no native bfloat16 matmuls (AVX512-BF16 or AMX); float32 it is"
+    torch.backends.mkldnn.matmul.fp32_precision = "bf16" if enabled else "none"
+    return ""
+
+
+@contextlib.contextmanager
+def cpu_bf16_matmuls(enabled: bool = True) -> Iterator[str]:
+    """``set_cpu_bf16_matmul`` within the block (its note), the previous setting after it."""
+    before = torch.backends.mkldnn.matmul.fp32_precision
+    try:
+        yield set_cpu_bf16_matmul(enabled)
+    finally:
+        torch.backends.mkldnn.matmul.fp32_precision = before
+
+
 def pick_device(pref: str = "auto") -> torch.device:
     """``"auto"``: the first CUDA device if there is one, else the CPU; otherwise ``pref`` itself.
 

@@ -69,6 +69,18 @@ def test_bench_learner_fields(tmp_path):
         assert _number(row["ieee_updates_per_s"]) and _number(row["flushed_updates_per_s"])
         assert 0 <= row["ieee_denormal_fraction"] <= 1 and _number(row["flushed_over_ieee"])
         assert row["flushed_denormal_fraction"] == 0 or not torch.set_flush_denormal(False)  # none survive a flush
+    from learner.core import cpu_bf16_matmul_supported
+
+    bf16 = r["bf16_matmul"]  # learner.bf16_matmul: float32 and bfloat16-product matmuls, same run
+    assert bf16["supported"] == cpu_bf16_matmul_supported()
+    if bf16["supported"]:
+        for key in ("compiled_updates_per_s_fp32", "compiled_updates_per_s_bf16", "speedup",
+                    "ceiling_updates_per_s_bf16", "ratio_of_flop_ceiling_bf16"):
+            assert _number(bf16[key]), key
+        assert _number(r["speedup_bf16_matmul"])
+        assert "all_cores" not in r or _number(bf16["speedup_branches"])
+    else:
+        assert "bfloat16" in bf16["note"]
 
 
 def test_bench_learner_cuda_needs_a_gpu(tmp_path, capsys):

@@ -48,3 +48,29 @@ def test_sac_beats_random_on_test_goal() -> None:
     again2 = train_local(family, sac_config_for(family), env_steps=600, seed=0, warmup_steps=500,
                          progress=False)
     assert again["eval"] == again2["eval"] and again["metrics"] == again2["metrics"]
+
+
+@pytest.mark.slow
+def test_sac_learns_test_goal_with_bf16_matmuls() -> None:
+    """``learner.bf16_matmul`` (bfloat16 products, float32 accumulation) on the same run as
+    above: it still learns, and it is not the float32 run (the switch took effect)."""
+    from learner.core import cpu_bf16_matmul_supported, cpu_bf16_matmuls
+
+    if not cpu_bf16_matmul_supported():
+        pytest.skip("this CPU has no native bfloat16 matmuls (AVX512-BF16 or AMX)")
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        family = TestGoal()
+        with cpu_bf16_matmuls(True):
+            out = train_local(family, sac_config_for(family), env_steps=2_000, seed=0, warmup_steps=500,
+                              updates_per_step=1.0, eval_episodes=None, progress=False)
+        fp32 = train_local(family, sac_config_for(family), env_steps=600, seed=0, warmup_steps=500, progress=False)
+        with cpu_bf16_matmuls(True):
+            bf16 = train_local(family, sac_config_for(family), env_steps=600, seed=0, warmup_steps=500,
+                               progress=False)
+    finally:
+        torch.set_num_threads(threads)
+    trained, random = out["eval"]["mean_return"], out["random_eval"]["mean_return"]
+    assert trained > -2.5 and trained - random > 5.0, (trained, random)
+    assert bf16["metrics"] != fp32["metrics"]

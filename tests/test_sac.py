@@ -700,6 +700,36 @@ def test_losses_match_a_manual_computation_with_the_same_noise() -> None:
 # ---- vocabulary, config ---------------------------------------------------------------
 
 
+def test_bf16_matmul_switch_rounds_the_products_and_restores() -> None:
+    """``set_cpu_bf16_matmul``: on a CPU with native bfloat16 the learner's float32 matmuls
+    (mm, addmm, bmm, linear, eager and compiled) come out with bfloat16 products: far from the
+    float64 product than float32's rounding, close to it at bfloat16's (8-bit mantissa), and
+    the SAC update still runs and agrees with the float32 one to that precision. Without
+    native bfloat16 the switch stays off and says why."""
+    from learner.core import cpu_bf16_matmul_supported, cpu_bf16_matmuls
+
+    g = torch.Generator().manual_seed(0)
+    x, y = torch.randn(64, 64, generator=g, dtype=torch.float64), torch.randn(64, 64, generator=g, dtype=torch.float64)
+    exact = x @ y
+    before = torch.backends.mkldnn.matmul.fp32_precision
+    with cpu_bf16_matmuls(True) as note:
+        err = float((x.float() @ y.float() - exact).abs().max())
+        lin = float((torch.nn.functional.linear(x.float(), y.float()) - x @ y.T).abs().max())
+        state = init_state(BENCH_O, BENCH_A, BENCH_Z, BENCH, "cpu", seed=3)
+        _, m16 = update(state, bench_batch(seed=1))
+    assert torch.backends.mkldnn.matmul.fp32_precision == before
+    fp32_err = float((x.float() @ y.float() - exact).abs().max())
+    assert fp32_err < 1e-4
+    _, m32 = update(init_state(BENCH_O, BENCH_A, BENCH_Z, BENCH, "cpu", seed=3), bench_batch(seed=1))
+    if not cpu_bf16_matmul_supported():
+        assert "no native bfloat16" in note and err == fp32_err
+        return
+    assert note == ""
+    # 64-term dot products of N(0, 1) entries: bfloat16 inputs round at 2^-9 relative
+    assert 1e-3 < err < 0.5 and 1e-3 < lin < 0.5
+    assert m16 == pytest.approx(m32, rel=5e-2, abs=5e-3) and m16 != m32
+
+
 def test_to_torch_and_pick_device() -> None:
     tb = transitions(0, 4)
     b = to_torch(tb, "cpu")

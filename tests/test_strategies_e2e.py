@@ -68,3 +68,20 @@ def test_results_of_prefetched_relabel_calls_keep_the_cursors_moving_forward(ray
         ends[str(shard.shard_id)] = shard.read(0, 1 << 20)[1]  # one past its last record
         shard.close()
     assert cursors == ends
+
+
+def test_bf16_matmul_reaches_the_learner(ray_session, tmp_path, caplog):
+    """``learner.bf16_matmul=true``: the learner's process computes its float32 matmuls with
+    bfloat16 products where the CPU has them natively, and the run says so where it does not."""
+    from learner.core import cpu_bf16_matmul_supported
+
+    cfg = load_config("smoke", [f"logdir={tmp_path}", "env_steps=300", "relabel.strategy=none",
+                                "learner.bf16_matmul=true"])
+    with caplog.at_level("WARNING", logger="hindsight.trainer"):
+        s = Trainer(cfg, progress=False).run()
+    assert s["updates"] > 0
+    if cpu_bf16_matmul_supported():
+        assert s["learner_matmul_precision"] == "bf16"
+    else:
+        assert s["learner_matmul_precision"] == "none"
+        assert "no native bfloat16" in caplog.text
