@@ -146,7 +146,8 @@ def run_hindsight(strategy: str, workers: int, s: dict[str, Any], logdir: str,
     threads = int(summary["learner_threads"])  # the learner actor's own count (learner.core.threads_for)
     branches = bool(summary.get("learner_parallel_branches"))
     after = isolated_learner_rate(Path(summary["run_dir"]), threads, seconds=alone_s, branches=branches,
-                                  flush=cfg.learner.flush_denormal)
+                                  flush=cfg.learner.flush_denormal, bf16=cfg.learner.bf16_matmul)
+    out["learner_matmul_precision"] = summary.get("learner_matmul_precision")  # "bf16": learner.bf16_matmul
     if predicted == (threads, branches):  # the mean of the two timings around the run
         isolated, isolated_cores = ((a + b) / 2 for a, b in zip(before, after))
         before_note: Any = round(before[0], 2)
@@ -202,21 +203,21 @@ def fresh_learner_rate(cfg: Any, threads: int, branches: bool, seconds: float) -
     fam = get_family(cfg.env.family, **cfg.env.family_kwargs)
     sac = dataclasses.replace(cfg.learner.sac, discount=fam.discount)
     return _in_fresh_process(("fresh", (fam.obs_dim, fam.action_dim, fam.task_dim, sac, cfg.seed)),
-                             threads, seconds, branches, cfg.learner.flush_denormal)
+                             threads, seconds, branches, cfg.learner.flush_denormal, cfg.learner.bf16_matmul)
 
 
 def isolated_learner_rate(run_dir: Path, threads: int, seconds: float, branches: bool = False,
-                          flush: bool = True) -> tuple[float, float]:
+                          flush: bool = True, bf16: bool = False) -> tuple[float, float]:
     """SAC updates/s of a run's final checkpoint on random batches of its shapes, alone, as the
     run's learner updates (``threads``; ``branches``: the two-thread update, half each), and
     the cores this process used meanwhile (its CPU time over the wall time: the update's
     threads, nothing else of the benchmark runs then)."""
     return _in_fresh_process(("checkpoint", str(run_dir / "checkpoints" / "learner.pt")), threads, seconds,
-                             branches, flush)
+                             branches, flush, bf16)
 
 
 def _in_fresh_process(source: tuple[str, Any], threads: int, seconds: float, branches: bool,
-                      flush: bool) -> tuple[float, float]:
+                      flush: bool, bf16: bool = False) -> tuple[float, float]:
     """``_time_alone`` of the state ``source`` names, in a Python process started for it (as
     the run's learner is a Ray worker process of its own): ("fresh", (obs_dim, action_dim,
     task_dim, SACConfig, seed)) or ("checkpoint", path). Timed in the benchmark's own
@@ -228,11 +229,13 @@ def _in_fresh_process(source: tuple[str, Any], threads: int, seconds: float, bra
     import subprocess
     import sys
 
+    from learner.core import cpu_bf16_matmul_supported
+
     root = str(Path(__file__).resolve().parents[1])
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [root, os.environ.get("PYTHONPATH")]))}
     proc = subprocess.run(
         [sys.executable, "-c", "from benchmarks.e2e import _alone_child; _alone_child()"],
-        input=pickle.dumps((source, threads, seconds, branches, flush)), capture_output=True, env=env,
+        input=pickle.dumps((source, threads, seconds, branches, flush, bf16)), capture_output=True, env=env,
         timeout=seconds + 900,  # a cold compile of the update included
     )
     out = proc.stdout.decode(errors="replace").strip().splitlines()
@@ -240,22 +243,31 @@ def _in_fresh_process(source: tuple[str, Any], threads: int, seconds: float, bra
         why = proc.stderr.decode(errors="replace").strip().splitlines()
         raise RuntimeError(f"bench e2e: the learner timing failed (exit {proc.returncode}): "
                            f"{why[-1] if why else 'no output'}")
-    rate, cores = out[-1].split()[1:]
+    rate, cores, precision = out[-1].split()[1:]
+    want = "bf16" if bf16 and cpu_bf16_matmul_supported() else "none"
+    if precision != want:
+        raise RuntimeError(f"bench e2e: the learner was timed with float32 matmul precision {precision!r}, "
+                           f"not the run's {want!r} (learner.bf16_matmul)")
     return float(rate), float(cores)
 
 
 def _alone_child() -> None:
     """``_in_fresh_process``'s child: reads its arguments (pickled) from stdin, builds or
-    loads the state and prints ``RATE <updates/s> <cores>`` (``_time_alone``)."""
+    loads the state and prints ``RATE <updates/s> <cores> <float32 matmul precision>``
+    (``_time_alone``)."""
     import pickle
     import sys
 
+    import torch
+
+    from learner.core import set_cpu_bf16_matmul
     from learner.sac.update import init_state, load_state
 
-    (kind, arg), threads, seconds, branches, flush = pickle.loads(sys.stdin.buffer.read())
+    (kind, arg), threads, seconds, branches, flush, bf16 = pickle.loads(sys.stdin.buffer.read())
+    set_cpu_bf16_matmul(bf16)  # the run's learner.bf16_matmul, as its learner sets it
     state = load_state(arg, "cpu") if kind == "checkpoint" else init_state(*arg[:4], "cpu", arg[4])
     rate, cores = _time_alone(state, threads, seconds, branches, flush)
-    print(f"RATE {rate!r} {cores!r}", flush=True)
+    print(f"RATE {rate!r} {cores!r} {torch.backends.mkldnn.matmul.fp32_precision}", flush=True)
 
 
 def _time_alone(state: Any, threads: int, seconds: float, branches: bool, flush: bool = True) -> tuple[float, float]:
@@ -292,7 +304,7 @@ def _time_alone(state: Any, threads: int, seconds: float, branches: bool, flush:
             worker.close()
 
 
-def run_sb3(s: dict[str, Any]) -> dict[str, Any]:
+def run_sb3(s: dict[str, Any], bf16_matmul: bool = False) -> dict[str, Any]:
     try:
         import stable_baselines3  # noqa: F401
     except ImportError:
@@ -319,12 +331,16 @@ def run_sb3(s: dict[str, Any]) -> dict[str, Any]:
         device="cpu", seed=0, verbose=0,
     )
     clock = Clock()
-    model.learn(total_timesteps=s["budget"], callback=clock)
+    from learner.core import cpu_bf16_matmuls
+
+    with cpu_bf16_matmuls(bf16_matmul) as note:
+        model.learn(total_timesteps=s["budget"], callback=clock)
     end = time.perf_counter()
     assert clock.start is not None
     steps = s["budget"] - s["learning_starts"]
     return {
         "version": stable_baselines3.__version__,
+        "matmul_precision": "bf16" if bf16_matmul and not note else "none",
         "torch_threads": torch.get_num_threads(),
         "env_steps": s["budget"],
         "seconds": round(end - clock.start, 3),
@@ -360,7 +376,8 @@ def run(quick: bool = False, steps: int | None = None, strategies: Sequence[str]
     finally:
         if started:
             ray.shutdown()
-    result["sb3"] = run_sb3(s)
+    # SB3 with the matmul precision the Hindsight runs' learners use (learner.bf16_matmul)
+    result["sb3"] = run_sb3(s, bf16_matmul=load_config(FAMILY, list(overrides)).learner.bf16_matmul)
     sb3 = result["sb3"].get("env_steps_per_s")
     for strategy in strategies:
         ours = result["hindsight"].get(f"{strategy}_w1", {}).get("env_steps_per_s")

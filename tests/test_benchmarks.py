@@ -166,6 +166,21 @@ def test_bench_e2e_fields():
         assert "pip install" in r["sb3"]["error"] and r["ratio_vs_sb3_none"] is None
     else:
         assert _number(r["sb3"]["env_steps_per_s"]) and _number(r["ratio_vs_sb3_none"])
+        assert r["sb3"]["matmul_precision"] == "none"  # as the learner's (learner.bf16_matmul off)
+    assert run["learner_matmul_precision"] == "none"
+
+
+def test_bench_e2e_times_the_learner_alone_at_its_matmul_precision():
+    """``learner.bf16_matmul``: the learner timed alone in a process of its own runs with the
+    run's matmul precision (the child reports it; the benchmark refuses a timing at another),
+    on a CPU with native bfloat16 or not."""
+    from benchmarks.e2e import fresh_learner_rate
+    from hindsight.config import load_config
+
+    for bf16 in ("false", "true"):
+        cfg = load_config("smoke", [f"learner.bf16_matmul={bf16}"])
+        rate, cores = fresh_learner_rate(cfg, 1, False, 0.5)
+        assert _number(rate) and _number(cores)
 
 
 def test_bench_e2e_learner_timing_names_what_failed_in_its_process(tmp_path):
