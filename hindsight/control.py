@@ -140,7 +140,10 @@ class Autoscaler:
     data (replay below ``min_replay`` or above the samples-per-insert bound).
     ``observe_collection(held)``: a driver iteration where the rate limiter held
     collection back (the learner is the bottleneck). ``decide(size)`` returns the new size
-    at the end of a period, or None.
+    at the end of a period, or None. A period that showed both (the learner waited for data
+    while the driver held collection back for it) moves nothing: the data between them, in
+    relabeling and ingest, is what both wait for, and a worker more or less changes neither
+    (growing there undid a shrink of a saturated pool).
     """
 
     def __init__(self, lo: int, hi: int, every_s: float, clock: Callable[[], float] = time.monotonic):
@@ -169,6 +172,8 @@ class Autoscaler:
         starved = self.train_calls > 0 and self.waiting / self.train_calls > 0.5
         saturated = self.loops > 0 and self.held / self.loops > 0.5
         self._reset(now)
+        if starved and saturated:
+            return None
         if starved and size < self.hi:
             new, why = size + 1, "learner waiting for data"
         elif saturated and size > self.lo:

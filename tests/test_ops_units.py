@@ -110,6 +110,24 @@ def test_autoscaler_holds_when_balanced():
     assert a.decide(2) is None
 
 
+def test_autoscaler_holds_when_the_learner_waits_while_collection_is_held():
+    """Both signals in one period (the learner's calls waited for data, the driver held
+    collection back for the learner): the data in between is late, so no move (CI saw a
+    saturated pool grow back 2 -> 3 that way before it shrank to 1)."""
+    clock = Clock()
+    a = Autoscaler(1, 3, every_s=1.0, clock=clock)
+    for _ in range(10):
+        a.observe_train(waiting=True)
+        a.observe_collection(held=True)
+    clock.t += 1.0
+    assert a.decide(2) is None and a.history == []
+    for _ in range(10):  # the next period: held only
+        a.observe_train(waiting=False)
+        a.observe_collection(held=True)
+    clock.t += 1.0
+    assert a.decide(2) == 1
+
+
 def test_watchdog_warns_once_per_period_after_a_stall():
     clock = Clock()
     dog = Watchdog(10.0, clock=clock)
