@@ -251,6 +251,20 @@ def _sync(device: torch.device) -> None:
 
 
 # ---- the run ------------------------------------------------------------------------------------
+def _branch_step(st: Any, worker: BranchThread, own: int, after: int) -> Callable[[Batch], None]:
+    """One update of ``st`` in two branches (the caller's share of threads ``own``, the rest
+    on ``worker``), metrics every 100 as a trainer reads them; ``after`` threads again after it."""
+
+    def step(b: Batch) -> None:
+        torch.set_num_threads(own)
+        try:
+            update(st, b, with_metrics=st.step % 100 == 0, branches=worker)
+        finally:
+            torch.set_num_threads(after)
+
+    return step
+
+
 def _cpu_block(threads: int, quick: bool, with_plain: bool) -> dict[str, Any]:
     torch.set_num_threads(threads)
     reps, n, warmup = (2, 8, 3) if quick else (7, 150, 30)
@@ -274,13 +288,7 @@ def _cpu_block(threads: int, quick: bool, with_plain: bool) -> dict[str, Any]:
         branch_compiled = init_state(OBS, ACT, TASK, dataclasses.replace(cfg, compile=True), "cpu", seed=0)
 
         def split(st: Any) -> Callable[[Batch], Any]:
-            def step(b: Batch) -> None:
-                torch.set_num_threads(own)  # the caller's share
-                try:
-                    update(st, b, with_metrics=st.step % 100 == 0, branches=worker)
-                finally:
-                    torch.set_num_threads(threads)
-            return step
+            return _branch_step(st, worker, own, threads)
 
         t0 = time.perf_counter()
         split(branch_compiled)(batches[0])  # the branches' compile (or its cache hit)
@@ -430,16 +438,7 @@ def bf16_block(quick: bool, cores: int) -> dict[str, Any]:
         own, branch_threads = split_threads(cores)
         worker = BranchThread(branch_threads)
         for prec in ("fp32", "bf16"):
-            st = init_state(OBS, ACT, TASK, cfg, "cpu", seed=0)
-
-            def step(b: Batch, st: Any = st) -> None:
-                torch.set_num_threads(own)
-                try:
-                    update(st, b, with_metrics=st.step % 100 == 0, branches=worker)
-                finally:
-                    torch.set_num_threads(1)
-
-            steps[("branches", prec)] = step
+            steps[("branches", prec)] = _branch_step(init_state(OBS, ACT, TASK, cfg, "cpu", seed=0), worker, own, 1)
     try:
         for (_, prec), step in steps.items():
             with cpu_bf16_matmuls(prec == "bf16"):

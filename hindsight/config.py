@@ -188,8 +188,8 @@ class LearnerConfig:
     """On a CPU with AMX or AVX512-BF16: the learner's float32 matmuls computed with bfloat16
     products and float32 accumulation (oneDNN; ~8-bit products), the CPU's TF32. On the
     Xeon (AMX) development VM a 256x256x256 matmul took 54 us instead of 200 and the SAC
-    update (HalfCheetahMO, 256x256, compiled) ran 1.25x as fast on one thread, 1.16x on two
-    branches (``hindsight bench learner``: ``*_bf16_matmul`` fields). Off by default: it
+    update (HalfCheetahMO, 256x256, compiled) ran 1.22x as fast on one thread, 1.16x on two
+    branches (``hindsight bench learner``, its ``bf16_matmul`` block). Off by default: it
     changes the numerics (as TF32 does), and the papers trained in float32. A CPU without
     native bfloat16 keeps float32 (the run says so)."""
     sac: SACConfig = dataclasses.field(default_factory=SACConfig)
