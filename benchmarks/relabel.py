@@ -26,8 +26,10 @@ T = 20), with fresh candidates per request (GH) and with the shared candidate po
 on a family it applies to (HER on ``reacher_goal``), each with and without
 ``to_transitions``.
 
-``capacity``: each strategy's rate (one relabel worker, ``per_call`` = 32 new
-trajectories per call unless told otherwise: 16 per shard from the 2 shards it owns, transitions included; AIR in steady state at
+``capacity``: each strategy's rate (one relabel worker, ``per_call`` new trajectories per
+call, by default what a relabel worker of the family's deploy config takes per call when it
+is behind: ``relabel.batch_trajectories`` from each of the shards it owns; transitions
+included; AIR in steady state at
 N = 500, K = 100, fresh candidates and pool, on point_reacher both again with
 ``air_precision="float32"``, and on both point families with ``air_kernel="compiled"``, on
 point_reacher also both together) over what the rollout workers of the family's
@@ -64,10 +66,11 @@ GOAL_FAMILY = "reacher_goal"
 #: the families whose capacity is reported (each has a deploy config of its name); the
 #: point families, with short episodes and a non-linear reward, are where it is tightest
 CAPACITY_FAMILIES = (AIR_FAMILY, GOAL_FAMILY, NONLINEAR_FAMILY, "point_trajectory")
-#: new trajectories per relabel call in the capacity figures: what one relabel worker takes
-#: per call once trajectories arrive faster than it relabels them at the defaults,
-#: ``relabel.batch_trajectories`` (16) from each of the ``store.num_shards`` (2) it owns
-CAPACITY_PER_CALL = 32
+#: new trajectories per relabel call in the capacity figures (unless ``per_call`` says):
+#: what one relabel worker of the family's deploy config takes per call once trajectories
+#: arrive faster than it relabels them, ``relabel.batch_trajectories`` from each of the
+#: shards it owns (``capacity_per_call``)
+CAPACITY_PER_CALL = None
 #: relabel capacity over production that the capacity figures are held to
 TARGET_RATIO = 5.0
 
@@ -249,7 +252,7 @@ def run(
     quick: bool = False,
     strategies: Sequence[str] | None = None,
     families: Sequence[str] | None = None,
-    per_call: int = CAPACITY_PER_CALL,
+    per_call: int | None = CAPACITY_PER_CALL,
 ) -> dict[str, Any]:
     """The whole benchmark; with ``families`` only the capacity of those families (and of
     ``strategies`` when given), at ``per_call`` new trajectories per relabel call."""
@@ -302,6 +305,16 @@ def run(
         result["strategies"]["hipi_rl"] = _hipi_rl_rates(reps=3 if quick else 5, quick=quick)
     result["capacity"] = _capacity(CAPACITY_FAMILIES, names, per_call, reps, quick)
     return result
+
+
+def capacity_per_call(family_name: str) -> int:
+    """New trajectories one relabel worker of the family's deploy config takes per call when
+    it is behind: ``relabel.batch_trajectories`` from each shard it owns (worker r of R owns
+    shards r, r + R, ...; the first owns the most)."""
+    from hindsight.config import load_config
+
+    cfg = load_config(family_name)
+    return cfg.relabel.batch_trajectories * math.ceil(cfg.store.num_shards / cfg.relabel.num_workers)
 
 
 def _rollout_worker(family_name: str) -> tuple[Callable[[], tuple[int, float]], dict[str, Any]]:
@@ -374,10 +387,11 @@ def _strategy_call(name: str, family: TaskFamily, M: int, T: int) -> Callable[[]
 
 
 def _capacity(
-    families: Sequence[str], names: Sequence[str], per_call: int, reps: int, quick: bool
+    families: Sequence[str], names: Sequence[str], per_call: int | None, reps: int, quick: bool
 ) -> dict[str, Any]:
     """Relabel capacity: one relabel worker's rate (trajectories/s, transitions included,
-    ``per_call`` new trajectories per call; hipi: its fixed batch of ``hipi_batch``) over
+    ``per_call`` new trajectories per call, by default the family's ``capacity_per_call``;
+    hipi: its fixed batch of ``hipi_batch``) over
     what the rollout workers of the family's deploy config produce, per family and
     strategy (target >= 5). AIR at the paper's N = 500, K = 100 in steady state, with fresh
     candidates (the default) and with the pool, each also with ``air_precision="float32"``
@@ -396,6 +410,8 @@ def _capacity(
         T = min(family.horizon, 200) if quick else family.horizon
         collect, settings = _rollout_worker(family_name)
         W = settings["workers"]
+        M = per_call if per_call is not None else capacity_per_call(family_name)
+        settings["trajectories_per_call"] = M
         calls: dict[str, Callable[[], tuple[int, float]]] = {}
         for name in names:
             if not _applies(name, family):
@@ -403,19 +419,19 @@ def _capacity(
             if name == "air":
                 for candidates in ("fresh", "pool"):
                     cfg = StrategyConfig(reference_size=N, air_candidates=candidates)
-                    calls[f"air ({candidates})"] = _steady_air_call(family, cfg, per_call, N, T, reps)
+                    calls[f"air ({candidates})"] = _steady_air_call(family, cfg, M, N, T, reps)
                     if family.float32_returns:  # the opt-in air_precision="float32" beside it
                         f32 = dataclasses.replace(cfg, air_precision="float32")
-                        calls[f"air ({candidates}, float32)"] = _steady_air_call(family, f32, per_call, N, T, reps)
+                        calls[f"air ({candidates}, float32)"] = _steady_air_call(family, f32, M, N, T, reps)
                     if family.compiled_returns:  # and the opt-in air_kernel="compiled"
                         compiled = dataclasses.replace(cfg, air_kernel="compiled")
-                        calls[f"air ({candidates}, compiled)"] = _steady_air_call(family, compiled, per_call, N, T, reps)
+                        calls[f"air ({candidates}, compiled)"] = _steady_air_call(family, compiled, M, N, T, reps)
                         if family.float32_returns:  # both: the kernel in float32
                             both = dataclasses.replace(compiled, air_precision="float32")
                             calls[f"air ({candidates}, compiled, float32)"] = _steady_air_call(
-                                family, both, per_call, N, T, reps)
+                                family, both, M, N, T, reps)
             else:
-                calls[name] = _strategy_call(name, family, default.hipi_batch if name == "hipi" else per_call, T)
+                calls[name] = _strategy_call(name, family, default.hipi_batch if name == "hipi" else M, T)
         made: list[float] = []
         rates: dict[str, list[float]] = {label: [] for label in calls}
         for _ in range(reps):
@@ -437,7 +453,9 @@ def _capacity(
             }
     ratios = [r["ratio"] for fam in rows.values() for r in fam.values()]
     return {
-        "trajectories_per_call": per_call, "hipi_batch": default.hipi_batch, "reference_size": N,
+        "trajectories_per_call": per_call if per_call is not None else {
+            f: v["trajectories_per_call"] for f, v in production.items()},
+        "hipi_batch": default.hipi_batch, "reference_size": N,
         "num_candidates": default.num_candidates, "production": production, "strategies": rows,
         "min_ratio": min(ratios, default=None),
         "min_ratio_by_family": {f: min((r["ratio"] for r in v.values()), default=None) for f, v in rows.items()},

@@ -391,8 +391,8 @@ def build_parser() -> argparse.ArgumentParser:
                    "(comma-separated, e.g. point_reacher,point_trajectory)")
     b.add_argument("--strategies", help="relabel and e2e: just these strategies (comma-separated, e.g. air)")
     b.add_argument("--per-call", type=int, help="relabel only: new trajectories per relabel call in the "
-                   "capacity figures (default 32: relabel.batch_trajectories 16 from each of the 2 shards "
-                   "one worker owns)")
+                   "capacity figures (default: what one relabel worker of the family's deploy config takes "
+                   "per call when behind, relabel.batch_trajectories from each shard it owns)")
     b.set_defaults(func=_bench)
 
     c = sub.add_parser("config", help="print every config key with its default and meaning")

@@ -94,7 +94,7 @@ class RelabelWorker:
         discount: float,
         seed: int,
         family_kwargs: dict | None = None,
-        batch_trajectories: int = 16,
+        batch_trajectories: int = 50,
         reference_refresh: int = 4,
         value_fn_factory: ValueFnFactory | None = None,
         cursors: dict[int, int] | None = None,

@@ -520,6 +520,36 @@ def test_air_equals_naive(family, with_values):
         np.testing.assert_array_equal(step_tasks, np.repeat(cands[k][None], new[i].length, 0))
 
 
+@pytest.mark.parametrize("candidates", ["fresh", "pool"])
+@pytest.mark.parametrize("family", [LINEAR, GOAL], ids=["linear", "goal"])
+def test_air_with_more_new_trajectories_than_candidates_decides_k_at_a_time(family, candidates):
+    # K = 4 candidates, M = 10 new trajectories: GH's "K - M prior samples plus the M own
+    # tasks" would give 10 candidates; the request is decided as the requests of 4, 4 and 2
+    # (same reference set, one rng carried along), each with 4 candidates
+    reference = rollouts(family, 14, 11, ragged=True)
+    new = reference[2:12]
+    cfg = StrategyConfig(num_candidates=4, air_candidates=candidates)
+    whole = make_strategy("air", cfg)(RelabelRequest(family, new, discount=family.discount, reference=reference),
+                                      np.random.default_rng(5))
+    rng, strategy = np.random.default_rng(5), make_strategy("air", cfg)
+    parts = [strategy(RelabelRequest(family, new[i:j], discount=family.discount, reference=reference), rng)
+             for i, j in ((0, 4), (4, 8), (8, 10))]
+    assert whole.stats["num_candidates"] == 4.0 and whole.stats["chunks"] == 3.0
+    assert all(p.stats["num_candidates"] == 4.0 for p in parts)
+    np.testing.assert_array_equal(whole.stats["chosen_index"],
+                                  np.concatenate([p.stats["chosen_index"] for p in parts]))
+    assert whole.stats["chosen_index"].shape == (10, 1) and whole.stats["chosen_index"].max() <= 3
+    expected = [(i + off, t) for p, off in zip(parts, (0, 4, 8)) for i, t in p.copies]
+    assert [i for i, _ in whole.copies] == [i for i, _ in expected] == list(range(10))
+    for (_, a), (_, b) in zip(whole.copies, expected):
+        np.testing.assert_array_equal(a, b)
+    fractions = [p.stats["relabeled_fraction"] for p in parts]
+    assert whole.stats["relabeled_fraction"] == pytest.approx((4 * fractions[0] + 4 * fractions[1] + 2 * fractions[2]) / 10)
+    # the transitions of the chunked request: the originals, then one copy per trajectory
+    batch = to_transitions(family, new, whole)
+    assert len(batch) == 2 * sum(t.length for t in new)
+
+
 @pytest.mark.parametrize("name", ["advantage", "max_reward"])
 @pytest.mark.parametrize("family", [LINEAR, GOAL], ids=["linear", "goal"])
 def test_per_trajectory_strategies_equal_naive(name, family):

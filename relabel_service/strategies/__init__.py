@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import difflib
 import functools
-from typing import Callable, Sequence
+from typing import Any, Callable, Sequence
 
 import numpy as np
 
@@ -177,7 +177,9 @@ def relabel_air(
     """Approximate IRL relabeling (GH Alg. 2, Eq. 4; REFERENCE-CODE §2).
 
     Candidates [K, Z] = (K - M) prior samples followed by the batch's own M tasks, shared
-    by the whole request. Reference set = ``request.reference`` (the N most recent
+    by the whole request (a request with M > K new trajectories is decided K at a time, each
+    part against the same reference set, so that every decision has K candidates; a relabel
+    worker catching up reads large batches). Reference set = ``request.reference`` (the N most recent
     trajectories, which the caller makes include the new ones), duplicate episode_ids
     dropped; empty -> the new ones (the GH code without ``--cache``). The N x K reference
     returns are computed once per request. Each trajectory takes the m candidates with the highest percentile, ties
@@ -200,9 +202,31 @@ def relabel_air(
     family, new = _check(request, "air")
     if not new:
         return RelabelResult(copies=[], keep_original=True)
+    reference = _unique(request.reference) or new
+    K = cfg.num_candidates
+    if len(new) > K:
+        # more new trajectories than candidates (a relabel worker catching up takes large
+        # batches): decided K at a time against the same reference set, so every decision
+        # has K candidates (with M > K, "K - M prior samples plus the M own tasks" would be M)
+        parts = [_air_chunk(request, new[i : i + K], reference, rng, cfg, cache, pool)
+                 for i in range(0, len(new), K)]
+        return _merge_air_results(parts, [len(new[i : i + K]) for i in range(0, len(new), K)])
+    return _air_chunk(request, new, reference, rng, cfg, cache, pool)
+
+
+def _air_chunk(
+    request: RelabelRequest,
+    new: Sequence[Trajectory],
+    reference: Sequence[Trajectory],
+    rng: np.random.Generator,
+    cfg: StrategyConfig,
+    cache: kernels.FeatureSumCache | None,
+    pool: CandidatePool | None,
+) -> RelabelResult:
+    """AIR for M <= K new trajectories (``relabel_air``)."""
+    family = request.family
     M = len(new)
     own = _own_tasks(family, new)
-    reference = _unique(request.reference) or new
     float32 = cfg.air_precision == "float32"
     with fused.enabled(cfg.air_kernel == "compiled"):
         if pool is not None:
@@ -217,6 +241,26 @@ def relabel_air(
                 family, new, reference, candidates, request.discount, cfg.max_reward_elements, cache, float32
             )
     return _air_decide(request, new, reference, candidates, R_new, R_ref, cfg)
+
+
+def _merge_air_results(parts: Sequence[RelabelResult], sizes: Sequence[int]) -> RelabelResult:
+    """One result from AIR's results for consecutive chunks of the new trajectories: copies
+    re-indexed into the whole request, per-trajectory stats concatenated, the relabeled
+    fraction weighted by chunk size."""
+    copies, offset = [], 0
+    for part, size in zip(parts, sizes):
+        copies += [(i + offset, tasks) for i, tasks in part.copies]
+        offset += size
+    first = parts[0].stats
+    stats: dict[str, Any] = {
+        key: np.concatenate([p.stats[key] for p in parts])
+        for key in ("chosen_index", "chosen_tasks", "chosen_percentile", "original_percentile")
+    }
+    stats["relabeled_fraction"] = float(np.average([p.stats["relabeled_fraction"] for p in parts], weights=sizes))
+    stats["num_candidates"] = first["num_candidates"]
+    stats["num_reference"] = first["num_reference"]
+    stats["chunks"] = float(len(parts))
+    return RelabelResult(copies=copies, keep_original=True, stats=stats)
 
 
 def _air_decide(
