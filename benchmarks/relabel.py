@@ -78,13 +78,23 @@ TARGET_RATIO = 5.0
 
 
 def synth_trajectories(
-    family: TaskFamily, n: int, length: int, rng: np.random.Generator, prefix: str = "b"
+    family: TaskFamily, n: int, length: int, rng: np.random.Generator, prefix: str = "b", bounded: bool = False
 ) -> list[Trajectory]:
-    """n trajectories of ``length`` steps with random contents of the family's widths."""
+    """n trajectories of ``length`` steps with random contents of the family's widths:
+    observations standard normal, or with ``bounded`` uniform within the bounds of the
+    family's observation space where they are finite (a point env's positions never leave
+    [-1, 1]^2: the relabel capacity measures returns on what its rollout workers store)."""
     tasks = family.sample_tasks(rng, n)
+    low = high = None
+    if bounded:
+        space = family.make_env(tasks[0], seed=0).observation_space
+        low, high = np.broadcast_to(space.low, (family.obs_dim,)), np.broadcast_to(space.high, (family.obs_dim,))
+        finite = np.isfinite(low) & np.isfinite(high)
     out = []
     for i in range(n):
         obs = rng.normal(size=(length + 1, family.obs_dim))
+        if low is not None and finite.any():
+            obs[:, finite] = rng.uniform(low[finite], high[finite], size=(length + 1, int(finite.sum())))
         actions = rng.uniform(-1.0, 1.0, size=(length, family.action_dim))
         inputs = rng.normal(size=(length, family.reward_input_dim))
         traj = Trajectory(
@@ -233,7 +243,7 @@ def _strategy_rates(names: Sequence[str], M: int, reps: int, quick: bool) -> dic
         family_name = GOAL_FAMILY if name.startswith("her") else AIR_FAMILY
         family = get_family(family_name)
         T = family.horizon if not quick else min(family.horizon, 200)
-        new = synth_trajectories(family, M, T, np.random.default_rng(3), prefix=name)
+        new = synth_trajectories(family, M, T, np.random.default_rng(3), prefix=name, bounded=True)
         request = RelabelRequest(family, new, discount=family.discount, value_fn=_linear_value_fn(family))
         strategy = make_strategy(name, StrategyConfig())
         decide = _median_seconds(lambda: strategy(request, np.random.default_rng(1)), reps)
@@ -355,7 +365,7 @@ def _steady_air_call(family: TaskFamily, cfg: StrategyConfig, M: int, N: int, T:
     """AIR as a relabel worker holds it (transitions included), on a sliding window: each
     call brings M unseen trajectories and the reference set is the N most recent (the new
     ones included). The strategy has seen one request before the first timed call."""
-    stream = synth_trajectories(family, N + (calls + 1) * M, T, np.random.default_rng(5), prefix="cap")
+    stream = synth_trajectories(family, N + (calls + 1) * M, T, np.random.default_rng(5), prefix="cap", bounded=True)
     strategy = make_strategy("air", cfg)
     strategy(RelabelRequest(family, stream[N - M : N], discount=family.discount, reference=stream[:N]),
              np.random.default_rng(0))
@@ -375,7 +385,7 @@ def _steady_air_call(family: TaskFamily, cfg: StrategyConfig, M: int, N: int, T:
 
 
 def _strategy_call(name: str, family: TaskFamily, M: int, T: int) -> Callable[[], tuple[int, float]]:
-    new = synth_trajectories(family, M, T, np.random.default_rng(3), prefix=name)
+    new = synth_trajectories(family, M, T, np.random.default_rng(3), prefix=name, bounded=True)
     request = RelabelRequest(family, new, discount=family.discount, value_fn=_linear_value_fn(family))
     strategy = make_strategy(name, StrategyConfig())
     to_transitions(family, new, strategy(request, np.random.default_rng(0)))  # warm-up

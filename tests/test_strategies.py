@@ -192,6 +192,32 @@ def test_air_with_cache_equals_without():
         np.testing.assert_array_equal(a.stats["chosen_percentile"], b.stats["chosen_percentile"])
 
 
+def test_steps_kept_between_calls_give_the_same_returns():
+    # a non-linear family: the cache keeps the last call's trajectories laid end to end; a
+    # sliding window (oldest leave, newest join) reuses the kept ones' steps, anything else
+    # lays them out again; the returns are those of a fresh concatenation, bit for bit
+    trajs = rollouts(GOAL, 30, 9, ragged=True)
+    tasks = GOAL.sample_tasks(np.random.default_rng(0), 7)
+    cache = K.FeatureSumCache()
+    windows = [(0, 10), (3, 14), (3, 14), (8, 20), (8, 12), (25, 30), (0, 30), (1, 5)]
+    for lo, hi in windows:
+        got = K.discounted_returns(GOAL, trajs[lo:hi], tasks, 0.9, cache=cache)
+        np.testing.assert_array_equal(got, K.discounted_returns(GOAL, trajs[lo:hi], tasks, 0.9))
+        steps, lengths, weights = cache.laid_out(GOAL, trajs[lo:hi], 0.9)
+        expect = concat_steps(trajs[lo:hi])
+        for a, b in zip(steps, expect):
+            np.testing.assert_array_equal(a, b)
+        np.testing.assert_array_equal(lengths, [t.length for t in trajs[lo:hi]])
+        np.testing.assert_array_equal(weights, K.discount_weights(lengths, 0.9))
+    # trajectories reused, per window (the returns' call, then laid_out's on the same list):
+    # 0+10, 7+11, 11+11, 6+12, then (8, 12) after (8, 20) 0+4 (a kept run must end the last
+    # list), (25, 30) 0+5, (0, 30) 0+30, (1, 5) 0+4
+    assert cache.steps_reused == 111
+    before = cache.steps_reused
+    K.discounted_returns(GOAL, trajs[2:6], tasks, 0.8, cache=cache)  # another discount: laid out again
+    assert cache.steps_reused == before
+
+
 def test_discounted_returns_recover_recorded_rewards():
     # under its own task, R with gamma = 1 is the sum of the rewards the env gave
     trajs = rollouts(GOAL, 4, 5)
@@ -261,6 +287,20 @@ def test_air_percentiles_large_random():
     R_ref = rng.normal(size=(50, 20)).round(1)
     R_new = np.concatenate([R_ref[:5], rng.normal(size=(5, 20)).round(1)])
     np.testing.assert_array_equal(K.air_percentiles(R_new, R_ref), percentiles_loop(R_new, R_ref))
+
+
+@pytest.mark.parametrize("M", [K.AIR_SORTED_QUERIES_MIN - 1, K.AIR_SORTED_QUERIES_MIN, 100])
+def test_air_percentiles_by_search_equal_the_count(M):
+    # past AIR_DIRECT_COUNT_MAX comparisons the counts come from sorted columns (and from
+    # AIR_SORTED_QUERIES_MIN new rows on, sorted queries); rounded values force ties, and
+    # some new returns equal reference ones exactly
+    rng = np.random.default_rng(M)
+    N, Kc = 400, 60
+    assert M * N * Kc > K.AIR_DIRECT_COUNT_MAX
+    R_ref = rng.normal(size=(N, Kc)).round(1)
+    R_new = np.concatenate([R_ref[:10], rng.normal(size=(M - 10, Kc)).round(1)])
+    expect = np.count_nonzero(R_ref[None, :, :] <= R_new[:, None, :], axis=1) / N
+    np.testing.assert_array_equal(K.air_percentiles(R_new, R_ref), expect)
 
 
 # Three trajectories and three tasks, worked out by hand. Each trajectory has one step, so

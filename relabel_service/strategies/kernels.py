@@ -47,6 +47,9 @@ from relabel_service.core import Trajectory, concat_steps
 
 #: (step, task) pairs evaluated per ``family.rewards`` call on non-linear families
 DEFAULT_MAX_ELEMENTS = 1 << 24
+#: air_percentiles: from this many new trajectories on, each column's searches run on the
+#: new returns sorted (numpy's searchsorted then starts each search where the last ended)
+AIR_SORTED_QUERIES_MIN = 32
 
 
 # ---- step layout ------------------------------------------------------------------------
@@ -121,6 +124,11 @@ class FeatureSumCache:
 
         cache = FeatureSumCache(capacity=10_000)
         R = discounted_returns(family, trajs, tasks, gamma, cache=cache)
+
+    On a non-linear family it keeps instead the last call's trajectories laid end to end
+    (steps, lengths, discount weights; ``laid_out``): AIR's reference set slides by a few
+    trajectories between requests (the oldest leave, the newest join), so a call
+    concatenates only the steps of the ones that joined, after the kept ones.
     """
 
     def __init__(self, capacity: int = 10_000):
@@ -129,6 +137,48 @@ class FeatureSumCache:
         self._family: TaskFamily | None = None
         self.hits = 0
         self.misses = 0
+        # laid_out: the last call's (family, discount, episode_ids, steps, lengths, weights)
+        self._layout: tuple | None = None
+        self.steps_reused = 0  # trajectories whose steps a call took from the last one (stats)
+
+    def laid_out(self, family: TaskFamily, trajs: Sequence[Trajectory],
+                 discount: float) -> tuple[StepBatch, np.ndarray, np.ndarray]:
+        """(steps [S], lengths [M], discount weights [S]) of ``trajs`` end to end, as
+        ``concat_steps``, ``trajectory_lengths`` and ``discount_weights`` give them; when the
+        trajectories start with a run that ended the last call's list (the oldest left, the
+        newest are appended), those steps are a view of the last call's."""
+        ids = [t.episode_id for t in trajs]
+        kept = 0
+        last = self._layout
+        if last is not None and last[0] is family and last[1] == float(discount) and ids:
+            old_ids = last[2]
+            try:
+                first = old_ids.index(ids[0])
+            except ValueError:
+                first = -1
+            if first >= 0:
+                kept = len(old_ids) - first
+                if old_ids[first:] != ids[:kept]:
+                    kept = 0
+        if kept:
+            old_lengths = last[4]
+            s0 = int(old_lengths[: len(old_lengths) - kept].sum())
+            joined = trajs[kept:]
+            new_lengths = trajectory_lengths(joined)
+            parts = [StepBatch(*(x[s0:] for x in last[3]))]
+            weights = [last[5][s0:]]
+            if joined:
+                parts.append(concat_steps(joined))
+                weights.append(discount_weights(new_lengths, discount))
+            steps = StepBatch(*(np.concatenate(f) for f in zip(*parts))) if joined else parts[0]
+            lengths = np.concatenate([old_lengths[len(old_lengths) - kept :], new_lengths])
+            w = np.concatenate(weights) if joined else weights[0]
+            self.steps_reused += kept
+        else:
+            lengths = trajectory_lengths(trajs)
+            steps, w = concat_steps(trajs), discount_weights(lengths, discount)
+        self._layout = (family, float(discount), ids, steps, lengths, w)
+        return steps, lengths, w
 
     def __len__(self) -> int:
         return len(self._sums)
@@ -167,7 +217,8 @@ def discounted_returns(
 ) -> np.ndarray:
     """R(tau_m | z_k) for every trajectory under every task: tasks [K, Z] -> [M, K].
 
-    ``cache`` (linear families only) reuses discounted feature sums across calls.
+    ``cache`` reuses discounted feature sums (linear families) or the steps of the
+    trajectories the last call laid end to end (the others) across calls.
     ``float32``: the family's float32 ``segment_returns`` (families with
     ``float32_returns`` only, else ValueError; AIR's ``air_precision``)."""
     family.check_float32(float32)
@@ -181,6 +232,9 @@ def discounted_returns(
         return feats @ np.asarray(family.task_weights(tasks), dtype=np.float64).T
     # the family's weighted reward sums (terminal-aware), in chunks of whole trajectories
     # past ``max_elements`` (step, task) pairs
+    if cache is not None and len(trajs):
+        steps, lengths, weights = cache.laid_out(family, trajs, discount)
+        return step_returns(family, steps, lengths, weights, tasks, max_elements, float32)
     steps = concat_steps(trajs) if len(trajs) else None
     return step_returns(family, steps, lengths, discount_weights(lengths, discount), tasks, max_elements, float32)
 
@@ -290,9 +344,17 @@ def air_percentiles(R_new: np.ndarray, R_ref: np.ndarray) -> np.ndarray:
         return np.count_nonzero(R_ref[None, :, :] <= R_new[:, None, :], axis=1) / N
     ref_sorted = np.sort(np.ascontiguousarray(R_ref.T), axis=1)  # [K, N], each candidate's column ascending
     new_t = np.ascontiguousarray(R_new.T)  # [K, M]
+    order = None
+    if M >= AIR_SORTED_QUERIES_MIN:  # searching keys in ascending order: each search starts
+        order = np.argsort(new_t, axis=1)  # from the last one's place (0.53 against 0.69 ms
+        new_t = np.take_along_axis(new_t, order, axis=1)  # at M = 100, N = 500, K = 100)
     counts = np.empty((K, M), dtype=np.int64)
     for k in range(K):  # (the method: np.searchsorted's wrapper costs more than the search here)
         counts[k] = ref_sorted[k].searchsorted(new_t[k], side="right")
+    if order is not None:
+        unsorted = np.empty_like(counts)
+        np.put_along_axis(unsorted, order, counts, axis=1)
+        counts = unsorted
     return counts.T / N
 
 

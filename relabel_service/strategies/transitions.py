@@ -22,15 +22,18 @@ from envs.core import StepBatch, TaskFamily
 from relabel_service.core import RelabelResult, TransitionBatch, Trajectory, concat_steps
 
 
-def _timeout_terminals(family: TaskFamily, trajs: Sequence[Trajectory]) -> np.ndarray:
-    """bool [S]: True at the last step of truncated episodes if the family says so."""
-    parts = []
-    for traj in trajs:
-        flag = np.zeros(traj.length, dtype=bool)
-        if family.timeout_is_terminal and traj.truncated and traj.length:
-            flag[-1] = True
-        parts.append(flag)
-    return np.concatenate(parts) if parts else np.zeros(0, dtype=bool)
+def _timeout_terminals(family: TaskFamily, trajs: Sequence[Trajectory],
+                       lengths: np.ndarray | None = None) -> np.ndarray:
+    """bool [S]: True at the last step of truncated episodes if the family says so
+    (``lengths`` [M]: the trajectories' lengths, when the caller has them)."""
+    if lengths is None:
+        lengths = np.fromiter((t.length for t in trajs), dtype=np.int64, count=len(trajs))
+    flags = np.zeros(int(lengths.sum()), dtype=bool)
+    if family.timeout_is_terminal and len(trajs):
+        last = np.cumsum(lengths) - 1
+        truncated = np.fromiter((t.truncated for t in trajs), dtype=bool, count=len(trajs)) & (lengths > 0)
+        flags[last[truncated]] = True
+    return flags
 
 
 def _batch(steps: StepBatch, reward, terminated, task) -> TransitionBatch:
@@ -60,27 +63,34 @@ def to_transitions(
 ) -> TransitionBatch:
     """Originals (if kept) then copies, in ``result.copies`` order: [B] rows, float32."""
     parts = []
+    lengths = np.fromiter((t.length for t in trajs), dtype=np.int64, count=len(trajs))
+    laid_out = None  # the trajectories' steps end to end, made once for originals and copies
     if result.keep_original and len(trajs):
+        laid_out = concat_steps(trajs)
         parts.append(
             _batch(
-                concat_steps(trajs),
+                laid_out,
                 np.concatenate([t.rewards for t in trajs]),
                 np.concatenate([t.terminated for t in trajs]).astype(bool)
-                | _timeout_terminals(family, trajs),
-                np.concatenate([np.repeat(np.asarray(t.task)[None], t.length, 0) for t in trajs]),
+                | _timeout_terminals(family, trajs, lengths),
+                np.repeat(np.stack([np.asarray(t.task) for t in trajs]), lengths, axis=0),
             )
         )
     if result.copies:
-        sources = [trajs[i] for i, _ in result.copies]
+        index = [i for i, _ in result.copies]
+        sources = [trajs[i] for i in index]
         for (i, step_tasks), traj in zip(result.copies, sources):
             if np.shape(step_tasks) != (traj.length, family.task_dim):
                 raise ValueError(
                     f"copy of trajectory {i}: step_tasks has shape {np.shape(step_tasks)}, "
                     f"expected {(traj.length, family.task_dim)}"
                 )
-        steps = concat_steps(sources)
+        # one copy of every trajectory in order (AIR with m = 1, random): the originals' steps
+        same = laid_out is not None and index == list(range(len(trajs)))
+        steps = laid_out if same else concat_steps(sources)
+        source_lengths = lengths if same else lengths[np.asarray(index, dtype=np.int64)]
         tasks = family.check_tasks(np.concatenate([t for _, t in result.copies]))  # [S, Z]
         reward = family.rewards_for(steps, tasks)
-        terminated = family.terminals_for(steps, tasks) | _timeout_terminals(family, sources)
+        terminated = family.terminals_for(steps, tasks) | _timeout_terminals(family, sources, source_lengths)
         parts.append(_batch(steps, reward, terminated, tasks))
     return TransitionBatch.concat(parts) if parts else empty_transitions(family)
