@@ -54,6 +54,7 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
+from actors.policy import blas_threads
 from envs import get_family
 from envs.core import TaskFamily
 from relabel_service.core import RelabelRequest, Trajectory
@@ -360,11 +361,28 @@ def _applies(name: str, family: TaskFamily) -> bool:
     return family.goal_dim > 0 if name.startswith("her") else True
 
 
+def critic_value_fn(family_name: str) -> Callable[[np.ndarray, np.ndarray], np.ndarray]:
+    """V(s0, z) as a relabel worker evaluates it once the learner's weights arrive: the
+    numpy actor and twin critic (``actors.policy.NumpyValueFunction``) at the network sizes
+    of the family's deploy config, from a freshly initialised learner state (the weights'
+    values do not change the cost)."""
+    from actors.policy import NumpyValueFnFactory
+    from hindsight.config import load_config
+    from learner.sac.update import init_state, value_weights
+
+    family = get_family(family_name)
+    sac = load_config(family_name).learner.sac
+    dims = (family.obs_dim, family.action_dim, family.task_dim)
+    return NumpyValueFnFactory(sac, *dims)(value_weights(init_state(*dims, sac, "cpu", seed=0)))
+
+
 def _steady_air_call(family: TaskFamily, cfg: StrategyConfig, M: int, N: int, T: int,
-                     calls: int) -> Callable[[], tuple[int, float]]:
+                     calls: int, value_fn: Callable | None = None) -> Callable[[], tuple[int, float]]:
     """AIR as a relabel worker holds it (transitions included), on a sliding window: each
     call brings M unseen trajectories and the reference set is the N most recent (the new
-    ones included). The strategy has seen one request before the first timed call."""
+    ones included). The strategy has seen one request before the first timed call.
+    ``value_fn``: V(s0, z) for the ties (default: a cheap linear stand-in)."""
+    value_fn = value_fn or _linear_value_fn(family)
     stream = synth_trajectories(family, N + (calls + 1) * M, T, np.random.default_rng(5), prefix="cap", bounded=True)
     strategy = make_strategy("air", cfg)
     strategy(RelabelRequest(family, stream[N - M : N], discount=family.discount, reference=stream[:N]),
@@ -375,25 +393,27 @@ def _steady_air_call(family: TaskFamily, cfg: StrategyConfig, M: int, N: int, T:
         r = next(count)
         hi = N + (r + 1) * M
         new, ref = stream[hi - M : hi], stream[hi - N : hi]
-        request = RelabelRequest(family, new, discount=family.discount, reference=ref,
-                                 value_fn=_linear_value_fn(family))
-        t0 = time.perf_counter()
-        to_transitions(family, new, strategy(request, np.random.default_rng(r)))
-        return M, time.perf_counter() - t0
+        request = RelabelRequest(family, new, discount=family.discount, reference=ref, value_fn=value_fn)
+        with blas_threads(1):  # as in a relabel worker with one CPU
+            t0 = time.perf_counter()
+            to_transitions(family, new, strategy(request, np.random.default_rng(r)))
+            return M, time.perf_counter() - t0
 
     return call
 
 
-def _strategy_call(name: str, family: TaskFamily, M: int, T: int) -> Callable[[], tuple[int, float]]:
+def _strategy_call(name: str, family: TaskFamily, M: int, T: int,
+                   value_fn: Callable | None = None) -> Callable[[], tuple[int, float]]:
     new = synth_trajectories(family, M, T, np.random.default_rng(3), prefix=name, bounded=True)
-    request = RelabelRequest(family, new, discount=family.discount, value_fn=_linear_value_fn(family))
+    request = RelabelRequest(family, new, discount=family.discount, value_fn=value_fn or _linear_value_fn(family))
     strategy = make_strategy(name, StrategyConfig())
     to_transitions(family, new, strategy(request, np.random.default_rng(0)))  # warm-up
 
     def call() -> tuple[int, float]:
-        t0 = time.perf_counter()
-        to_transitions(family, new, strategy(request, np.random.default_rng(1)))
-        return M, time.perf_counter() - t0
+        with blas_threads(1):
+            t0 = time.perf_counter()
+            to_transitions(family, new, strategy(request, np.random.default_rng(1)))
+            return M, time.perf_counter() - t0
 
     return call
 
@@ -428,6 +448,7 @@ def _capacity(
         W = settings["workers"]
         M = per_call if per_call is not None else capacity_per_call(family_name)
         settings["trajectories_per_call"] = M
+        value_fn = critic_value_fn(family_name)  # AIR's tie-break and advantage's baseline
         calls: dict[str, Callable[[], tuple[int, float]]] = {}
         for name in names:
             if not _applies(name, family):
@@ -435,19 +456,19 @@ def _capacity(
             if name == "air":
                 for candidates in ("fresh", "pool"):
                     cfg = StrategyConfig(reference_size=N, air_candidates=candidates)
-                    calls[f"air ({candidates})"] = _steady_air_call(family, cfg, M, N, T, 2 * reps)
+                    calls[f"air ({candidates})"] = _steady_air_call(family, cfg, M, N, T, 2 * reps, value_fn)
                     if family.float32_returns:  # the opt-in air_precision="float32" beside it
                         f32 = dataclasses.replace(cfg, air_precision="float32")
-                        calls[f"air ({candidates}, float32)"] = _steady_air_call(family, f32, M, N, T, 2 * reps)
+                        calls[f"air ({candidates}, float32)"] = _steady_air_call(family, f32, M, N, T, 2 * reps, value_fn)
                     if family.compiled_returns:  # and the opt-in air_kernel="compiled"
                         compiled = dataclasses.replace(cfg, air_kernel="compiled")
-                        calls[f"air ({candidates}, compiled)"] = _steady_air_call(family, compiled, M, N, T, 2 * reps)
+                        calls[f"air ({candidates}, compiled)"] = _steady_air_call(family, compiled, M, N, T, 2 * reps, value_fn)
                         if family.float32_returns:  # both: the kernel in float32
                             both = dataclasses.replace(compiled, air_precision="float32")
                             calls[f"air ({candidates}, compiled, float32)"] = _steady_air_call(
-                                family, both, M, N, T, 2 * reps)
+                                family, both, M, N, T, 2 * reps, value_fn)
             else:
-                calls[name] = _strategy_call(name, family, default.hipi_batch if name == "hipi" else M, T)
+                calls[name] = _strategy_call(name, family, default.hipi_batch if name == "hipi" else M, T, value_fn)
         made: list[float] = []
         rates: dict[str, list[float]] = {label: [] for label in calls}
         for _ in range(reps):

@@ -272,6 +272,53 @@ def test_air_select_equals_loop(data, M, Kc):
     np.testing.assert_array_equal(K.air_select(P, A, 1), select_loop(P, A, 1))  # (m = 1: its own path)
 
 
+@FAST
+@given(st.data(), st.integers(1, 5), st.integers(1, 6))
+def test_air_needs_advantages_only_where_percentiles_tie(data, M, Kc):
+    # whatever advantages the candidates outside air_ties_to_break get (here huge ones),
+    # air_select chooses as with the true advantages everywhere
+    P = np.array(data.draw(int_matrix(M, Kc)), dtype=float) / 3
+    A = np.array(data.draw(int_matrix(M, Kc)), dtype=float)
+    m = data.draw(st.integers(1, Kc))
+    for k in {1, m}:
+        need = K.air_ties_to_break(P, k)
+        decoy = np.where(need, A, 1e9)
+        np.testing.assert_array_equal(K.air_select(P, decoy, k), select_loop(P, A, k))
+        if k == 1:  # only rows whose best percentile is shared need any
+            top = P == P.max(axis=1, keepdims=True)
+            np.testing.assert_array_equal(need.any(axis=1), top.sum(axis=1) > 1)
+
+
+def test_air_evaluates_values_only_for_tied_candidates():
+    # one-step test_linear trajectories: R = w . phi, so many candidates tie at the top
+    # percentile only when built to; a counting value_fn sees exactly the tied pairs, and
+    # the decisions are those of V on every pair (test_air_equals_naive's definition)
+    family = LINEAR
+    reference = rollouts(family, 12, 11, ragged=True)
+    new = reference[:6]
+    seen = []
+
+    def counting(obs0, tasks):
+        seen.append(tasks.shape[0] * tasks.shape[1])
+        return value_weights(family)(obs0, tasks)
+
+    cfg = StrategyConfig(num_candidates=10)
+    request = RelabelRequest(family, new, discount=family.discount, reference=reference, value_fn=counting)
+    result = make_strategy("air", cfg)(request, np.random.default_rng(3))
+    everywhere = RelabelRequest(family, new, discount=family.discount, reference=reference,
+                                value_fn=value_weights(family))
+    rng = np.random.default_rng(3)  # the same candidates, V from every pair by hand
+    own = np.stack([t.task for t in new])
+    cands = np.concatenate([family.sample_tasks(rng, 10 - len(new)), own])
+    R_ref = K.discounted_returns(family, reference, cands, family.discount)
+    R_new = K.discounted_returns(family, new, cands, family.discount)
+    P = K.air_percentiles(R_new, R_ref)
+    V = everywhere.value_fn(np.stack([t.obs[0] for t in new]), np.repeat(cands[None], len(new), 0))
+    np.testing.assert_array_equal(result.stats["chosen_index"], K.air_select(P, R_new - V, 1))
+    ties = K.air_ties_to_break(P, 1)
+    assert 0 < sum(seen) == result.stats["value_evaluations"] == ties.sum() < len(new) * 10
+
+
 def test_air_select_takes_one_with_infinite_advantages_as_the_sort_does():
     # m = 1 takes an argmax among the top-percentile ties when every advantage is finite;
     # otherwise the sort, where +inf leads and -inf trails as any other value would

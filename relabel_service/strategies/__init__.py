@@ -87,10 +87,12 @@ def _trajectory_copies(
     return copies
 
 
-def _values(request: RelabelRequest, trajs: Sequence[Trajectory], tasks: np.ndarray) -> np.ndarray:
-    """V(s0, z) for tasks [M, K, Z] -> [M, K] via request.value_fn."""
+def _values(request: RelabelRequest, trajs: Sequence[Trajectory] | np.ndarray, tasks: np.ndarray) -> np.ndarray:
+    """V(s0, z) for tasks [M, K, Z] -> [M, K] via request.value_fn (``trajs``: the M
+    trajectories, or their first observations [M, O])."""
     assert request.value_fn is not None
-    values = np.asarray(request.value_fn(_obs0(trajs), tasks), dtype=np.float64)
+    obs0 = trajs if isinstance(trajs, np.ndarray) else _obs0(trajs)
+    values = np.asarray(request.value_fn(obs0, tasks), dtype=np.float64)
     if values.shape != tasks.shape[:2]:
         raise ValueError(f"value_fn returned shape {values.shape}, expected {tasks.shape[:2]}")
     return values
@@ -259,6 +261,7 @@ def _merge_air_results(parts: Sequence[RelabelResult], sizes: Sequence[int]) -> 
     stats["relabeled_fraction"] = float(np.average([p.stats["relabeled_fraction"] for p in parts], weights=sizes))
     stats["num_candidates"] = first["num_candidates"]
     stats["num_reference"] = first["num_reference"]
+    stats["value_evaluations"] = float(sum(p.stats["value_evaluations"] for p in parts))
     stats["chunks"] = float(len(parts))
     return RelabelResult(copies=copies, keep_original=True, stats=stats)
 
@@ -275,13 +278,21 @@ def _air_decide(
     """AIR's choice given the candidates [K, Z] (the own M tasks last) and the returns of
     the new [M, K] and reference [N, K] trajectories under them."""
     M, K = len(new), len(candidates)
+    m = min(cfg.num_to_take, K)
     percentiles = kernels.air_percentiles(R_new, R_ref)  # [M, K]
+    V = np.zeros((M, K))
+    evaluated = 0
     if request.value_fn is not None:
-        V = _values(request, new, np.repeat(candidates[None], M, axis=0))  # tasks [M, K, Z]
-    else:
-        V = np.zeros((M, K))
+        # V(s0, v) only breaks ties of the percentile: it is evaluated for the candidates
+        # that could be among a trajectory's m best and are tied there (kernels.air_ties_to_break),
+        # not for all M x K pairs (each a forward pass of the actor and the twin critic)
+        rows, cols = np.nonzero(kernels.air_ties_to_break(percentiles, m))
+        if len(rows):
+            obs0 = _obs0(new)[rows]
+            V[rows, cols] = _values(request, obs0, candidates[cols][:, None, :])[:, 0]
+        evaluated = len(rows)
     advantages = kernels.advantage_scores(R_new, V)
-    chosen = kernels.air_select(percentiles, advantages, min(cfg.num_to_take, K))  # [M, m]
+    chosen = kernels.air_select(percentiles, advantages, m)  # [M, m]
     own_index = K - M + np.arange(M)
     rows = np.arange(M)[:, None]
     return RelabelResult(
@@ -295,6 +306,7 @@ def _air_decide(
             "relabeled_fraction": float(np.mean(chosen != own_index[:, None])),
             "num_candidates": float(K),
             "num_reference": float(len(reference)),
+            "value_evaluations": float(evaluated),
         },
     )
 

@@ -358,6 +358,20 @@ def air_percentiles(R_new: np.ndarray, R_ref: np.ndarray) -> np.ndarray:
     return counts.T / N
 
 
+def air_ties_to_break(percentiles: np.ndarray, m: int = 1) -> np.ndarray:
+    """bool [M, K]: the candidates whose advantage ``air_select`` can need, given the
+    percentiles [M, K]: with m = 1, those tied at the row's highest percentile when more
+    than one is (a lone best is chosen whatever its advantage); with m > 1, every candidate
+    at or above the row's m-th highest percentile (the advantage orders them). The others
+    are never chosen (their percentile is lower) whatever advantages they are given."""
+    percentiles = np.asarray(percentiles)
+    if m == 1:
+        tied = percentiles == percentiles.max(axis=1, keepdims=True)
+        return tied & (np.count_nonzero(tied, axis=1) > 1)[:, None]
+    threshold = -np.partition(-percentiles, m - 1, axis=1)[:, m - 1 : m]  # the m-th highest
+    return percentiles >= threshold
+
+
 def air_select(percentiles: np.ndarray, advantages: np.ndarray, m: int = 1) -> np.ndarray:
     """The m candidates with the highest percentile, ties broken by the higher advantage
     (GH Alg. 2; REFERENCE-CODE §2): [M, K], [M, K] -> indices [M, m].
