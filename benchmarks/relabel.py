@@ -54,7 +54,7 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
-from actors.policy import blas_threads
+from actors.policy import blas_threads, retain_freed_memory
 from envs import get_family
 from envs.core import TaskFamily
 from relabel_service.core import RelabelRequest, Trajectory
@@ -439,6 +439,7 @@ def _capacity(
     N = 100 if quick else 500
     reps = max(reps, 3 if quick else 21)
     default = StrategyConfig()
+    retain_freed_memory()  # as a relabel worker does in its process (RelabelWorker)
     rows: dict[str, dict[str, Any]] = {}
     production: dict[str, Any] = {}
     for family_name in families:

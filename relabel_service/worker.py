@@ -26,6 +26,7 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
+from actors.policy import retain_freed_memory
 from envs import fused, get_family
 from relabel_service.core import RelabelRequest, Trajectory, TransitionBatch, ValueFn
 from relabel_service.strategies import make_strategy
@@ -123,6 +124,9 @@ class RelabelWorker:
         self.delivered = dict(self.cursors)
         self._next_shard = 0
         self.backoff = Backoff()
+        # the worker owns its process: keep freed numpy temporaries in the heap (V(s0, z)'s
+        # layers, the returns' blocks) instead of faulting fresh pages in on every call
+        retain_freed_memory()
         if strategy == "air" and strategy_cfg.air_kernel == "compiled":
             # compile the family's return kernel now, not in the first request (envs/fused.py)
             t0 = time.perf_counter()

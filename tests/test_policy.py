@@ -251,6 +251,32 @@ def test_the_value_function_is_min_q_at_the_deterministic_action(to_all, repeat)
     assert np.ptp(expected) > 0.1  # the tasks and states matter
 
 
+@pytest.mark.parametrize("chunk", [1, 7, 12, 1000])
+def test_the_value_function_in_chunks_equals_it_in_one_block(monkeypatch, chunk):
+    """V(s0, z) is evaluated a few trajectories at a time (``VALUE_CHUNK_ROWS`` pairs, at
+    least one trajectory's K): the same values as all M K pairs in one block (row by row
+    the same products; float32 BLAS may round a row differently by its block's size)."""
+    from actors import policy
+    from learner.sac.update import make_value_fn_factory, value_weights
+
+    cfg = SACConfig(hidden_sizes=(32, 16))
+    value_fn = make_value_fn_factory(cfg, O, A, Z)(value_weights(_value_state(cfg)))
+    rng = np.random.default_rng(1)
+    obs0, tasks = rng.normal(size=(9, O)), rng.normal(size=(9, 5, Z))
+    monkeypatch.setattr(policy, "VALUE_CHUNK_ROWS", 10**6)
+    whole = value_fn(obs0, tasks)
+    monkeypatch.setattr(policy, "VALUE_CHUNK_ROWS", chunk)
+    np.testing.assert_allclose(value_fn(obs0, tasks), whole, rtol=1e-6, atol=1e-6)
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's mallopt")
+def test_retain_freed_memory_sets_the_heap_thresholds():
+    # in a fresh process (the setting is process-wide): mallopt accepts both values
+    code = "from actors.policy import retain_freed_memory; assert retain_freed_memory()"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+
+
 def test_bad_value_weights_name_the_key():
     from actors.policy import NumpyValueFunction
     from learner.sac.update import value_weights
