@@ -92,7 +92,8 @@ def retain_freed_memory() -> bool:
     the heap instead of fresh ``mmap`` pages that fault in on first touch and go back to the
     OS when freed, call after call. glibc adapts its thresholds to what a process frees,
     but only up to the size of the blocks seen so far, and returns the heap's top above
-    twice that: advantage relabeling's V on PointTrajectory ran 1.25x faster with these
+    twice that: with these and V evaluated a few trajectories at a time
+    (``NumpyValueFunction``), advantage relabeling ran 1.25-1.3x faster on the point families
     (``hindsight bench relabel``). The cost: the process keeps its peak heap. True when
     set; False where the C library is not glibc."""
     try:

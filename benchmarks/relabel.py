@@ -244,7 +244,7 @@ def _strategy_rates(names: Sequence[str], M: int, reps: int, quick: bool) -> dic
         family_name = GOAL_FAMILY if name.startswith("her") else AIR_FAMILY
         family = get_family(family_name)
         T = family.horizon if not quick else min(family.horizon, 200)
-        new = synth_trajectories(family, M, T, np.random.default_rng(3), prefix=name, bounded=True)
+        new = synth_trajectories(family, M, T, np.random.default_rng(3), prefix=name)
         request = RelabelRequest(family, new, discount=family.discount, value_fn=_linear_value_fn(family))
         strategy = make_strategy(name, StrategyConfig())
         decide = _median_seconds(lambda: strategy(request, np.random.default_rng(1)), reps)

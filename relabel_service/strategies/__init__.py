@@ -87,11 +87,10 @@ def _trajectory_copies(
     return copies
 
 
-def _values(request: RelabelRequest, trajs: Sequence[Trajectory] | np.ndarray, tasks: np.ndarray) -> np.ndarray:
-    """V(s0, z) for tasks [M, K, Z] -> [M, K] via request.value_fn (``trajs``: the M
-    trajectories, or their first observations [M, O])."""
+def _values(request: RelabelRequest, obs0: np.ndarray, tasks: np.ndarray) -> np.ndarray:
+    """V(s0, z) for first observations obs0 [M, O] and tasks [M, K, Z] -> [M, K] via
+    request.value_fn."""
     assert request.value_fn is not None
-    obs0 = trajs if isinstance(trajs, np.ndarray) else _obs0(trajs)
     values = np.asarray(request.value_fn(obs0, tasks), dtype=np.float64)
     if values.shape != tasks.shape[:2]:
         raise ValueError(f"value_fn returned shape {values.shape}, expected {tasks.shape[:2]}")
@@ -210,9 +209,8 @@ def relabel_air(
         # more new trajectories than candidates (a relabel worker catching up takes large
         # batches): decided K at a time against the same reference set, so every decision
         # has K candidates (with M > K, "K - M prior samples plus the M own tasks" would be M)
-        parts = [_air_chunk(request, new[i : i + K], reference, rng, cfg, cache, pool)
-                 for i in range(0, len(new), K)]
-        return _merge_air_results(parts, [len(new[i : i + K]) for i in range(0, len(new), K)])
+        return _merge_air_results([_air_chunk(request, new[i : i + K], reference, rng, cfg, cache, pool)
+                                   for i in range(0, len(new), K)])
     return _air_chunk(request, new, reference, rng, cfg, cache, pool)
 
 
@@ -245,10 +243,11 @@ def _air_chunk(
     return _air_decide(request, new, reference, candidates, R_new, R_ref, cfg)
 
 
-def _merge_air_results(parts: Sequence[RelabelResult], sizes: Sequence[int]) -> RelabelResult:
+def _merge_air_results(parts: Sequence[RelabelResult]) -> RelabelResult:
     """One result from AIR's results for consecutive chunks of the new trajectories: copies
     re-indexed into the whole request, per-trajectory stats concatenated, the relabeled
     fraction weighted by chunk size."""
+    sizes = [len(p.stats["chosen_index"]) for p in parts]
     copies, offset = [], 0
     for part, size in zip(parts, sizes):
         copies += [(i + offset, tasks) for i, tasks in part.copies]
@@ -355,7 +354,7 @@ def _per_trajectory_argmax(
     R = kernels.discounted_returns_per_trajectory(
         family, new, candidates, request.discount, cfg.max_reward_elements
     )
-    scores = kernels.advantage_scores(R, _values(request, new, candidates)) if use_values else R
+    scores = kernels.advantage_scores(R, _values(request, _obs0(new), candidates)) if use_values else R
     m = min(cfg.num_to_take, K)
     chosen = kernels.max_reward_select(scores)[:, None] if m == 1 else kernels.top_m(scores, m)
     rows = np.arange(M)[:, None]

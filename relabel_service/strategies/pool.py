@@ -40,7 +40,7 @@ from typing import Sequence
 import numpy as np
 
 from envs.core import StepBatch, TaskFamily
-from relabel_service.core import Trajectory, concat_steps
+from relabel_service.core import Trajectory
 from relabel_service.strategies import kernels
 
 
@@ -76,6 +76,7 @@ class CandidatePool:
         self._lengths = np.zeros(0, dtype=np.int64)  # [rows]
         self._steps: StepBatch | None = None  # [S] the rows' steps end to end (non-linear)
         self._weights = np.zeros(0)  # [S] their discount weights
+        self._layout = kernels.FeatureSumCache(capacity=0)  # lays the rows' steps out (non-linear)
 
     def _reset(self, family: TaskFamily, discount: float) -> None:
         self.tasks = None
@@ -153,28 +154,18 @@ class CandidatePool:
 
     def _keep_rows(self, family: TaskFamily, kept: np.ndarray, joined: list[Trajectory], discount: float) -> None:
         """Rows become the kept ones (in their order) then the ``joined`` ones; on a
-        non-linear family their steps and discount weights follow."""
+        non-linear family their steps and discount weights follow (``FeatureSumCache.laid_out``:
+        when the kept rows are a suffix, the usual case, only the joined ones' steps are
+        laid out anew)."""
         keep = kept.tolist()
         self._trajs = list(compress(self._trajs, keep)) + joined
         self._ids = list(compress(self._ids, keep)) + [t.episode_id for t in joined]
         self._rows = dict(zip(self._ids, range(len(self._ids))))
-        new_lengths = kernels.trajectory_lengths(joined)
-        if not kernels.linear_fast_path(family):
-            drop = int(np.argmax(kept)) if kept.any() else len(kept)  # the usual case: the oldest rows leave
-            if kept[drop:].all():  # kept rows are a suffix: a view of their steps
-                s0 = int(self._lengths[:drop].sum())
-                parts = [] if self._steps is None else [StepBatch(*(x[s0:] for x in self._steps))]
-                weights = [self._weights[s0:]]
-            else:
-                step_kept = np.repeat(kept, self._lengths)
-                parts = [] if self._steps is None else [StepBatch(*(x[step_kept] for x in self._steps))]
-                weights = [self._weights[step_kept]]
-            if joined:
-                parts.append(concat_steps(joined))
-                weights.append(kernels.discount_weights(new_lengths, discount))
-            self._steps = StepBatch(*(np.concatenate(f) for f in zip(*parts))) if parts else None
-            self._weights = np.concatenate(weights)
-        self._lengths = np.concatenate([self._lengths[kept], new_lengths])
+        if kernels.linear_fast_path(family) or not self._trajs:
+            self._lengths = np.concatenate([self._lengths[kept], kernels.trajectory_lengths(joined)])
+            self._steps = None
+        else:
+            self._steps, self._lengths, self._weights = self._layout.laid_out(family, self._trajs, discount)
 
     def _returns(self, family: TaskFamily, rows: slice, tasks: np.ndarray, discount: float, max_elements: int,
                  cache: kernels.FeatureSumCache | None, float32: bool) -> np.ndarray:

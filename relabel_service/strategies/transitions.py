@@ -20,6 +20,7 @@ import numpy as np
 
 from envs.core import StepBatch, TaskFamily
 from relabel_service.core import RelabelResult, TransitionBatch, Trajectory, concat_steps
+from relabel_service.strategies.kernels import trajectory_lengths
 
 
 def _timeout_terminals(family: TaskFamily, trajs: Sequence[Trajectory],
@@ -27,7 +28,7 @@ def _timeout_terminals(family: TaskFamily, trajs: Sequence[Trajectory],
     """bool [S]: True at the last step of truncated episodes if the family says so
     (``lengths`` [M]: the trajectories' lengths, when the caller has them)."""
     if lengths is None:
-        lengths = np.fromiter((t.length for t in trajs), dtype=np.int64, count=len(trajs))
+        lengths = trajectory_lengths(trajs)
     flags = np.zeros(int(lengths.sum()), dtype=bool)
     if family.timeout_is_terminal and len(trajs):
         last = np.cumsum(lengths) - 1
@@ -63,7 +64,7 @@ def to_transitions(
 ) -> TransitionBatch:
     """Originals (if kept) then copies, in ``result.copies`` order: [B] rows, float32."""
     parts = []
-    lengths = np.fromiter((t.length for t in trajs), dtype=np.int64, count=len(trajs))
+    lengths = trajectory_lengths(trajs)
     laid_out = None  # the trajectories' steps end to end, made once for originals and copies
     if result.keep_original and len(trajs):
         laid_out = concat_steps(trajs)
