@@ -17,9 +17,9 @@ matrix):
   computed for the reference set in every request (N M T evaluations).
 
 On a non-linear family the pool also keeps the reference set's steps laid end to end (with
-their discount weights), in its own row order: a request drops the steps of the
-trajectories that left and appends those of the ones that joined, instead of concatenating
-all N trajectories again (``kernels.step_returns``).
+their discount weights), in its own row order: when the rows kept are the newest (the oldest
+left), a request appends only the steps of the ones that joined instead of concatenating all
+N trajectories again (``kernels.FeatureSumCache.laid_out``, ``kernels.step_returns``).
 
 Per request that is O((M P + N M + N P / pool_refresh) T) instead of O(N K T), and the
 decision is the AIR decision (percentile among the reference set, ties by advantage) for
