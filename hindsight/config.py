@@ -95,7 +95,7 @@ class RelabelConfig:
     that has fallen behind takes at once (one that keeps up takes what has arrived). Large
     calls amortise what a call costs whatever its size: AIR with fresh candidates rewards its
     N reference trajectories under all K candidates once per call, so on the point families a
-    worker relabels 2.6-2.9x as many trajectories a second at 100 per call as at 32
+    worker relabels 2.5-2.6x as many trajectories a second at 100 per call as at 32
     (``hindsight bench relabel``: capacity). AIR decides at most K (``num_candidates``)
     trajectories at a time; a larger call is split."""
     reference_refresh: int = field(4, ge=1)
