@@ -12,7 +12,7 @@ The same function as ``learner.sac.networks.InferencePolicy`` (the ``Actor`` of
 every layer with ``task_to_all_layers``, mean and log-std out, a = tanh(mean + std eps)) in
 float32, with the noise eps drawn from a numpy ``Generator``. A worker process that holds
 only this never imports torch: on the 2-core box that is ~2 s of CPU less per rollout or
-eval worker started, and ~140 MB less memory each (README "Speed"). The learner and the
+eval worker started, and ~140 MB less memory each (benchmarks/README.md). The learner and the
 checkpoints keep torch; relabel workers hold ``NumpyValueFunction`` (via
 ``NumpyValueFnFactory``, which ``learner.sac.update.make_value_fn_factory`` returns) and PEARL's
 meta workers ``NumpyPEARLAgent`` (the encoder and the actor), numpy too. (HFR's utility

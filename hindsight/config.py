@@ -142,7 +142,7 @@ class LearnerConfig:
     ReLU units) decay through the denormal range for ~16k updates (0.999 per update), where
     the CPU's float arithmetic is many times slower: after 1,500 updates at lr 3e-3 the
     PointReacher update ran 1.43x as fast flushed, PointTrajectory's 1.29x (``hindsight bench
-    learner``, ``denormals``; README "Speed", learner). The values lost are below float32's
+    learner``, ``denormals``; benchmarks/README.md, the learner). The values lost are below float32's
     normal range. False: IEEE gradual underflow."""
     replay_capacity: int = field(200_000, ge=1)
     """Transitions held in the device-resident replay."""

@@ -14,7 +14,7 @@ threads at every op, hundreds per update, and one preempted thread stalls the ot
 each join; here a preemption delays one branch once. Alone on the 2-core box, one core per
 branch, HalfCheetahMO's dims: 190 updates/s compiled against 115 on one thread, 144 eager
 against 87 (``hindsight bench learner``, ``all_cores``); beside the other actors of a run
-it keeps more of that than torch's intra-op threads do (README "Speed", End to end).
+it keeps more of that than torch's intra-op threads do (benchmarks/README.md, End to end).
 
     branches = BranchThread(threads=1)       # the actor's branch runs here
     state, metrics = update(state, batch, branches=branches)

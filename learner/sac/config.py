@@ -87,8 +87,8 @@ class SACConfig:
     fills the replay; if the compile fails (no compiler) the learner says why and trains eager.
     On by default for the MuJoCo and the GH families (``_FAMILY_DEFAULTS``: learner-bound runs
     on networks 256 to 400 wide), off for the small networks of the mazes and test families;
-    ``hindsight bench learner`` measures both paths (``learner/sac/update.py``, README
-    "Speed"). The CUDA-graph learner (``learner.cuda_graph``) does not use it."""
+    ``hindsight bench learner`` measures both paths (``learner/sac/update.py``,
+    benchmarks/README.md). The CUDA-graph learner (``learner.cuda_graph``) does not use it."""
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "hidden_sizes", tuple(int(h) for h in self.hidden_sizes))
@@ -137,7 +137,7 @@ def _lr(lr: float) -> dict[str, float]:
 _FAMILY_DEFAULTS: dict[str, dict[str, Any]] = {
     # The GH families' runs are learner-bound (1.33 to 5 updates per env step on networks
     # 300 to 400 wide): their update is compiled (``compile``), 1.4x eager in a run on the
-    # 2-core box (README "Speed", learner)
+    # 2-core box (benchmarks/README.md, the learner)
     "point_trajectory": {"hidden_sizes": (400, 300), "batch_size": 128, **_lr(3e-3), "compile": True},
     "point_reacher": {"hidden_sizes": (300, 300, 300), "batch_size": 256, **_lr(3e-3), "compile": True},
     # GH paper Table 2 (Fetch): [400, 300], lr 3e-3, batch 256, 200 gradient steps / 250 env steps
