@@ -130,17 +130,8 @@ class MetaTrainer(Trainer):
         self.cursors = cursors
 
     def _teardown(self, started_ray: bool) -> None:
-        for a in [*getattr(self, "rollouts", {}).values(), *getattr(self, "relabelers", []),
-                  getattr(self, "learner", None)]:
-            if a is not None:
-                try:
-                    ray.kill(a, no_restart=True)
-                except Exception:
-                    pass
-        if hasattr(self, "store"):
-            self.store.shutdown()
-        if started_ray:
-            ray.shutdown()
+        self._release([*getattr(self, "rollouts", {}).values(), *getattr(self, "relabelers", []),
+                       getattr(self, "learner", None)], started_ray, store=True)
 
     # ---- the loop -----------------------------------------------------------------------
     def _loop(self) -> dict[str, Any]:

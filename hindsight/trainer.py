@@ -387,22 +387,25 @@ class Trainer:
 
     def _teardown(self, started_ray: bool) -> None:
         if self.control is not None:
-            try:
-                ray.kill(self.control, no_restart=True)
-            except Exception:  # already gone
-                pass
+            self._release([self.control], started_ray=False)
             self.control = None
         if self.cfg.rollout.autoscale:
             placement.release_resources()
         if hasattr(self, "pool"):
             self.pool.shutdown()
-        for a in [getattr(self, "eval_actor", None), getattr(self, "learner", None), *getattr(self, "relabelers", [])]:
+        self._release([getattr(self, "eval_actor", None), getattr(self, "learner", None),
+                       *getattr(self, "relabelers", [])], started_ray, store=True)
+
+    def _release(self, actors: Sequence[Any], started_ray: bool, store: bool = False) -> None:
+        """Kill ``actors`` (None entries skipped, ones already gone ignored), then, with
+        ``store``, shut the store down, and Ray when this run started it."""
+        for a in actors:
             if a is not None:
                 try:
                     ray.kill(a, no_restart=True)
                 except Exception:  # already gone
                     pass
-        if hasattr(self, "store"):
+        if store and hasattr(self, "store"):
             self.store.shutdown()
         if started_ray:
             ray.shutdown()

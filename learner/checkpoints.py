@@ -38,6 +38,17 @@ def atomic_save(payload: Any, path: str | os.PathLike) -> None:
     atomic_write_bytes(buf.getbuffer(), path)
 
 
+def load_optimizer_state(optimizer: torch.optim.Optimizer, saved: dict[str, Any]) -> None:
+    """``optimizer.load_state_dict(saved)`` keeping this machine's kernel choice per group
+    (``fused`` / ``foreach`` / ``capturable``), not the saving machine's: a CUDA-graph
+    learner saves ``capturable=True``, which a CPU step refuses, and a fused Adam may not
+    exist where the checkpoint is loaded."""
+    impl = [{k: g.get(k) for k in ("fused", "foreach", "capturable")} for g in optimizer.param_groups]
+    optimizer.load_state_dict(saved)
+    for group, flags in zip(optimizer.param_groups, impl):
+        group.update(flags)
+
+
 def atomic_write_json(obj: Any, path: str | os.PathLike) -> None:
     """``json.dump(obj, path)``, whole or not at all."""
     atomic_write_bytes(json.dumps(obj).encode(), path)

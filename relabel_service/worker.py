@@ -70,6 +70,22 @@ class Backoff:
         self.pause = self.first
 
 
+def read_new_until(store: Any, cursors: dict[int, int], n: int, deadline: float,
+                   backoff: Backoff) -> tuple[list, dict[int, int]]:
+    """Up to ``n`` new trajectories after ``cursors`` (and the advanced cursors), reading
+    again after ``backoff``'s pauses until some arrive or ``time.perf_counter()`` passes
+    ``deadline``; the backoff restarts after a read that found data."""
+    while True:
+        trajs, cursors = store.read_new(cursors, n)
+        now = time.perf_counter()
+        if trajs or now >= deadline:
+            break
+        backoff.wait(deadline - now)
+    if trajs:
+        backoff.reset()
+    return trajs, cursors
+
+
 def most_recent(trajs: Sequence[Trajectory], n: int) -> list[Trajectory]:
     """The n most recent of ``trajs`` by ``created_at``, oldest first, each episode_id once.
 
@@ -157,14 +173,8 @@ class RelabelWorker:
         if self.strategy_name in FIXED_BATCH:
             trajs, stats = self._fixed_batch(deadline, flush)
         else:
-            while True:
-                trajs, self.cursors = self.store.read_new(self.cursors, self.batch_trajectories)
-                now = time.perf_counter()
-                if trajs or now >= deadline:
-                    break
-                self.backoff.wait(deadline - now)
-            if trajs:
-                self.backoff.reset()
+            trajs, self.cursors = read_new_until(self.store, self.cursors, self.batch_trajectories, deadline,
+                                                 self.backoff)
             stats = {"trajectories": len(trajs), "cursors": dict(self.cursors)}
         if not trajs:
             return None, stats
@@ -372,14 +382,7 @@ class MetaRelabelWorker:
 
         t0 = time.perf_counter()
         deadline = t0 + wait_s
-        while True:
-            trajs, self.cursors = self.store.read_new(self.cursors, self.batch_trajectories)
-            now = time.perf_counter()
-            if trajs or now >= deadline:
-                break
-            self.backoff.wait(deadline - now)
-        if trajs:
-            self.backoff.reset()
+        trajs, self.cursors = read_new_until(self.store, self.cursors, self.batch_trajectories, deadline, self.backoff)
         stats: dict[str, Any] = {"trajectories": len(trajs), "cursors": dict(self.cursors)}
         if not trajs:
             return None, stats

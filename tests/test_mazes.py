@@ -8,7 +8,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import ray
 
 from envs import get_family
 from envs.core import StepBatch
@@ -222,13 +221,6 @@ def test_every_relabeler_runs_over_a_finite_task_set(strategy):
 
 
 # ---- HER and HIPI on a maze, real local Ray ----------------------------------------------
-@pytest.fixture(scope="module")
-def ray_session():
-    ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)
-    yield
-    ray.shutdown()
-
-
 @pytest.mark.ray
 @pytest.mark.parametrize("strategy, family", [("her_future", "maze"), ("hipi", "maze"), ("hipi", "maze_discrete4")])
 def test_her_and_hipi_run_on_a_maze(ray_session, tmp_path, strategy, family):

@@ -10,11 +10,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import ray
 
 from hindsight.config import load_config, uses_pearl
 from hindsight.meta_trainer import MetaTrainer, collection_plan, evaluate_checkpoint
 from relabel_service.store import tools
+from tests.helpers_tb import tb_tags
 
 pytestmark = [pytest.mark.ray]
 
@@ -22,22 +22,6 @@ FAMILY = "test_meta_goal"
 BASE = [f"env.family={FAMILY}", "learner.num_gpus=0", "rollout.num_workers=1", "rollout.num_cpus=0.25",
         "relabel.num_workers=1", "store.num_shards=1", "meta.schedule.num_iterations=3",
         "meta.eval_every_iterations=2", "meta.checkpoint_every_iterations=1", "env_steps=100000"]
-
-
-@pytest.fixture(scope="module")
-def ray_session():
-    ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)
-    yield
-    ray.shutdown()
-
-
-def _tags(tb_dir: Path) -> set[str]:
-    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
-
-    acc = EventAccumulator(str(tb_dir), size_guidance={"scalars": 0, "histograms": 0})
-    acc.Reload()
-    tags = acc.Tags()
-    return set(tags["scalars"]) | set(tags["histograms"])
 
 
 @pytest.fixture(scope="module")
@@ -82,7 +66,7 @@ def test_pearl_run_completes_with_relabel_stats_and_meta_test(runs, strategy):
     fe = s["final_eval"]
     assert fe["episodes"] == 3 and len(fe["returns"]) == 3 and np.isfinite(fe["return_mean"])
     assert fe["success_rate"] is not None
-    tags = _tags(run_dir / "tb")
+    tags = tb_tags(run_dir / "tb")
     want = {"meta_test/return", "meta_test/success_rate", "meta_test_task/return_00", "meta_test_task/return_02",
             "pearl/critic_loss", "pearl/kl", "relabel/fraction_relabeled", "train/return", "perf/iteration"}
     if strategy != "none":

@@ -22,13 +22,6 @@ pytestmark = [pytest.mark.ray]
 CONFIGS = sorted(p.stem for p in CONFIG_DIR.glob("*.yaml"))
 
 
-@pytest.fixture(scope="module")
-def ray_session():
-    ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)
-    yield
-    ray.shutdown()
-
-
 def _start(cfg) -> tuple[Trainer, dict, threading.Thread]:
     trainer = Trainer(cfg, progress=False)
     out: dict = {}

@@ -15,6 +15,7 @@ import ray
 from hindsight.config import load_config
 from hindsight.trainer import Trainer, write_control
 from relabel_service.store import tools
+from tests.helpers_tb import tb_tags
 
 pytestmark = [pytest.mark.ray]
 
@@ -36,22 +37,6 @@ REQUIRED_TAGS = {
     "perf/policy_lag",
     "perf/workers_alive",
 }
-
-
-@pytest.fixture(scope="module")
-def ray_session():
-    ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)
-    yield
-    ray.shutdown()
-
-
-def _tags(tb_dir: Path) -> set[str]:
-    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
-
-    acc = EventAccumulator(str(tb_dir), size_guidance={"scalars": 0, "histograms": 0})
-    acc.Reload()
-    tags = acc.Tags()
-    return set(tags["scalars"]) | set(tags["histograms"])
 
 
 @pytest.fixture(scope="module")
@@ -86,9 +71,9 @@ def test_summary_is_complete(smoke_run):
     assert (run_dir / "checkpoints" / "learner.pt").exists()
 
 
-def test_tensorboard_has_the_tags(smoke_run):
+def test_tensorboard_has_thetb_tags(smoke_run):
     run_dir, _ = smoke_run
-    missing = REQUIRED_TAGS - _tags(run_dir / "tb")
+    missing = REQUIRED_TAGS - tb_tags(run_dir / "tb")
     assert not missing, f"missing TensorBoard tags: {sorted(missing)}"
 
 

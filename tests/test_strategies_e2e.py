@@ -11,18 +11,11 @@ import ray
 from hindsight.config import load_config
 from hindsight.trainer import Trainer
 from relabel_service.strategies import strategy_names
-from tests.test_pipeline import _tags
+from tests.helpers_tb import tb_tags
 
 pytestmark = [pytest.mark.ray]
 
 STRATEGIES = sorted({*strategy_names(), "hipi_rl"})
-
-
-@pytest.fixture(scope="module")
-def ray_session():
-    ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)
-    yield
-    ray.shutdown()
 
 
 @pytest.mark.parametrize("strategy", STRATEGIES)
@@ -36,7 +29,7 @@ def test_strategy_runs_end_to_end(ray_session, tmp_path, strategy):
     assert s["env_steps"] >= 500
     assert s["updates"] > 0
     assert s["strategy"] == strategy
-    tags = _tags(Path(s["run_dir"]) / "tb")
+    tags = tb_tags(Path(s["run_dir"]) / "tb")
     if strategy == "hipi_rl":
         assert any(t.startswith("relabel_in_learner/") for t in tags), sorted(tags)
     else:

@@ -30,7 +30,7 @@ import os
 import numpy as np
 import torch
 
-from learner.checkpoints import atomic_save
+from learner.checkpoints import atomic_save, load_optimizer_state
 from learner.pearl.buffers import TaskReplay
 from learner.pearl.config import PEARLConfig, ScheduleConfig
 from learner.pearl.context import context_rows
@@ -175,10 +175,7 @@ def load_state(path: str | os.PathLike, device: torch.device | str = "cpu") -> P
     state = init_state(*payload["dims"], cfg, sched, device, payload["seed"])
     for name, module in state.nets._asdict().items():
         module.load_state_dict(payload["nets"][name])
-    impl = [{k: g[k] for k in ("fused", "foreach")} for g in state.optimizer.param_groups]
-    state.optimizer.load_state_dict(payload["optimizer"])
-    for group, flags in zip(state.optimizer.param_groups, impl):
-        group.update(flags)
+    load_optimizer_state(state.optimizer, payload["optimizer"])
     state.step = int(payload["step"])
     if payload["generator_device"] == state.device.type:
         state.generator.set_state(payload["generator"])

@@ -33,7 +33,7 @@ import numpy as np
 import torch
 
 from actors.policy import NumpyValueFnFactory
-from learner.checkpoints import atomic_save
+from learner.checkpoints import atomic_save, load_optimizer_state
 from learner.core import Batch
 from learner.sac.config import SACConfig
 from learner.sac.branches import BranchThread
@@ -378,12 +378,7 @@ def load_state(path: str | os.PathLike, device: torch.device | str = "cpu") -> S
     state.target_critic.load_state_dict(payload["target_critic"])
     with torch.no_grad():
         state.log_alpha.copy_(payload["log_alpha"])
-    # keep this machine's Adam kernel choice (fused / foreach / capturable), not the saving
-    # machine's (a CUDA-graph learner saves capturable=True, which a CPU step refuses)
-    impl = [{k: g.get(k) for k in ("fused", "foreach", "capturable")} for g in state.optimizer.param_groups]
-    state.optimizer.load_state_dict(payload["optimizer"])
-    for group, flags in zip(state.optimizer.param_groups, impl):
-        group.update(flags)
+    load_optimizer_state(state.optimizer, payload["optimizer"])
     state.step = int(payload["step"])
     if payload["generator_device"] == state.device.type:
         state.generator.set_state(payload["generator"])
