@@ -171,6 +171,16 @@ class NumpyPolicy:
         if extra:
             raise KeyError(f"policy weights have keys the actor lacks: {sorted(extra)}")
         self._layers: list[tuple[np.ndarray, np.ndarray]] = layers
+        # per layer (W_h^T [in_h, out], W_z^T [Z R, out] or None), contiguous, cut once per
+        # weights: ``begin`` binds tasks every round, and a value function every few
+        # hundred (s0, z) pairs
+        zr = self.dims[2] * self.task_repeat
+        self._cut: list[tuple[np.ndarray, np.ndarray | None]] = []
+        for i, (weight, _) in enumerate(layers):
+            takes_task = i == 0 or self.task_to_all_layers
+            width = weight.shape[1] - (zr if takes_task else 0)
+            self._cut.append((np.ascontiguousarray(weight[:, :width].T),
+                              np.ascontiguousarray(weight[:, width:].T) if takes_task else None))
         self.version = int(version)
         self._rows = -1  # bound tasks refer to the old weights
 
@@ -192,12 +202,13 @@ class NumpyPolicy:
         z = np.tile(z, (1, self.task_repeat))  # [W, Z R], rlkit's z.repeat(1, R)
         w = len(z)
         self._fast: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
-        for i, (weight, bias) in enumerate(self._layers):
-            takes_task = i == 0 or self.task_to_all_layers
-            width = weight.shape[1] - (z.shape[1] if takes_task else 0)
-            w_h = np.ascontiguousarray(weight[:, :width].T)  # [in_h, out]
-            c = z @ weight[:, width:].T + bias if takes_task else np.broadcast_to(bias, (w, len(bias))).copy()
-            self._fast.append((w_h, np.ascontiguousarray(c, dtype=np.float32), np.empty((w, weight.shape[0]), np.float32)))
+        for (w_h, w_z), (_, bias) in zip(self._cut, self._layers):
+            if w_z is not None:
+                c = z @ w_z  # [W, out]: the task's term of the layer
+                c += bias
+            else:
+                c = np.broadcast_to(bias, (w, len(bias))).copy()
+            self._fast.append((w_h, c, np.empty((w, w_h.shape[1]), np.float32)))
         self._x = np.empty((w, self.dims[0]), np.float32)
         self._eps = np.empty((w, self.dims[1]), np.float32)
         self._tasks = z
@@ -399,7 +410,9 @@ class NumpyValueFunction:
         last = len(self.critic) - 1
         for i, (w_h, w_z, b) in enumerate(self.critic):
             out = np.matmul(h, w_h)  # [E, B, out]
-            out += b if w_z is None else np.matmul(z, w_z) + b
+            if w_z is not None:
+                out += np.matmul(z, w_z)
+            out += b
             if i < last:
                 np.maximum(out, 0.0, out=out)
             h = out
