@@ -71,3 +71,68 @@ def run_benchmark(name: str, quick: bool = False, device: str | None = None, ste
     result["seconds"] = round(time.perf_counter() - t0, 2)
     result["machine"] = {**machine(), "load_average_at_start": load}
     return result
+
+# ---- the targets a result is read against ------------------------------------------------
+#: per benchmark: (label, path of the measured field, path of its target), paths dotted; a
+#: "*" segment stands for every key at that level (each becomes its own line)
+_TARGETS: dict[str, list[tuple[str, str, str]]] = {
+    "rollout": [
+        ("policy-in-the-loop rollout over plain env.step", "ratio_vs_gym_halfcheetah", "target_ratio"),
+        ("scaling efficiency on every core", "scaling.efficiency_all_cores", "scaling.target_efficiency"),
+    ],
+    "learner": [
+        ("share of the FLOP ceiling", "ratio_of_flop_ceiling", "target_ratio_of_flop_ceiling"),
+        ("CUDA updates/s", "updates_per_s", "target_updates_per_s"),
+    ],
+    "relabel": [
+        ("smallest AIR speedup over the naive form", "min_speedup_required_cases", "target_ratio"),
+        ("smallest relabel capacity over collection", "capacity.min_ratio", "capacity.target_ratio"),
+    ],
+    "e2e": [
+        ("env steps/s over Stable-Baselines3 (none)", "ratio_vs_sb3_none", "target_ratio_vs_sb3"),
+        ("env steps/s over Stable-Baselines3 (air)", "ratio_vs_sb3_air", "target_ratio_vs_sb3"),
+        ("learner in the run over alone (*)", "hindsight.*.learner_in_run_over_isolated",
+         "target_learner_in_run_over_isolated"),
+    ],
+}
+
+
+def _at(d: Any, path: list[str]) -> list[tuple[str, Any]]:
+    """(the key a "*" matched, or "", value) for each place ``path`` reaches in ``d``."""
+    if not path:
+        return [("", d)]
+    head, rest = path[0], path[1:]
+    if not isinstance(d, dict):
+        return []
+    if head == "*":
+        return [(k, v) for k, sub in d.items() for _, v in _at(sub, rest)]
+    return _at(d[head], rest) if head in d else []
+
+
+def targets(result: dict[str, Any]) -> list[dict[str, Any]]:
+    """The result's headline fields against their targets: one entry per measured value
+    present (label, field, value, target, met), in ``_TARGETS``' order; a benchmark without
+    targets (store, priority) gives none."""
+    rows = []
+    for label, field, target_field in _TARGETS.get(result.get("benchmark", ""), []):
+        target = _at(result, target_field.split("."))
+        if len(target) != 1 or not isinstance(target[0][1], (int, float)):
+            continue
+        goal = float(target[0][1])
+        for key, value in _at(result, field.split(".")):
+            if isinstance(value, (int, float)):
+                rows.append({"label": label.replace("*", key), "field": field.replace("*", key),
+                             "value": float(value), "target": goal, "met": float(value) >= goal})
+    return rows
+
+
+def format_targets(result: dict[str, Any]) -> str:
+    """``targets`` as lines for the console (empty when the benchmark has none)."""
+    rows = targets(result)
+    if not rows:
+        return ""
+    lines = [f"{result['benchmark']}: targets on this machine ({result.get('machine', {}).get('cpu', '?')}, "
+             f"{result.get('machine', {}).get('cores', '?')} cores{', quick sizes' if result.get('quick') else ''})"]
+    for r in rows:
+        lines.append(f"  {'met    ' if r['met'] else 'NOT met'} {r['label']}: {r['value']:.3g} (target {r['target']:g}; {r['field']})")
+    return "\n".join(lines)

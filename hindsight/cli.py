@@ -230,6 +230,12 @@ def _bench(args: argparse.Namespace) -> int:
     print(text)
     if args.json:
         Path(args.json).write_text(text)
+    from benchmarks import format_targets
+
+    for one in (result.values() if args.name == "all" else [result]):
+        lines = format_targets(one)
+        if lines:
+            print(lines, file=sys.stderr)
     return 0
 
 

@@ -121,8 +121,11 @@ def test_bench_relabel_fields(tmp_path):
         assert n == 1 or (n - 1) * row["ratio"] < cap["target_ratio"] * 1.01, row  # (ratios are rounded)
 
 
-def test_bench_relabel_capacity_only(tmp_path):
+def test_bench_relabel_capacity_only(tmp_path, capsys):
     r = _bench("relabel", tmp_path, "--families", "point_reacher", "--strategies", "air", "--per-call", "4")
+    # the console says which targets this run met (the JSON went to stdout and the file)
+    err = capsys.readouterr().err
+    assert "relabel: targets on this machine" in err and "capacity.min_ratio" in err, err
     assert set(r) >= {"capacity"} and "air_linear" not in r
     cap = r["capacity"]
     assert cap["trajectories_per_call"] == 4 and set(cap["strategies"]) == {"point_reacher"}
@@ -214,3 +217,26 @@ def test_bench_e2e_set_typo_fails_before_any_run():
         run_benchmark("e2e", quick=True, overrides=["learner.sac.compil=true"])
     with pytest.raises(ValueError, match="--set applies to the e2e benchmark only"):
         run_benchmark("store", quick=True, overrides=["learner.sac.compile=true"])
+
+
+def test_targets_read_each_headline_field_against_its_target():
+    from benchmarks import format_targets, targets
+
+    e2e = {"benchmark": "e2e", "ratio_vs_sb3_none": 2.0, "ratio_vs_sb3_air": 1.1, "target_ratio_vs_sb3": 1.2,
+           "target_learner_in_run_over_isolated": 0.9,
+           "hindsight": {"none_w1": {"learner_in_run_over_isolated": 0.95},
+                         "air_w1": {"learner_in_run_over_isolated": 0.85}}}
+    rows = {r["field"]: (r["value"], r["target"], r["met"]) for r in targets(e2e)}
+    assert rows == {"ratio_vs_sb3_none": (2.0, 1.2, True), "ratio_vs_sb3_air": (1.1, 1.2, False),
+                    "hindsight.none_w1.learner_in_run_over_isolated": (0.95, 0.9, True),
+                    "hindsight.air_w1.learner_in_run_over_isolated": (0.85, 0.9, False)}
+    text = format_targets({**e2e, "machine": {"cpu": "x86_64", "cores": 2}})
+    assert "NOT met env steps/s over Stable-Baselines3 (air): 1.1 (target 1.2" in text
+    assert "met     learner in the run over alone (none_w1): 0.95" in text
+    # a value exactly at its target meets it; a field or target missing gives no line
+    assert targets({"benchmark": "learner", "ratio_of_flop_ceiling": 0.8, "target_ratio_of_flop_ceiling": 0.8}) == [
+        {"label": "share of the FLOP ceiling", "field": "ratio_of_flop_ceiling", "value": 0.8, "target": 0.8,
+         "met": True}]
+    assert targets({"benchmark": "learner", "ratio_of_flop_ceiling": 0.5}) == []
+    assert targets({"benchmark": "store", "ratio_shard_vs_plain_write": 0.06}) == [] and format_targets(
+        {"benchmark": "store"}) == ""
