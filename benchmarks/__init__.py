@@ -72,6 +72,7 @@ def run_benchmark(name: str, quick: bool = False, device: str | None = None, ste
     result["machine"] = {**machine(), "load_average_at_start": load}
     return result
 
+
 # ---- the targets a result is read against ------------------------------------------------
 #: per benchmark: (label, path of the measured field, path of its target), paths dotted; a
 #: "*" segment stands for every key at that level (each becomes its own line)

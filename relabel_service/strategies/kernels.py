@@ -223,7 +223,6 @@ def discounted_returns(
     ``float32_returns`` only, else ValueError; AIR's ``air_precision``)."""
     family.check_float32(float32)
     tasks = family.check_tasks(tasks)
-    lengths = trajectory_lengths(trajs)
     if linear_fast_path(family):
         if cache is not None:
             feats = cache.sums(family, trajs, discount)  # [M, D]
@@ -235,6 +234,7 @@ def discounted_returns(
     if cache is not None and len(trajs):
         steps, lengths, weights = cache.laid_out(family, trajs, discount)
         return step_returns(family, steps, lengths, weights, tasks, max_elements, float32)
+    lengths = trajectory_lengths(trajs)
     steps = concat_steps(trajs) if len(trajs) else None
     return step_returns(family, steps, lengths, discount_weights(lengths, discount), tasks, max_elements, float32)
 
