@@ -483,9 +483,11 @@ def _capacity(
                                    "trajectories_per_s": round(statistics.median(made), 2)}
         rows[family_name] = {}
         for label, r in rates.items():
-            ratio = statistics.median([a / b for a, b in zip(r, made)])
+            # three significant digits, and the sizing from that same reported value, so the
+            # JSON is consistent with itself (two decimals lost a sixth of a worker at 0.29)
+            ratio = float(f"{statistics.median([a / b for a, b in zip(r, made)]):.3g}")
             rows[family_name][label] = {
-                "relabel_trajectories_per_s": round(statistics.median(r), 1), "ratio": round(ratio, 2),
+                "relabel_trajectories_per_s": round(statistics.median(r), 1), "ratio": ratio,
                 # sizing: relabel workers (each on its own core, as the rollout workers are
                 # counted; each reads its own shards) that give the target over this production
                 "relabel_workers_for_target": max(1, math.ceil(TARGET_RATIO / ratio)) if ratio > 0 else None,
